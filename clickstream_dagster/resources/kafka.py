@@ -1,0 +1,114 @@
+"""Apache Kafka: the one resource for kafka-python producers, consumers and the admin client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+
+class KafkaUnavailable(RuntimeError):
+    pass
+
+
+class KafkaResource(dg.ConfigurableResource):
+    """Connection settings for the event topic; clients are created per use and always closed."""
+
+    bootstrap_servers: str
+    topic: str = "clickstream"
+    client_id: str = "clickstream-dagster"
+    request_timeout_ms: int = 10_000
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.request_timeout_ms,
+        }
+
+    def _unavailable(self, exc: Exception) -> KafkaUnavailable:
+        return KafkaUnavailable(
+            f"Kafka not reachable at {self.bootstrap_servers}: run `clickstream up` "
+            f"or set KAFKA_BOOTSTRAP_SERVERS ({type(exc).__name__}: {exc})"
+        )
+
+    @contextmanager
+    def admin(self) -> Iterator[KafkaAdminClient]:
+        try:
+            client = KafkaAdminClient(**self._common())
+        except (KafkaError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            yield client
+        finally:
+            client.close()
+
+    @contextmanager
+    def producer(self, **overrides: Any) -> Iterator[KafkaProducer]:
+        settings: dict[str, Any] = {
+            **self._common(),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 20,
+            "batch_size": 512 * 1024,
+            **overrides,
+        }
+        try:
+            producer = KafkaProducer(**settings)
+        except (KafkaError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            yield producer
+        finally:
+            producer.close(timeout=30)
+
+    @contextmanager
+    def consumer(self, **overrides: Any) -> Iterator[KafkaConsumer]:
+        """A consumer without a group and without auto-commit: callers assign and seek explicitly."""
+        settings: dict[str, Any] = {
+            **self._common(),
+            "group_id": None,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_bytes": 64 * 1024 * 1024,
+            "max_partition_fetch_bytes": 16 * 1024 * 1024,
+            "max_poll_records": 50_000,
+            **overrides,
+        }
+        try:
+            consumer = KafkaConsumer(**settings)
+        except (KafkaError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            yield consumer
+        finally:
+            consumer.close()
+
+    def ensure_topic(self, topic: str | None = None, partitions: int = 3) -> bool:
+        """Create the topic if missing; True if it was created."""
+        name = topic or self.topic
+        with self.admin() as admin:
+            if name in admin.list_topics():
+                return False
+            try:
+                admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                return False
+            return True
+
+    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+        """Next offset to be written, per partition. Empty if the topic does not exist."""
+        name = topic or self.topic
+        with self.consumer() as consumer:
+            partitions = consumer.partitions_for_topic(name)
+            if not partitions:
+                return {}
+            tps = [TopicPartition(name, p) for p in sorted(partitions)]
+            ends = consumer.end_offsets(tps)
+            return {tp.partition: int(offset) for tp, offset in ends.items()}

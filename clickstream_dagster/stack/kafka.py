@@ -1,0 +1,203 @@
+"""Embedded Apache Kafka 4.x in KRaft mode (one JVM is both broker and controller).
+
+The jars come from Maven Central through Maven (`fetch_jars`), the storage is formatted once, and the broker
+runs as `java -cp 'libs/*' kafka.Kafka server.properties`. The same jars provide Kafka's own tools
+(`run_tool("kafka-topics", ...)`, `ProducerPerformance`).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from clickstream_dagster.stack.config import KAFKA_VERSION, StackConfig
+from clickstream_dagster.stack.process import (
+    ManagedProcess,
+    StackError,
+    ensure_port_free,
+    port_open,
+    wait_until,
+)
+
+# Kafka's shell scripts are thin wrappers around these main classes.
+TOOLS = {
+    "kafka-topics": "org.apache.kafka.tools.TopicCommand",
+    "kafka-console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+    "kafka-producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
+    "kafka-storage": "kafka.tools.StorageTool",
+    "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
+}
+
+HEAP = os.environ.get("CLICKSTREAM_KAFKA_HEAP", "-Xms512m -Xmx1g")
+
+
+def _asset(name: str) -> Path:
+    return Path(str(resources.files("clickstream_dagster.stack") / "kafka" / name))
+
+
+def require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise StackError("Java not found: Apache Kafka 4.x needs Java 17+ (e.g. `apt-get install openjdk-17-jdk`)")
+    return java
+
+
+def fetch_jars(cfg: StackConfig, quiet: bool = True) -> Path:
+    """Fetch kafka_2.13, kafka-tools and a log4j2 backend with Maven into the cache folder (once)."""
+    libs = cfg.kafka_libs
+    marker = libs / ".complete"
+    if marker.is_file():
+        return libs
+    require_java()
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven not found: it fetches the Kafka broker jars (e.g. `apt-get install maven`)")
+    libs.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        mvn,
+        "-B",
+        *(["-q"] if quiet else []),
+        "-f",
+        str(_asset("pom.xml")),
+        f"-Dkafka.version={KAFKA_VERSION}",
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={libs}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise StackError(f"Maven could not fetch the Kafka {KAFKA_VERSION} jars:\n{tail}")
+    marker.write_text(KAFKA_VERSION + "\n")
+    return libs
+
+
+def java_cmd(cfg: StackConfig, main_class: str, args: Sequence[str], log_config: str) -> list[str]:
+    return [
+        require_java(),
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={_asset(log_config)}",
+        "-cp",
+        str(cfg.kafka_libs / "*"),
+        main_class,
+        *args,
+    ]
+
+
+def run_tool(
+    cfg: StackConfig, tool: str, args: Sequence[str], timeout: float = 120, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one of Kafka's own command-line tools from the fetched jars."""
+    main_class = TOOLS.get(tool, tool)
+    fetch_jars(cfg)
+    cmd = java_cmd(cfg, main_class, args, "tools-log4j2.properties")
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
+
+
+class EmbeddedKafka:
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self.proc = ManagedProcess("kafka", cfg.run_dir, cfg.log_dir)
+
+    @property
+    def properties_file(self) -> Path:
+        return self.cfg.kafka_data_dir / "server.properties"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.cfg.kafka_data_dir / "logs"
+
+    def write_properties(self) -> None:
+        c = self.cfg
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{c.host}:{c.ports.kafka_controller}",
+            "listeners": f"PLAINTEXT://{c.host}:{c.ports.kafka},CONTROLLER://{c.host}:{c.ports.kafka_controller}",
+            "advertised.listeners": f"PLAINTEXT://{c.host}:{c.ports.kafka}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": str(c.kafka_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "3",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+            "message.max.bytes": "1048588",
+        }
+        self.cfg.kafka_data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def format_storage(self) -> None:
+        """Format the KRaft log directory once; later `up`s reuse the data."""
+        if (self.log_dirs / "meta.properties").is_file():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = run_tool(
+            self.cfg,
+            "kafka-storage",
+            ["format", "--standalone", "-t", cluster_id, "-c", str(self.properties_file)],
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+    def healthy(self) -> bool:
+        return port_open(self.cfg.host, self.cfg.ports.kafka) and self._metadata_ok()
+
+    def _metadata_ok(self) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.cfg.bootstrap_servers,
+                request_timeout_ms=3000,
+                bootstrap_timeout_ms=3000,
+            )
+        except (KafkaError, OSError, ValueError):
+            return False
+        try:
+            admin.describe_cluster()
+            return True
+        except (KafkaError, OSError, ValueError):
+            return False
+        finally:
+            admin.close()
+
+    def start(self, timeout: float = 90.0) -> None:
+        if self.proc.running():
+            wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self.proc.log_tail)
+            return
+        ensure_port_free(self.cfg.host, self.cfg.ports.kafka, "Kafka", "CLICKSTREAM_KAFKA_PORT")
+        ensure_port_free(
+            self.cfg.host, self.cfg.ports.kafka_controller, "the Kafka controller", "CLICKSTREAM_KAFKA_CONTROLLER_PORT"
+        )
+        fetch_jars(self.cfg)
+        self.write_properties()
+        self.format_storage()
+        cmd = java_cmd(self.cfg, "kafka.Kafka", [str(self.properties_file)], "log4j2.properties")
+        cmd[1:1] = [*HEAP.split(), "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        env = {**os.environ, "LOG_DIR": str(self.cfg.log_dir)}
+        self.proc.start(cmd, env)
+        wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self._failure_detail)
+
+    def _failure_detail(self) -> str:
+        return f"last lines of {self.proc.log_file}:\n{self.proc.log_tail(40)}"
+
+    def stop(self) -> bool:
+        return self.proc.stop(timeout=30)

@@ -1,0 +1,112 @@
+"""`clickstream up | down | status`: the whole local stack, each part skipped when an external endpoint is set."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from clickstream_dagster.resources.kafka import KafkaResource
+from clickstream_dagster.sql.migrate import apply_migrations
+from clickstream_dagster.stack.config import EVENTS_DATABASE, StackConfig
+from clickstream_dagster.stack.dagster import DagsterServices
+from clickstream_dagster.stack.kafka import EmbeddedKafka
+from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
+from clickstream_dagster.stack.process import StackError
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    address: str
+    state: str  # healthy | unhealthy | stopped | external
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("healthy", "external")
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self.postgres = EmbeddedPostgres(cfg)
+        self.kafka = EmbeddedKafka(cfg)
+        self.dagster = DagsterServices(cfg)
+
+    def _timed(self, log: Log, what: str, step: Callable[[], None]) -> None:
+        started = time.monotonic()
+        log(f"  {what} ...")
+        step()
+        log(f"  {what}: ready in {time.monotonic() - started:.1f} s")
+
+    def up_data_services(self, log: Log = print) -> None:
+        """Postgres (with migrations) and Kafka (with the event topic): what tests and the producer need."""
+        cfg = self.cfg
+        if cfg.external_database_url:
+            log(f"  PostgreSQL: external ({_host_of(cfg.database_url)}), not started")
+        else:
+            self._timed(log, f"PostgreSQL on {cfg.host}:{cfg.ports.postgres}", self.postgres.start)
+            ensure_database(cfg.database_url, EVENTS_DATABASE)
+        applied = apply_migrations(cfg.database_url)
+        log(f"  schema: {len(applied)} migration(s) applied" if applied else "  schema: up to date")
+        if cfg.external_kafka:
+            log(f"  Kafka: external ({cfg.external_kafka}), not started")
+        else:
+            self._timed(log, f"Apache Kafka (KRaft) on {cfg.bootstrap_servers}", self.kafka.start)
+        created = KafkaResource(bootstrap_servers=cfg.bootstrap_servers).ensure_topic(
+            cfg.topic, partitions=cfg.kafka_partitions
+        )
+        if created:
+            log(f"  topic `{cfg.topic}` created with {cfg.kafka_partitions} partitions")
+
+    def up(self, log: Log = print) -> None:
+        self.up_data_services(log)
+        self._timed(log, f"Dagster webserver + daemon on {self.cfg.dagster_url}", self.dagster.start)
+
+    def down(self, log: Log = print) -> None:
+        for name in self.dagster.stop():
+            log(f"  stopped {name}")
+        if self.kafka.stop():
+            log("  stopped kafka")
+        if self.postgres.stop():
+            log("  stopped postgres")
+
+    def status(self) -> list[ComponentStatus]:
+        cfg = self.cfg
+        out = []
+        if cfg.external_database_url:
+            out.append(ComponentStatus("postgres", _host_of(cfg.database_url), "external"))
+        else:
+            pg_address = f"{cfg.host}:{cfg.ports.postgres}"
+            pg_state = "healthy" if self.postgres.healthy() else ("unhealthy" if self.postgres.running() else "stopped")
+            out.append(ComponentStatus("postgres", pg_address, pg_state, str(cfg.postgres_data_dir)))
+        if cfg.external_kafka:
+            out.append(ComponentStatus("kafka", cfg.external_kafka, "external"))
+        else:
+            k_state = "healthy" if self.kafka.healthy() else ("unhealthy" if self.kafka.proc.running() else "stopped")
+            out.append(ComponentStatus("kafka", cfg.bootstrap_servers, k_state, f"pid {self.kafka.proc.pid() or '-'}"))
+        health = self.dagster.health() if self.dagster.webserver.running() else {}
+        web_state = "healthy" if health.get("location_loaded") else (
+            "unhealthy" if self.dagster.webserver.running() else "stopped"
+        )
+        locations = ", ".join(health.get("locations", {})) or "-"
+        out.append(ComponentStatus("dagster-webserver", cfg.dagster_url, web_state, f"code locations: {locations}"))
+        daemon_running = self.dagster.daemon.running()
+        daemon_state = "healthy" if health.get("daemon_healthy") else ("unhealthy" if daemon_running else "stopped")
+        daemons = ", ".join(f"{k}={'ok' if v else 'down'}" for k, v in health.get("daemons", {}).items()) or "-"
+        out.append(ComponentStatus("dagster-daemon", f"pid {self.dagster.daemon.pid() or '-'}", daemon_state, daemons))
+        return out
+
+    def require_healthy(self) -> None:
+        bad = [s for s in self.status() if not s.ok]
+        if bad:
+            names = ", ".join(f"{s.name} ({s.state})" for s in bad)
+            raise StackError(f"not healthy: {names}; see `clickstream status` and .data/logs/")
+
+
+def _host_of(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return rest.rsplit("@", 1)[-1]
