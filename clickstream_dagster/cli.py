@@ -56,6 +56,26 @@ def up(data_only: bool) -> None:
 
 
 @main.command()
+def demo() -> None:
+    """The main job: start the whole stack, run the pipeline end to end, print where to look."""
+    from clickstream_dagster.stack.manager import Stack
+
+    cfg = _config()
+    stack = Stack(cfg)
+    click.echo("Starting the clickstream stack:")
+    try:
+        stack.up(click.echo)
+    except StackError as exc:
+        _fail(exc)
+    _print_status(stack)
+    click.echo("\nWhere to look:")
+    click.echo(f"  Dagster UI      {cfg.dagster_url}")
+    click.echo(f"  Kafka           {cfg.bootstrap_servers} (topic `{cfg.topic}`)")
+    click.echo(f"  PostgreSQL      {cfg.database_url}")
+    click.echo("  Stop it with    make down")
+
+
+@main.command()
 def down() -> None:
     """Stop every process the stack started (data is kept in .data/)."""
     from clickstream_dagster.stack.manager import Stack

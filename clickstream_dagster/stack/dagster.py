@@ -85,7 +85,9 @@ class DagsterServices:
     def start(self, timeout: float = 120.0) -> None:
         self.prepare_instance()
         if not self.webserver.running():
-            ensure_port_free(self.cfg.host, self.cfg.ports.dagster, "the Dagster webserver", "CLICKSTREAM_DAGSTER_PORT")
+            ensure_port_free(
+                self.cfg.host, self.cfg.ports.dagster, "the Dagster webserver", "CLICKSTREAM_DAGSTER_PORT"
+            )
             self.webserver.start(
                 [
                     _script("dagster-webserver"),
@@ -100,7 +102,9 @@ class DagsterServices:
                 cwd=self.cfg.root,
             )
         if not self.daemon.running():
-            self.daemon.start([_script("dagster-daemon"), "run", "-w", str(self.workspace)], self.env(), cwd=self.cfg.root)
+            self.daemon.start(
+                [_script("dagster-daemon"), "run", "-w", str(self.workspace)], self.env(), cwd=self.cfg.root
+            )
         wait_until(
             self.webserver_ready,
             timeout,
@@ -139,7 +143,8 @@ class DagsterServices:
             return {"webserver": False}
         entries = data["workspaceOrError"].get("locationEntries", [])
         locations = {
-            e["name"]: (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for e in entries
+            e["name"]: (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+            for e in entries
         }
         errors = [
             e["locationOrLoadError"].get("message", "")

@@ -47,7 +47,9 @@ def _asset(name: str) -> Path:
 def require_java() -> str:
     java = shutil.which("java")
     if java is None:
-        raise StackError("Java not found: Apache Kafka 4.x needs Java 17+ (e.g. `apt-get install openjdk-17-jdk`)")
+        raise StackError(
+            "Java not found: Apache Kafka 4.x needs Java 17+ (e.g. `apt-get install openjdk-17-jdk`)"
+        )
     return java
 
 
@@ -185,7 +187,10 @@ class EmbeddedKafka:
             return
         ensure_port_free(self.cfg.host, self.cfg.ports.kafka, "Kafka", "CLICKSTREAM_KAFKA_PORT")
         ensure_port_free(
-            self.cfg.host, self.cfg.ports.kafka_controller, "the Kafka controller", "CLICKSTREAM_KAFKA_CONTROLLER_PORT"
+            self.cfg.host,
+            self.cfg.ports.kafka_controller,
+            "the Kafka controller",
+            "CLICKSTREAM_KAFKA_CONTROLLER_PORT",
         )
         fetch_jars(self.cfg)
         self.write_properties()

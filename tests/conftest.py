@@ -1,0 +1,107 @@
+"""Session fixtures start a real Apache Kafka broker and a real PostgreSQL through the same code as
+`clickstream up` (in a temporary data folder, on free ports), or reuse the ones named by
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL. Factory fixtures give every test its own topic and database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.sql.migrate import apply_migrations
+from clickstream_dagster.stack.config import Ports, StackConfig, with_database
+from clickstream_dagster.stack.manager import Stack
+from clickstream_dagster.stack.process import free_port
+
+
+def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> StackConfig:
+    """A stack config on free ports in its own data folder; the Kafka jar cache is shared."""
+    base = StackConfig.from_env(env if env is not None else dict(os.environ))
+    ports = Ports(
+        kafka=free_port(),
+        kafka_controller=free_port(),
+        postgres=free_port(),
+        dagster=free_port(),
+        spark_connect=free_port(),
+        api=free_port(),
+        dashboard=free_port(),
+    )
+    return replace(base.with_data_dir(data_dir, ports), topic=f"clickstream-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    cfg = make_test_config(tmp_path_factory.mktemp("stack"))
+    stack = Stack(cfg)
+    stack.up_data_services(log=lambda _msg: None)
+    yield stack
+    stack.down(log=lambda _msg: None)
+
+
+@pytest.fixture(scope="session")
+def stack_config(stack: Stack) -> StackConfig:
+    return stack.cfg
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers(stack_config: StackConfig) -> str:
+    return stack_config.bootstrap_servers
+
+
+@pytest.fixture
+def topic_factory(bootstrap_servers: str) -> Callable[..., str]:
+    """Create a fresh topic for the calling test: `topic_factory(partitions=3)`."""
+    kafka = KafkaResource(bootstrap_servers=bootstrap_servers)
+
+    def make(partitions: int = 3, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        kafka.ensure_topic(name, partitions=partitions)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def database_factory(stack_config: StackConfig) -> Iterator[Callable[..., str]]:
+    """Create a fresh database (migrated unless told otherwise) and return its URL; dropped afterwards."""
+    created: list[str] = []
+    admin_url = with_database(stack_config.database_url, "postgres")
+
+    def make(migrate: bool = True) -> str:
+        name = f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        url = with_database(stack_config.database_url, name)
+        if migrate:
+            apply_migrations(url)
+        return url
+
+    yield make
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def pg_url(database_factory: Callable[..., str]) -> str:
+    return database_factory()
+
+
+@pytest.fixture
+def kafka(bootstrap_servers: str, topic_factory: Callable[..., str]) -> KafkaResource:
+    return KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic_factory())
+
+
+@pytest.fixture
+def postgres(pg_url: str) -> Iterator[PostgresResource]:
+    resource = PostgresResource(url=pg_url)
+    yield resource
+    resource.close()
