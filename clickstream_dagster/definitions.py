@@ -3,6 +3,7 @@
 import dagster as dg
 
 from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
+from clickstream_dagster.sensors.alerts import slack_on_run_failure
 
 resources = {
     "kafka": KafkaResource(
@@ -11,13 +12,16 @@ resources = {
     ),
     "postgres": PostgresResource(url=dg.EnvVar("DATABASE_URL")),
     "spark": SparkResource(remote=dg.EnvVar("SPARK_REMOTE")),
-    "slack": SlackResource(webhook_url=dg.EnvVar("SLACK_WEBHOOK_URL")),
+    "slack": SlackResource(
+        webhook_url=dg.EnvVar("SLACK_WEBHOOK_URL"),
+        dagster_url=dg.EnvVar("CLICKSTREAM_DAGSTER_URL"),
+    ),
 }
 
 defs = dg.Definitions(
     assets=[],
     asset_checks=[],
-    sensors=[],
+    sensors=[slack_on_run_failure],
     schedules=[],
     resources=resources,
 )

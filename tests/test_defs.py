@@ -16,6 +16,7 @@ def service_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/clickstream",
         "SPARK_REMOTE": "",
         "SLACK_WEBHOOK_URL": "",
+        "CLICKSTREAM_DAGSTER_URL": "http://127.0.0.1:3000",
     }.items():
         monkeypatch.setenv(key, value)
 
@@ -24,3 +25,4 @@ def test_definitions_load_and_validate(service_env: None) -> None:
     dg.Definitions.validate_loadable(definitions.defs)
     repo = definitions.defs.get_repository_def()
     assert set(repo.get_top_level_resources()) == {"kafka", "postgres", "spark", "slack"}
+    assert {s.name for s in repo.sensor_defs} >= {"slack_on_run_failure"}
