@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -123,6 +124,142 @@ def migrate() -> None:
 
     applied = apply_migrations(_config().database_url)
     click.echo(f"applied {len(applied)} migration(s)" if applied else "schema up to date")
+
+
+@main.command()
+@click.option(
+    "--scale", default="small", show_default=True, help="small (~30k events), full (2,756,101) or N."
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/raw"),
+    show_default=True,
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Replace files the generator did not write (e.g. a real download)."
+)
+def generate(scale: str, seed: int, out_dir: Path, overwrite: bool) -> None:
+    """Write RetailRocket-shaped events.csv, category_tree.csv and item_properties_part1/2.csv."""
+    from clickstream_dagster.data.generator import generate as run_generator
+    from clickstream_dagster.data.generator import parse_scale
+
+    try:
+        summary = run_generator(out_dir, parse_scale(scale), seed, progress=True, overwrite=overwrite)
+    except (FileExistsError, ValueError) as exc:
+        _fail(exc)
+    for line in summary.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("data/raw/events.csv"),
+    show_default=True,
+    help="RetailRocket events.csv to replay.",
+)
+@click.option("--topic", default=None, help="Target topic [default: CLICKSTREAM_TOPIC or clickstream].")
+@click.option(
+    "--messages-per-second",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Steady rate limit (token bucket); 0 = unlimited.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Messages per delivery batch; at most --max-in-flight-batches are unacknowledged.",
+)
+@click.option("--max-in-flight-batches", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Stop after this many messages.")
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Replay the original inter-event timing compressed by this factor.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Skip exactly what a previous run of this file got into the topic."
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Partition count if the topic has to be created.",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where rejected rows go [default: next to the input].",
+)
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+@click.option("--linger-ms", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--compression", type=click.Choice(["none", "gzip"]), default="none", show_default=True)
+def produce(
+    path: Path,
+    topic: str | None,
+    messages_per_second: float,
+    batch_size: int,
+    max_in_flight_batches: int,
+    limit: int | None,
+    speedup: float | None,
+    resume: bool,
+    partitions: int,
+    rejects_path: Path | None,
+    metrics_port: int | None,
+    linger_ms: int,
+    compression: str,
+) -> None:
+    """Replay events.csv into Kafka (acks=all, idempotent, backpressure, exact resume)."""
+    import logging
+
+    from clickstream_dagster.producer.metrics import ProducerMetrics
+    from clickstream_dagster.producer.replay import Replayer, ReplayOptions
+    from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    cfg = _config()
+    options = ReplayOptions(
+        path=path,
+        topic=topic or cfg.topic,
+        messages_per_second=messages_per_second,
+        batch_size=batch_size,
+        max_in_flight_batches=max_in_flight_batches,
+        limit=limit,
+        speedup=speedup,
+        resume=resume,
+        partitions=partitions,
+        rejects_path=rejects_path,
+        linger_ms=linger_ms,
+        compression=None if compression == "none" else compression,
+    )
+    metrics = ProducerMetrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+        click.echo(f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics", err=True)
+    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=options.topic)
+    try:
+        summary = Replayer(kafka, options, metrics).run()
+    except KafkaUnavailable as exc:
+        _fail(exc)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.failed or not summary.reconciles:
+        sys.exit(1)
+    if summary.interrupted:
+        sys.exit(130)
 
 
 @main.command(

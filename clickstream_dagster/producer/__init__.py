@@ -1,0 +1,1 @@
+"""Replays RetailRocket events.csv into Kafka (`clickstream produce`)."""
