@@ -262,7 +262,6 @@ class Replayer:
             "linger_ms": opt.linger_ms,
             "batch_size": opt.kafka_batch_bytes,
             "compression_type": opt.compression,
-            "buffer_memory": 64 * 1024 * 1024,
             "max_block_ms": 10 * 60 * 1000,
             "delivery_timeout_ms": 10 * 60 * 1000,
             "request_timeout_ms": 30_000,

@@ -153,7 +153,7 @@ class EmbeddedKafka:
         result = run_tool(
             self.cfg,
             "kafka-storage",
-            ["format", "--standalone", "-t", cluster_id, "-c", str(self.properties_file)],
+            ["format", "--standalone", f"--cluster-id={cluster_id}", f"--config={self.properties_file}"],
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
