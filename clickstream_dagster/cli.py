@@ -29,13 +29,16 @@ def main() -> None:
 def setup() -> None:
     """Fetch the Apache Kafka broker jars with Maven (once; cached under .cache/)."""
     from clickstream_dagster.stack.kafka import fetch_jars
+    from clickstream_dagster.stack.spark import fetch_jdbc_jars
 
     cfg = _config()
     try:
         libs = fetch_jars(cfg, quiet=True)
+        jdbc = fetch_jdbc_jars(cfg)
     except StackError as exc:
         _fail(exc)
     click.echo(f"Kafka jars: {libs}")
+    click.echo(f"PostgreSQL JDBC driver for Spark: {jdbc[0].parent}")
 
 
 @main.command()
@@ -73,6 +76,7 @@ def demo() -> None:
     click.echo(f"  Dagster UI      {cfg.dagster_url}")
     click.echo(f"  Kafka           {cfg.bootstrap_servers} (topic `{cfg.topic}`)")
     click.echo(f"  PostgreSQL      {cfg.database_url}")
+    click.echo(f"  Spark Connect   {cfg.spark_remote}")
     click.echo("  Stop it with    make down")
 
 

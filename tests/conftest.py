@@ -55,6 +55,22 @@ def bootstrap_servers(stack_config: StackConfig) -> str:
     return stack_config.bootstrap_servers
 
 
+@pytest.fixture(scope="session")
+def spark_connect_endpoint(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[str]:
+    """A real Spark Connect server (started once per session, as `clickstream up` starts it)."""
+    from clickstream_dagster.stack.spark import EmbeddedSparkConnect
+
+    if stack.cfg.external_spark_remote:
+        yield stack.cfg.external_spark_remote
+        return
+    server = EmbeddedSparkConnect(make_test_config(tmp_path_factory.mktemp("spark-connect")))
+    server.start()
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def topic_factory(bootstrap_servers: str) -> Callable[..., str]:
     """Create a fresh topic for the calling test: `topic_factory(partitions=3)`."""

@@ -130,8 +130,9 @@ class StackConfig:
         return sqlalchemy_psycopg2_url(url)
 
     @property
-    def spark_remote(self) -> str | None:
-        return self.external_spark_remote
+    def spark_remote(self) -> str:
+        """Spark Connect URL: the external one, or the embedded server `up` starts."""
+        return self.external_spark_remote or f"sc://{self.host}:{self.ports.spark_connect}"
 
     @property
     def dagster_url(self) -> str:
@@ -146,7 +147,7 @@ class StackConfig:
             "DAGSTER_HOME": str(self.dagster_home),
             "CLICKSTREAM_DATA_DIR": str(self.data_dir),
             "CLICKSTREAM_DAGSTER_URL": self.dagster_url,
-            "SPARK_REMOTE": self.spark_remote or "",
+            "SPARK_REMOTE": self.spark_remote,
             "SLACK_WEBHOOK_URL": self.slack_webhook_url or "",
         }
         return env

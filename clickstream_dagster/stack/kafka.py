@@ -37,7 +37,7 @@ TOOLS = {
     "kafka-metadata-quorum": "org.apache.kafka.tools.MetadataQuorumCommand",
 }
 
-HEAP = os.environ.get("CLICKSTREAM_KAFKA_HEAP", "-Xms512m -Xmx1g")
+DEFAULT_HEAP = "-Xms512m -Xmx1g"
 
 
 def _asset(name: str) -> Path:
@@ -196,7 +196,11 @@ class EmbeddedKafka:
         self.write_properties()
         self.format_storage()
         cmd = java_cmd(self.cfg, "kafka.Kafka", [str(self.properties_file)], "log4j2.properties")
-        cmd[1:1] = [*HEAP.split(), "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
+        cmd[1:1] = [
+            *os.environ.get("CLICKSTREAM_KAFKA_HEAP", DEFAULT_HEAP).split(),
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+        ]
         env = {**os.environ, "LOG_DIR": str(self.cfg.log_dir)}
         self.proc.start(cmd, env)
         wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self._failure_detail)

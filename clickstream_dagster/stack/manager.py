@@ -13,6 +13,7 @@ from clickstream_dagster.stack.dagster import DagsterServices
 from clickstream_dagster.stack.kafka import EmbeddedKafka
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import StackError
+from clickstream_dagster.stack.spark import EmbeddedSparkConnect
 
 Log = Callable[[str], None]
 
@@ -34,6 +35,7 @@ class Stack:
         self.cfg = cfg
         self.postgres = EmbeddedPostgres(cfg)
         self.kafka = EmbeddedKafka(cfg)
+        self.spark = EmbeddedSparkConnect(cfg)
         self.dagster = DagsterServices(cfg)
 
     def _timed(self, log: Log, what: str, step: Callable[[], None]) -> None:
@@ -64,11 +66,17 @@ class Stack:
 
     def up(self, log: Log = print) -> None:
         self.up_data_services(log)
+        if self.cfg.external_spark_remote:
+            log(f"  Spark: external ({self.cfg.external_spark_remote}), not started")
+        else:
+            self._timed(log, f"Spark Connect on {self.spark.endpoint}", self.spark.start)
         self._timed(log, f"Dagster webserver + daemon on {self.cfg.dagster_url}", self.dagster.start)
 
     def down(self, log: Log = print) -> None:
         for name in self.dagster.stop():
             log(f"  stopped {name}")
+        if self.spark.stop():
+            log("  stopped spark-connect")
         if self.kafka.stop():
             log("  stopped kafka")
         if self.postgres.stop():
@@ -98,6 +106,16 @@ class Stack:
             out.append(
                 ComponentStatus(
                     "kafka", cfg.bootstrap_servers, k_state, f"pid {self.kafka.proc.pid() or '-'}"
+                )
+            )
+        if cfg.external_spark_remote:
+            out.append(ComponentStatus("spark-connect", cfg.external_spark_remote, "external"))
+        else:
+            sc_running = self.spark.proc.running()
+            sc_state = "healthy" if self.spark.healthy() else ("unhealthy" if sc_running else "stopped")
+            out.append(
+                ComponentStatus(
+                    "spark-connect", self.spark.endpoint, sc_state, f"pid {self.spark.proc.pid() or '-'}"
                 )
             )
         health = self.dagster.health() if self.dagster.webserver.running() else {}

@@ -95,6 +95,8 @@ def pid_alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            if len(list(Path(f"/proc/{pid}/task").iterdir())) > 1:
+                return True  # the main thread exited but the process (e.g. a JVM) still runs
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             return False

@@ -30,7 +30,8 @@ def _processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_up_status_down_round_trip(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    external = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SPARK_REMOTE")
+    env = {k: v for k, v in os.environ.items() if k not in external}
     cfg = make_test_config(tmp_path / "data", env)
     stack = Stack(cfg)
     try:
@@ -39,16 +40,14 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         assert {n: s.state for n, s in status.items()} == {
             "postgres": "healthy",
             "kafka": "healthy",
+            "spark-connect": "healthy",
             "dagster-webserver": "healthy",
             "dagster-daemon": "healthy",
         }
         assert "clickstream_dagster" in status["dagster-webserver"].detail
-        pids = [
-            p
-            for p in (stack.kafka.proc.pid(), stack.dagster.webserver.pid(), stack.dagster.daemon.pid())
-            if p
-        ]
-        assert len(pids) == 3
+        procs = (stack.kafka.proc, stack.spark.proc, stack.dagster.webserver, stack.dagster.daemon)
+        pids = [p for p in (proc.pid() for proc in procs) if p]
+        assert len(pids) == 4
 
         # The CLI sees the same stack.
         cli_env = {**env, **_port_env(cfg), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
@@ -61,7 +60,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             timeout=60,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("healthy") == 4
+        assert result.stdout.count("healthy") == 5
 
         # `up` again is a no-op on a running stack and keeps the same processes.
         stack.up(log=lambda _m: None)
@@ -84,6 +83,7 @@ def _port_env(cfg: object) -> dict[str, str]:
         "CLICKSTREAM_KAFKA_CONTROLLER_PORT": str(p.kafka_controller),
         "CLICKSTREAM_POSTGRES_PORT": str(p.postgres),
         "CLICKSTREAM_DAGSTER_PORT": str(p.dagster),
+        "CLICKSTREAM_SPARK_CONNECT_PORT": str(p.spark_connect),
     }
 
 
