@@ -2,8 +2,20 @@
 
 import dagster as dg
 
+from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
+from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
 from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
 from clickstream_dagster.sensors.alerts import slack_on_run_failure
+from clickstream_dagster.sensors.kafka import INGEST_JOB_NAME, build_kafka_sensor
+
+# Kafka -> raw_events -> {live_clickstream_events, windowed_stats, event_statistics}, one run per offset batch.
+# In-process: a run is a few small steps, and a fresh step process would cost more than the step itself.
+ingest_events = dg.define_asset_job(
+    INGEST_JOB_NAME,
+    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
+    executor_def=dg.in_process_executor,
+    description="Ingest an exact set of Kafka offset ranges and refresh everything computed from them",
+)
 
 resources = {
     "kafka": KafkaResource(
@@ -19,9 +31,10 @@ resources = {
 }
 
 defs = dg.Definitions(
-    assets=[],
-    asset_checks=[],
-    sensors=[slack_on_run_failure],
+    assets=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
+    asset_checks=[*raw_events_checks],
+    jobs=[ingest_events],
+    sensors=[build_kafka_sensor(), slack_on_run_failure],
     schedules=[],
     resources=resources,
 )

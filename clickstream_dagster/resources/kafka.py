@@ -102,10 +102,11 @@ class KafkaResource(dg.ConfigurableResource):
                 return False
             return True
 
-    def end_offsets(self, topic: str | None = None) -> dict[int, int]:
+    def end_offsets(self, topic: str | None = None, timeout_ms: int | None = None) -> dict[int, int]:
         """Next offset to be written, per partition. Empty if the topic does not exist."""
         name = topic or self.topic
-        with self.consumer() as consumer:
+        limits = {"request_timeout_ms": timeout_ms, "bootstrap_timeout_ms": timeout_ms} if timeout_ms else {}
+        with self.consumer(**limits) as consumer:
             partitions = consumer.partitions_for_topic(name)
             if not partitions:
                 return {}

@@ -1,0 +1,242 @@
+"""Ingestion: exact Kafka offset ranges into `clickstream_events`, and the live slice for the dashboard."""
+
+import dagster as dg
+import psycopg
+from pydantic import Field
+
+from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from clickstream_dagster.pipeline.ingest import OffsetRange, ingest_ranges
+from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.sql import queries as q
+
+RAW_EVENTS = dg.AssetKey("raw_events")
+LIVE_EVENTS = dg.AssetKey("live_clickstream_events")
+GROUP = "ingestion"
+
+
+class OffsetRangeConfig(dg.Config):
+    partition: int
+    start: int = Field(description="First offset, inclusive")
+    end: int = Field(description="Last offset, exclusive")
+
+
+class RawEventsConfig(dg.Config):
+    """Which messages to ingest. The Kafka sensor fills this in; an empty list ingests nothing."""
+
+    topic: str = ""
+    ranges: list[OffsetRangeConfig] = Field(default_factory=list)
+    batch_size: int = 100_000
+
+
+@dg.asset(
+    key=RAW_EVENTS,
+    group_name=GROUP,
+    kinds={"kafka", "postgres"},
+    description=(
+        "Every valid event from the Kafka topic, one row per message in `clickstream_events`, keyed by its "
+        "source coordinates (topic, partition, offset). Reads exactly the offset ranges in the run config; "
+        "invalid messages go to `quarantine` with the reason. Re-running a range never duplicates."
+    ),
+)
+def raw_events(
+    context: dg.AssetExecutionContext,
+    config: RawEventsConfig,
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+) -> dg.MaterializeResult:
+    topic = config.topic or kafka.topic
+    ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+    context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
+    with kafka.consumer() as consumer, postgres.connection() as conn:
+        result = ingest_ranges(consumer, conn, topic, ranges, context.run_id, batch_size=config.batch_size)
+        total = conn.execute(q.COUNT_EVENTS).fetchone()
+    lag = _lag_after(kafka, topic, ranges)
+    context.log.info(
+        f"read {result.messages:,} = inserted {result.inserted:,} + quarantined {result.quarantined:,}"
+        f" + already loaded {result.messages - result.inserted - result.quarantined:,}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "messages_read": result.messages,
+            "rows_inserted": result.inserted,
+            "rows_quarantined": result.quarantined,
+            "already_loaded": result.messages - result.inserted - result.quarantined,
+            "quarantine_reasons": dict(result.reasons),
+            "offset_ranges": dg.MetadataValue.json(
+                {
+                    "topic": topic,
+                    "ranges": [{"partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
+                }
+            ),
+            "consumer_lag_after_run": lag,
+            "dagster/row_count": total[0] if total else 0,
+        }
+    )
+
+
+def _lag_after(kafka: KafkaResource, topic: str, ranges: list[OffsetRange]) -> int:
+    """Messages in the topic beyond the ranges this run read (what the sensor still has to schedule)."""
+    if not ranges:
+        return 0
+    ends = kafka.end_offsets(topic)
+    read_up_to = {r.partition: r.end for r in ranges}
+    return sum(max(0, end - read_up_to.get(p, end)) for p, end in ends.items())
+
+
+class LiveEventsConfig(dg.Config):
+    horizon_seconds: int = Field(default=900, description="Keep events ingested within this many seconds")
+    max_rows: int = Field(default=200_000, description="Never keep more than this many rows")
+
+
+@dg.asset(
+    key=LIVE_EVENTS,
+    deps=[RAW_EVENTS],
+    group_name=GROUP,
+    kinds={"postgres"},
+    description="The most recently ingested events (a moving horizon of ingestion time), for the live dashboard.",
+)
+def live_clickstream_events(
+    context: dg.AssetExecutionContext, config: LiveEventsConfig, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    with postgres.connection() as conn:
+        added = conn.execute(q.REFRESH_LIVE_EVENTS, (config.horizon_seconds,)).rowcount
+        pruned = conn.execute(q.PRUNE_LIVE_EVENTS, (config.horizon_seconds,)).rowcount
+        pruned += conn.execute(q.CAP_LIVE_EVENTS, (config.max_rows,)).rowcount
+        row = conn.execute(q.COUNT_LIVE_EVENTS).fetchone()
+    count, first, last = row if row else (0, None, None)
+    context.log.info(f"live table: +{added:,} -{pruned:,} = {count:,} rows")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": count,
+            "rows_added": added,
+            "rows_pruned": pruned,
+            "horizon_seconds": config.horizon_seconds,
+            "event_time_span": f"{first} .. {last}",
+        }
+    )
+
+
+# ---- checks: the prototype's data-validation DAG ------------------------------------------------------------
+# Each covers the ranges this run ingested; executed on its own (no ranges in this run) it covers the table.
+
+
+def _range_params(conn: psycopg.Connection, run_id: str) -> dict[str, object]:
+    rows = conn.execute(q.RANGES_OF_RUN, (run_id,)).fetchall()
+    if not rows:
+        return {"topics": None, "partitions": None, "starts": None, "ends": None}
+    topics, partitions, starts, ends = (list(col) for col in zip(*rows, strict=True))
+    return {"topics": topics, "partitions": partitions, "starts": starts, "ends": ends}
+
+
+def _count_check(
+    postgres: PostgresResource, run_id: str, query: str, what: str, **extra: object
+) -> dg.AssetCheckResult:
+    with postgres.connection() as conn:
+        params = {**_range_params(conn, run_id), **extra}
+        row = conn.execute(query, params).fetchone()
+    bad = int(row[0]) if row else 0
+    scope = "this run's ranges" if params["topics"] is not None else "the whole table"
+    return dg.AssetCheckResult(
+        passed=bad == 0,
+        metadata={"violations": bad, "scope": scope},
+        description=f"{bad:,} rows {what}" if bad else None,
+    )
+
+
+@dg.asset_check(asset=RAW_EVENTS, blocking=True, description="visitorid and itemid present and non-negative")
+def ids_present_and_non_negative(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    return _count_check(postgres, context.run.run_id, q.CHECK_IDS_PRESENT, "with a missing or negative id")
+
+
+@dg.asset_check(asset=RAW_EVENTS, blocking=True, description="event is one of view, addtocart, transaction")
+def event_type_allowed(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    return _count_check(postgres, context.run.run_id, q.CHECK_EVENT_TYPES, "with an unknown event type")
+
+
+@dg.asset_check(
+    asset=RAW_EVENTS,
+    blocking=True,
+    description="timestamps between 2000 and 2100, and event_time agrees with them",
+)
+def timestamps_in_range(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    return _count_check(
+        postgres,
+        context.run.run_id,
+        q.CHECK_TIMESTAMPS,
+        "with a timestamp out of range",
+        min_ts=MIN_TIMESTAMP_MS,
+        max_ts=MAX_TIMESTAMP_MS,
+    )
+
+
+@dg.asset_check(
+    asset=RAW_EVENTS, blocking=True, description="transactionid present exactly on transaction events"
+)
+def transactionid_only_on_transactions(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    return _count_check(
+        postgres,
+        context.run.run_id,
+        q.CHECK_TRANSACTION_IDS,
+        "where transactionid disagrees with the event type",
+    )
+
+
+@dg.asset_check(asset=RAW_EVENTS, blocking=True, description="no two rows share (topic, partition, offset)")
+def no_duplicate_source_coordinates(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    return _count_check(
+        postgres, context.run.run_id, q.CHECK_DUPLICATE_COORDINATES, "duplicated source coordinates"
+    )
+
+
+@dg.asset_check(
+    asset=RAW_EVENTS,
+    blocking=True,
+    description="per ingested offset range: messages consumed = rows stored + rows quarantined",
+)
+def offsets_reconcile(
+    context: dg.AssetCheckExecutionContext, postgres: PostgresResource
+) -> dg.AssetCheckResult:
+    with postgres.connection() as conn:
+        in_run = conn.execute(q.RANGES_OF_RUN, (context.run.run_id,)).fetchone() is not None
+        rows = conn.execute(
+            q.CHECK_RECONCILIATION, {"run_id": context.run.run_id if in_run else None}
+        ).fetchall()
+    mismatched = [
+        {"topic": t, "partition": p, "start": s, "end": e, "stored": st, "quarantined": qu}
+        for t, p, s, e, st, qu in rows
+        if st + qu != e - s
+    ]
+    consumed = sum(e - s for _, _, s, e, _, _ in rows)
+    stored = sum(st for *_, st, _ in rows)
+    quarantined = sum(qu for *_, qu in rows)
+    return dg.AssetCheckResult(
+        passed=not mismatched,
+        metadata={
+            "ranges_checked": len(rows),
+            "consumed": consumed,
+            "stored": stored,
+            "quarantined": quarantined,
+            "mismatched_ranges": dg.MetadataValue.json(mismatched[:20]),
+        },
+        description=f"{len(mismatched)} ranges do not reconcile" if mismatched else None,
+    )
+
+
+raw_events_checks = [
+    ids_present_and_non_negative,
+    event_type_allowed,
+    timestamps_in_range,
+    transactionid_only_on_transactions,
+    no_duplicate_source_coordinates,
+    offsets_reconcile,
+]

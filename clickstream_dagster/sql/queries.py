@@ -1,0 +1,242 @@
+"""Every query the pipeline runs against its own tables, in one place. Parameters are always bound (%s),
+never formatted into the text. Tables themselves are created only by the migrations next to this file."""
+
+from __future__ import annotations
+
+# ---- raw_events: staging + idempotent insert ---------------------------------------------------------------
+
+CREATE_EVENT_STAGING = """
+CREATE TEMP TABLE staging_events (
+    "timestamp" bigint, event_time timestamptz, visitorid bigint, event text, itemid bigint,
+    transactionid bigint, produced_at timestamptz, kafka_topic text, kafka_partition integer, kafka_offset bigint
+) ON COMMIT DROP
+"""
+
+COPY_EVENT_STAGING = """
+COPY staging_events ("timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
+                     kafka_topic, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)
+"""
+
+EVENT_STAGING_TYPES = (
+    "int8",
+    "timestamptz",
+    "int8",
+    "text",
+    "int8",
+    "int8",
+    "timestamptz",
+    "text",
+    "int4",
+    "int8",
+)
+
+INSERT_EVENTS_FROM_STAGING = """
+INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
+                                kafka_topic, kafka_partition, kafka_offset)
+SELECT "timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
+       kafka_topic, kafka_partition, kafka_offset
+FROM staging_events
+ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
+RETURNING kafka_partition
+"""
+
+INSERT_SEEN_VISITORS = """
+INSERT INTO seen_visitors (event, visitorid)
+SELECT DISTINCT event, visitorid FROM staging_events
+ON CONFLICT DO NOTHING
+"""
+
+INSERT_SEEN_ITEMS = """
+INSERT INTO seen_items (event, itemid)
+SELECT DISTINCT event, itemid FROM staging_events
+ON CONFLICT DO NOTHING
+"""
+
+MARK_DIRTY_WINDOWS = """
+INSERT INTO dirty_windows (window_start)
+SELECT DISTINCT to_timestamp(floor("timestamp" / 300000.0) * 300) FROM staging_events
+ON CONFLICT (window_start) DO UPDATE SET seq = nextval('dirty_windows_seq')
+"""
+
+CREATE_QUARANTINE_STAGING = """
+CREATE TEMP TABLE staging_quarantine (
+    kafka_topic text, kafka_partition integer, kafka_offset bigint, raw_payload bytea, reason text
+) ON COMMIT DROP
+"""
+
+COPY_QUARANTINE_STAGING = """
+COPY staging_quarantine (kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
+FROM STDIN (FORMAT BINARY)
+"""
+
+QUARANTINE_STAGING_TYPES = ("text", "int4", "int8", "bytea", "text")
+
+INSERT_QUARANTINE_FROM_STAGING = """
+INSERT INTO quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
+SELECT 'kafka', kafka_topic, kafka_partition, kafka_offset, raw_payload, reason FROM staging_quarantine
+ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) WHERE source = 'kafka' DO NOTHING
+RETURNING kafka_partition
+"""
+
+RECORD_INGESTED_RANGE = """
+INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset,
+                             messages_read, rows_inserted, rows_quarantined, dagster_run_id)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (kafka_topic, kafka_partition, start_offset, end_offset) DO UPDATE
+SET messages_read = EXCLUDED.messages_read,
+    rows_inserted = ingested_ranges.rows_inserted + EXCLUDED.rows_inserted,
+    rows_quarantined = ingested_ranges.rows_quarantined + EXCLUDED.rows_quarantined,
+    dagster_run_id = EXCLUDED.dagster_run_id,
+    ingested_at = now()
+"""
+
+COUNT_EVENTS = "SELECT count(*) FROM clickstream_events"
+
+# ---- live_clickstream_events ------------------------------------------------------------------------------
+
+REFRESH_LIVE_EVENTS = """
+INSERT INTO live_clickstream_events (kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time,
+                                     visitorid, event, itemid, transactionid, created_at)
+SELECT kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time, visitorid, event, itemid,
+       transactionid, created_at
+FROM clickstream_events
+WHERE created_at >= now() - make_interval(secs => %s)
+ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
+"""
+
+PRUNE_LIVE_EVENTS = "DELETE FROM live_clickstream_events WHERE created_at < now() - make_interval(secs => %s)"
+
+# Keeps at most N rows: the newest by ingestion time, then by offset.
+CAP_LIVE_EVENTS = """
+DELETE FROM live_clickstream_events l
+USING (
+    SELECT kafka_topic, kafka_partition, kafka_offset FROM live_clickstream_events
+    ORDER BY created_at DESC, kafka_offset DESC OFFSET %s
+) old
+WHERE (l.kafka_topic, l.kafka_partition, l.kafka_offset) = (old.kafka_topic, old.kafka_partition, old.kafka_offset)
+"""
+
+COUNT_LIVE_EVENTS = "SELECT count(*), min(event_time), max(event_time) FROM live_clickstream_events"
+
+# ---- windowed_stats: the queue of windows to recompute ----------------------------------------------------
+
+WINDOW_STATS_LOCK = "SELECT pg_advisory_lock(hashtext('windowed_stats'))"
+WINDOW_STATS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('windowed_stats'))"
+
+READ_DIRTY_WINDOWS = "SELECT window_start, seq FROM dirty_windows ORDER BY window_start"
+
+CLEAR_DIRTY_WINDOWS = """
+DELETE FROM dirty_windows d
+USING unnest(%s::timestamptz[], %s::bigint[]) AS done(window_start, seq)
+WHERE d.window_start = done.window_start AND d.seq <= done.seq
+"""
+
+WINDOW_STATS_SUMMARY = """
+SELECT count(DISTINCT window_start), coalesce(sum(event_count), 0), min(window_start), max(window_end)
+FROM windowed_stats
+"""
+
+WINDOW_STATS_PREVIEW = """
+SELECT window_start, event, event_count, unique_users, unique_items
+FROM windowed_stats ORDER BY window_start DESC, event LIMIT 9
+"""
+
+# ---- event_statistics --------------------------------------------------------------------------------------
+
+REFRESH_EVENT_STATISTICS = """
+WITH counts AS (
+    SELECT event, count(*) AS event_count FROM clickstream_events GROUP BY event
+), users AS (
+    SELECT event, count(*) AS unique_users FROM seen_visitors GROUP BY event
+), items AS (
+    SELECT event, count(*) AS unique_items FROM seen_items GROUP BY event
+), merged AS (
+    SELECT c.event, c.event_count, coalesce(u.unique_users, 0) AS unique_users,
+           coalesce(i.unique_items, 0) AS unique_items
+    FROM counts c LEFT JOIN users u USING (event) LEFT JOIN items i USING (event)
+), upsert AS (
+    INSERT INTO event_statistics (event, event_count, unique_users, unique_items, updated_at)
+    SELECT event, event_count, unique_users, unique_items, now() FROM merged
+    ON CONFLICT (event) DO UPDATE
+    SET event_count = EXCLUDED.event_count, unique_users = EXCLUDED.unique_users,
+        unique_items = EXCLUDED.unique_items, updated_at = EXCLUDED.updated_at
+    WHERE (event_statistics.event_count, event_statistics.unique_users, event_statistics.unique_items)
+          IS DISTINCT FROM (EXCLUDED.event_count, EXCLUDED.unique_users, EXCLUDED.unique_items)
+)
+SELECT event, event_count, unique_users, unique_items FROM merged ORDER BY event
+"""
+
+# ---- asset checks ------------------------------------------------------------------------------------------
+# Each takes the run's ranges as (topics[], partitions[], starts[], ends[]) arrays; with NULL arrays the
+# check covers the whole table (a check executed on its own from the UI).
+
+_IN_RANGES = """
+    (%(topics)s::text[] IS NULL OR EXISTS (
+        SELECT 1 FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[])
+               AS r(topic, part, lo, hi)
+        WHERE e.kafka_topic = r.topic AND e.kafka_partition = r.part
+          AND e.kafka_offset >= r.lo AND e.kafka_offset < r.hi))
+"""
+
+CHECK_IDS_PRESENT = (
+    """
+SELECT count(*) FROM clickstream_events e
+WHERE (visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0) AND"""
+    + _IN_RANGES
+)
+
+CHECK_EVENT_TYPES = (
+    """
+SELECT count(*) FROM clickstream_events e
+WHERE event NOT IN ('view', 'addtocart', 'transaction') AND"""
+    + _IN_RANGES
+)
+
+CHECK_TIMESTAMPS = (
+    """
+SELECT count(*) FROM clickstream_events e
+WHERE ("timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
+       OR event_time <> to_timestamp("timestamp" / 1000.0)) AND"""
+    + _IN_RANGES
+)
+
+CHECK_TRANSACTION_IDS = (
+    """
+SELECT count(*) FROM clickstream_events e
+WHERE ((event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0) AND"""
+    + _IN_RANGES
+)
+
+# The unique constraint should make this impossible; the check proves the constraint is in place and held.
+CHECK_DUPLICATE_COORDINATES = """
+SELECT count(*) FROM (
+    SELECT kafka_topic, kafka_partition, kafka_offset FROM clickstream_events
+    WHERE %(topics)s::text[] IS NULL OR kafka_topic = ANY(%(topics)s::text[])
+    GROUP BY 1, 2, 3 HAVING count(*) > 1
+) d
+"""
+
+# Per ingested range: offsets in the range = rows stored + rows quarantined (offsets are contiguous:
+# the producer is idempotent, not transactional, so there are no control records).
+CHECK_RECONCILIATION = """
+SELECT r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset,
+       (SELECT count(*) FROM clickstream_events e
+         WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
+           AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,
+       (SELECT count(*) FROM quarantine q
+         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
+           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset) AS quarantined
+FROM ingested_ranges r
+WHERE %(run_id)s::text IS NULL OR r.dagster_run_id = %(run_id)s
+ORDER BY 1, 2, 3
+"""
+
+RANGES_OF_RUN = """
+SELECT kafka_topic, kafka_partition, start_offset, end_offset FROM ingested_ranges WHERE dagster_run_id = %s
+"""
+
+# ---- dashboards / status -----------------------------------------------------------------------------------
+
+QUARANTINE_BY_REASON = """
+SELECT split_part(reason, ':', 1) AS kind, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC
+"""
