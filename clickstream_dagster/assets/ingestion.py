@@ -48,7 +48,9 @@ def raw_events(
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
     with kafka.consumer() as consumer, postgres.connection() as conn:
-        result = ingest_ranges(consumer, conn, topic, ranges, context.run_id, batch_size=config.batch_size)
+        result = ingest_ranges(
+            consumer, conn, topic, ranges, context.run.run_id, batch_size=config.batch_size
+        )
         total = conn.execute(q.COUNT_EVENTS).fetchone()
     lag = _lag_after(kafka, topic, ranges)
     context.log.info(

@@ -1,0 +1,87 @@
+"""The Kafka offset sensor on a real broker and a real Dagster instance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from clickstream_dagster.pipeline.offsets import fair_shares, plan_runs, run_key
+from clickstream_dagster.resources import KafkaResource
+from clickstream_dagster.sensors.kafka import build_kafka_sensor
+from tests.assets.conftest import produce, random_events
+
+
+def _tick(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, kafka: KafkaResource, cursor: str | None
+) -> Any:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
+    return sensor(context)
+
+
+def _ranges(request: dg.RunRequest) -> list[dict[str, int]]:
+    return request.run_config["ops"]["raw_events"]["config"]["ranges"]
+
+
+def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource) -> None:
+    sensor = build_kafka_sensor(max_events_per_run=1_000, max_runs_per_tick=2, max_active_runs=10)
+    with dg.instance_for_test() as instance:
+        first = _tick(sensor, instance, kafka, None)
+        assert isinstance(first, dg.SkipReason) and "no new messages" in (first.skip_message or "")
+
+        produce(kafka, random_events(2_500, seed=31))
+        ends = kafka.end_offsets()
+        result = _tick(sensor, instance, kafka, None)
+        assert isinstance(result, dg.SensorResult)
+        assert len(result.run_requests) == 2, "capped: two full-size runs this tick"
+        covered = [r for req in result.run_requests for r in _ranges(req)]
+        assert all(sum(r["end"] - r["start"] for r in _ranges(req)) == 1_000 for req in result.run_requests)
+        cursor = json.loads(result.cursor)
+        assert sum(cursor.values()) == 2_000
+        # Ranges are contiguous from 0 and end where the cursor now points.
+        for p in ends:
+            mine = sorted((r["start"], r["end"]) for r in covered if r["partition"] == p)
+            assert mine[0][0] == 0 and all(a[1] == b[0] for a, b in zip(mine, mine[1:], strict=False))
+            assert mine[-1][1] == cursor[str(p)]
+        # Payloads never travel in run config: only offsets.
+        assert set(result.run_requests[0].run_config["ops"]["raw_events"]["config"]) == {"topic", "ranges"}
+
+        # Deterministic keys: evaluating the same tick again yields the same run keys.
+        again = _tick(sensor, instance, kafka, None)
+        assert [r.run_key for r in again.run_requests] == [r.run_key for r in result.run_requests]
+
+        rest = _tick(sensor, instance, kafka, result.cursor)
+        assert sum(sum(r["end"] - r["start"] for r in _ranges(req)) for req in rest.run_requests) == 500
+        assert json.loads(rest.cursor) == {str(p): e for p, e in ends.items()}
+        assert isinstance(_tick(sensor, instance, kafka, rest.cursor), dg.SkipReason)
+
+
+def test_unreachable_broker_is_a_skip_not_a_crash() -> None:
+    sensor = build_kafka_sensor(broker_timeout_ms=1_000)
+    dead = KafkaResource(bootstrap_servers="127.0.0.1:1", topic="x", request_timeout_ms=1_000)
+    with dg.instance_for_test() as instance:
+        result = _tick(sensor, instance, dead, None)
+    assert isinstance(result, dg.SkipReason)
+    assert "Kafka not reachable" in (result.skip_message or "")
+
+
+def test_missing_topic_is_a_skip(bootstrap_servers: str) -> None:
+    sensor = build_kafka_sensor()
+    with dg.instance_for_test() as instance:
+        result = _tick(
+            sensor, instance, KafkaResource(bootstrap_servers=bootstrap_servers, topic="nope-x"), None
+        )
+    assert isinstance(result, dg.SkipReason) and "does not exist" in (result.skip_message or "")
+
+
+def test_plan_runs_is_fair_and_bounded() -> None:
+    runs, cursor = plan_runs({0: 5}, {0: 100, 1: 10, 2: 1000}, max_events_per_run=300, max_runs=10)
+    assert [sum(r.size for r in run) for run in runs] == [300, 300, 300, 205]
+    assert cursor == {0: 100, 1: 10, 2: 1000}
+    assert runs[0][0].start == 5
+    assert fair_shares({0: 1000, 1: 1000, 2: 1000}, 301) == {0: 101, 1: 100, 2: 100}
+    assert run_key("t", runs[0]) == "t/0:5-100,1:0-10,2:0-195"
+    with pytest.raises(ValueError):
+        plan_runs({}, {0: 1}, 0, 1)
