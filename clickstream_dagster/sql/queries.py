@@ -240,3 +240,58 @@ SELECT kafka_topic, kafka_partition, start_offset, end_offset FROM ingested_rang
 QUARANTINE_BY_REASON = """
 SELECT split_part(reason, ':', 1) AS kind, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC
 """
+
+# ---- reference data (category_tree, item_properties, items) -----------------------------------------------
+
+TRUNCATE_CATEGORY_TREE = "TRUNCATE category_tree"
+COPY_CATEGORY_TREE = "COPY category_tree (categoryid, parentid) FROM STDIN (FORMAT BINARY)"
+CATEGORY_TREE_TYPES = ("int8", "int8")
+
+TRUNCATE_ITEM_PROPERTIES = "TRUNCATE item_properties"
+COPY_ITEM_PROPERTIES = (
+    'COPY item_properties ("timestamp", itemid, property, value) FROM STDIN (FORMAT BINARY)'
+)
+ITEM_PROPERTIES_TYPES = ("int8", "int8", "text", "text")
+
+FORGET_CSV_QUARANTINE = "DELETE FROM quarantine WHERE source = 'csv' AND source_file = %s"
+QUARANTINE_CSV_ROW = """
+INSERT INTO quarantine (source, source_file, source_line, raw_payload, reason)
+VALUES ('csv', %s, %s, %s, %s)
+ON CONFLICT (source_file, source_line) WHERE source = 'csv' DO NOTHING
+"""
+
+CATEGORY_TREE_SUMMARY = "SELECT count(*), count(*) FILTER (WHERE parentid IS NULL) FROM category_tree"
+ITEM_PROPERTIES_SUMMARY = "SELECT count(*), count(DISTINCT itemid) FROM item_properties"
+
+# Each item's latest categoryid and available snapshot, and its category path up to the root.
+REBUILD_ITEMS = """
+WITH RECURSIVE paths (categoryid, next_parent, path) AS (
+    SELECT categoryid, parentid, ARRAY[categoryid] FROM category_tree
+    UNION ALL
+    SELECT p.categoryid, c.parentid, p.path || c.categoryid
+    FROM paths p JOIN category_tree c ON c.categoryid = p.next_parent
+    WHERE NOT c.categoryid = ANY (p.path)
+), full_paths AS (
+    SELECT categoryid, path FROM paths WHERE next_parent IS NULL
+), latest AS (
+    SELECT DISTINCT ON (itemid, property) itemid, property, value
+    FROM item_properties
+    WHERE property IN ('categoryid', 'available')
+    ORDER BY itemid, property, "timestamp" DESC
+), current_state AS (
+    SELECT itemid,
+           (max(value) FILTER (WHERE property = 'categoryid'))::bigint AS categoryid,
+           max(value) FILTER (WHERE property = 'available') = '1' AS available
+    FROM latest GROUP BY itemid
+)
+INSERT INTO items (itemid, categoryid, available, category_path, updated_at)
+SELECT s.itemid, s.categoryid, s.available, fp.path, now()
+FROM current_state s LEFT JOIN full_paths fp ON fp.categoryid = s.categoryid
+"""
+TRUNCATE_ITEMS = "TRUNCATE items"
+ITEMS_SUMMARY = """
+SELECT count(*), count(categoryid), count(*) FILTER (WHERE available), count(category_path),
+       coalesce(max(cardinality(category_path)), 0)
+FROM items
+"""
+ITEMS_PREVIEW = "SELECT itemid, categoryid, available, category_path FROM items ORDER BY itemid LIMIT 5"
