@@ -62,21 +62,24 @@ def up(data_only: bool) -> None:
 @main.command()
 def demo() -> None:
     """The main job: start the whole stack, run the pipeline end to end, print where to look."""
+    from clickstream_dagster.stack.demo import run_demo
     from clickstream_dagster.stack.manager import Stack
 
     cfg = _config()
-    stack = Stack(cfg)
-    click.echo("Starting the clickstream stack:")
     try:
-        stack.up(click.echo)
+        counts = run_demo(cfg, click.echo)
     except StackError as exc:
         _fail(exc)
-    _print_status(stack)
+    _print_status(Stack(cfg))
+    click.echo("\nWhat landed:")
+    for name, count in counts.items():
+        click.echo(f"  {name:<26} {count:>12,}")
     click.echo("\nWhere to look:")
-    click.echo(f"  Dagster UI      {cfg.dagster_url}")
+    click.echo(f"  Dagster UI      {cfg.dagster_url}  (assets: {cfg.dagster_url}/assets)")
     click.echo(f"  Kafka           {cfg.bootstrap_servers} (topic `{cfg.topic}`)")
     click.echo(f"  PostgreSQL      {cfg.database_url}")
     click.echo(f"  Spark Connect   {cfg.spark_remote}")
+    click.echo("  Replay more:    .venv/bin/clickstream produce --messages-per-second 200")
     click.echo("  Stop it with    make down")
 
 

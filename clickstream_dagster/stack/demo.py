@@ -1,0 +1,142 @@
+"""`clickstream demo`: the main job end to end on the embedded stack, safe to re-run.
+
+Starts the stack, uses data/raw (the real RetailRocket files if present, else generated ones), loads the
+reference data through Dagster, replays the events with the producer (resuming, so a re-run adds nothing to
+the topic), waits while the daemon's Kafka sensor materializes the streaming assets, then prints a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from clickstream_dagster.data.readers import EVENTS_FILE
+from clickstream_dagster.stack.config import StackConfig
+from clickstream_dagster.stack.manager import Stack
+from clickstream_dagster.stack.process import StackError
+
+Log = Callable[[str], None]
+
+CAUGHT_UP_SQL = """
+SELECT (SELECT count(*) FROM clickstream_events WHERE kafka_topic = %(topic)s),
+       (SELECT count(*) FROM quarantine WHERE source = 'kafka' AND kafka_topic = %(topic)s),
+       (SELECT count(*) FROM dirty_windows),
+       (SELECT coalesce(sum(event_count), 0) FROM event_statistics),
+       (SELECT count(*) FROM clickstream_events)
+"""
+
+SUMMARY_SQL = {
+    "clickstream_events": "SELECT count(*) FROM clickstream_events",
+    "quarantine": "SELECT count(*) FROM quarantine",
+    "live_clickstream_events": "SELECT count(*) FROM live_clickstream_events",
+    "windowed_stats (windows)": "SELECT count(DISTINCT window_start) FROM windowed_stats",
+    "event_statistics": "SELECT count(*) FROM event_statistics",
+    "category_tree": "SELECT count(*) FROM category_tree",
+    "item_properties": "SELECT count(*) FROM item_properties",
+    "items": "SELECT count(*) FROM items",
+}
+
+
+def _dagster_cli(cfg: StackConfig, args: list[str]) -> None:
+    env = {**os.environ, **cfg.service_env()}
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), *args, "-m", "clickstream_dagster.definitions"],
+        env=env,
+        cwd=cfg.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise StackError(f"`dagster {' '.join(args)}` failed:\n{tail}")
+
+
+def ensure_data(raw_dir: Path, log: Log) -> None:
+    if (raw_dir / EVENTS_FILE).is_file():
+        log(f"  data: using {raw_dir}")
+        return
+    from clickstream_dagster.data.generator import generate
+
+    log(f"  data: generating the small RetailRocket-shaped dataset into {raw_dir}")
+    summary = generate(raw_dir, "small", seed=42)
+    for line in summary.lines()[:2]:
+        log(f"    {line}")
+
+
+def wait_until_ingested(cfg: StackConfig, expected: int, log: Log, timeout_s: float = 600) -> None:
+    """Wait for the daemon's sensor runs to bring every message of the topic into the tables."""
+    started = time.monotonic()
+    last_report = 0.0
+    while True:
+        with psycopg.connect(cfg.database_url) as conn:
+            row = conn.execute(CAUGHT_UP_SQL, {"topic": cfg.topic}).fetchone()
+        assert row is not None
+        stored, quarantined, dirty, stat_total, all_events = row
+        done = stored + quarantined >= expected and dirty == 0 and stat_total == all_events
+        now = time.monotonic()
+        if done or now - last_report >= 5:
+            last_report = now
+            log(
+                f"    ingested {stored + quarantined:,}/{expected:,} messages"
+                f" ({quarantined:,} quarantined), windows pending {dirty:,} [{now - started:.0f} s]"
+            )
+        if done:
+            return
+        if now - started > timeout_s:
+            raise StackError(
+                f"the pipeline did not catch up within {timeout_s:.0f} s: see the runs at {cfg.dagster_url}/runs "
+                "and `clickstream status`"
+            )
+        time.sleep(1)
+
+
+def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
+    from clickstream_dagster.producer.replay import Replayer, ReplayOptions
+    from clickstream_dagster.resources.kafka import KafkaResource
+
+    stack = Stack(cfg)
+    log("1/4 starting the stack")
+    stack.up(log)
+    raw_dir = cfg.root / "data" / "raw"
+    log("2/4 reference data")
+    ensure_data(raw_dir, log)
+    run_config = cfg.data_dir / "demo-reference-config.json"
+    run_config.write_text(_raw_dir_config(raw_dir))
+    _dagster_cli(cfg, ["job", "execute", "-j", "reference_data", "--config", str(run_config)])
+    log("  category_tree, item_properties, items materialized")
+
+    log("3/4 replaying events into Kafka (the Kafka sensor materializes the streaming assets as they arrive)")
+    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+    options = ReplayOptions(
+        path=raw_dir / EVENTS_FILE, topic=cfg.topic, resume=True, partitions=cfg.kafka_partitions
+    )
+    summary = Replayer(kafka, options, progress=True).run()
+    for line in summary.lines():
+        log(f"  {line}")
+    if summary.failed:
+        raise StackError("the producer could not deliver every event; re-run `make demo` to resume")
+    expected = sum(kafka.end_offsets().values())
+    wait_until_ingested(cfg, expected, log)
+
+    log("4/4 done")
+    with psycopg.connect(cfg.database_url) as conn:
+        counts = {}
+        for name, query in SUMMARY_SQL.items():
+            row = conn.execute(query).fetchone()
+            counts[name] = int(row[0]) if row else 0
+    return counts
+
+
+def _raw_dir_config(raw_dir: Path) -> str:
+    import json
+
+    cfg = {"config": {"raw_dir": str(raw_dir)}}
+    return json.dumps({"ops": {"category_tree": cfg, "item_properties": cfg}})
