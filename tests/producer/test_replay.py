@@ -118,7 +118,10 @@ def test_killed_run_resumes_without_duplicates(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(3.0)
+    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sum(kafka.end_offsets().values()) < 2_000:
+        time.sleep(0.1)  # let it get going, however slow the machine is
     proc.send_signal(signal.SIGKILL)  # no flush, no goodbye: the hardest interruption
     proc.wait()
     before = _lines_in_topic(bootstrap_servers, topic)
