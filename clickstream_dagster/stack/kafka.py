@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from clickstream_dagster.stack.config import KAFKA_VERSION, StackConfig
+from clickstream_dagster.stack.maven import copy_dependencies, require_java
 from clickstream_dagster.stack.process import (
     ManagedProcess,
     StackError,
@@ -44,48 +44,20 @@ def _asset(name: str) -> Path:
     return Path(str(resources.files("clickstream_dagster.stack") / "kafka" / name))
 
 
-def require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise StackError(
-            "Java not found: Apache Kafka 4.x needs Java 17+ (e.g. `apt-get install openjdk-17-jdk`)"
-        )
-    return java
-
-
 def fetch_jars(cfg: StackConfig, quiet: bool = True) -> Path:
     """Fetch kafka_2.13, kafka-tools and a log4j2 backend with Maven into the cache folder (once)."""
-    libs = cfg.kafka_libs
-    marker = libs / ".complete"
-    if marker.is_file():
-        return libs
-    require_java()
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError("Maven not found: it fetches the Kafka broker jars (e.g. `apt-get install maven`)")
-    libs.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        mvn,
-        "-B",
-        *(["-q"] if quiet else []),
-        "-f",
-        str(_asset("pom.xml")),
-        f"-Dkafka.version={KAFKA_VERSION}",
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={libs}",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise StackError(f"Maven could not fetch the Kafka {KAFKA_VERSION} jars:\n{tail}")
-    marker.write_text(KAFKA_VERSION + "\n")
-    return libs
+    return copy_dependencies(
+        _asset("pom.xml"),
+        cfg.kafka_libs,
+        {"kafka.version": KAFKA_VERSION},
+        f"the Kafka {KAFKA_VERSION} jars",
+        quiet,
+    )
 
 
 def java_cmd(cfg: StackConfig, main_class: str, args: Sequence[str], log_config: str) -> list[str]:
     return [
-        require_java(),
+        require_java("Apache Kafka 4.x"),
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={_asset(log_config)}",
         "-cp",

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import subprocess
 import sys
 import time
 from importlib import resources
 from pathlib import Path
 
 from clickstream_dagster.stack.config import StackConfig
+from clickstream_dagster.stack.maven import copy_dependencies, require_java
 from clickstream_dagster.stack.process import (
     ManagedProcess,
     StackError,
@@ -63,34 +62,13 @@ def jdbc_jars_dir(cfg: StackConfig) -> Path:
 
 def fetch_jdbc_jars(cfg: StackConfig, quiet: bool = True) -> list[Path]:
     """Fetch the PostgreSQL JDBC driver (and its runtime dependencies) with Maven into the cache, once."""
-    libs = jdbc_jars_dir(cfg)
-    marker = libs / ".complete"
-    if not marker.is_file():
-        _require_java()
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise StackError(
-                "Maven not found: it fetches the PostgreSQL JDBC driver for Spark (e.g. `apt-get install maven`)"
-            )
-        libs.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            mvn,
-            "-B",
-            *(["-q"] if quiet else []),
-            "-f",
-            str(_asset("pom.xml")),
-            f"-Dpostgresql.version={POSTGRES_JDBC_VERSION}",
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={libs}",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-            raise StackError(
-                f"Maven could not fetch the PostgreSQL JDBC driver {POSTGRES_JDBC_VERSION}:\n{tail}"
-            )
-        marker.write_text(POSTGRES_JDBC_VERSION + "\n")
+    libs = copy_dependencies(
+        _asset("pom.xml"),
+        jdbc_jars_dir(cfg),
+        {"postgresql.version": POSTGRES_JDBC_VERSION},
+        f"the PostgreSQL JDBC driver {POSTGRES_JDBC_VERSION} for Spark",
+        quiet,
+    )
     jars = sorted(libs.glob("*.jar"))
     if not any(j.name.startswith("postgresql-") for j in jars):
         raise StackError(
@@ -100,10 +78,7 @@ def fetch_jdbc_jars(cfg: StackConfig, quiet: bool = True) -> list[Path]:
 
 
 def _require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise StackError("Java not found: Spark 4 needs Java 17+ (e.g. `apt-get install openjdk-17-jdk`)")
-    return java
+    return require_java("Spark 4")
 
 
 class EmbeddedSparkConnect:
