@@ -1,0 +1,122 @@
+"""The recommenders on a hand-made matrix: cosine values, scores, exclusion of purchased items."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from clickstream_dagster.ml.config import KNNConfig, LightFMParams
+from clickstream_dagster.ml.features import item_feature_matrix
+from clickstream_dagster.ml.models import (
+    ItemKNNRecommender,
+    LightFMRecommender,
+    PopularityRecommender,
+    Recommender,
+    UserKNNRecommender,
+    top_k,
+    top_k_per_row,
+)
+from clickstream_dagster.ml.prep import InteractionMatrix
+
+# Visitors 100..103 x items 10..14 (weights 1). Visitor 100 bought item 11.
+#        10  11  12  13  14
+# 100     1   1   .   .   .
+# 101     1   .   1   .   .
+# 102     .   1   1   .   .
+# 103     .   .   .   1   1
+PAIRS = [(100, 10), (100, 11), (101, 10), (101, 12), (102, 11), (102, 12), (103, 13), (103, 14)]
+
+
+def tiny() -> InteractionMatrix:
+    interactions = pd.DataFrame(
+        {
+            "visitorid": [v for v, _ in PAIRS],
+            "itemid": [i for _, i in PAIRS],
+            "weight": 1.0,
+            "purchases": [1 if (v, i) == (100, 11) else 0 for v, i in PAIRS],
+        }
+    )
+    return InteractionMatrix.from_interactions(interactions)
+
+
+def all_models() -> list[Recommender]:
+    return [
+        PopularityRecommender(),
+        ItemKNNRecommender(KNNConfig(item_neighbours=10)),
+        UserKNNRecommender(KNNConfig(user_neighbours=10)),
+        LightFMRecommender(LightFMParams(no_components=4, epochs=5, num_threads=1)),
+    ]
+
+
+def test_item_cosine_by_hand() -> None:
+    model = ItemKNNRecommender(KNNConfig(item_neighbours=10)).fit(tiny())
+    sim = model.similarity.toarray()
+    # Items 10 and 11 share one of two visitors each: 1 / (sqrt 2 * sqrt 2) = 0.5; 13 and 14 share their one.
+    assert sim[0, 1] == pytest.approx(0.5)
+    assert sim[3, 4] == pytest.approx(1.0)
+    assert sim[0, 3] == 0.0
+    assert np.diag(sim).tolist() == [0.0] * 5  # never its own neighbour in the similarity matrix
+    # Visitor 101 = {10, 12}: item 11 scores sim(10,11) + sim(12,11) = 1; its own items 1 + 0.5 (self + other).
+    scores = model.score([101])[0]
+    assert scores.tolist() == pytest.approx([1.5, 1.0, 1.5, 0.0, 0.0])
+
+
+def test_user_cosine_scores_by_hand() -> None:
+    model = UserKNNRecommender(KNNConfig(user_neighbours=10)).fit(tiny())
+    # Visitor 100 = {10, 11}: cosine 0.5 with 101 = {10, 12} and with 102 = {11, 12}, 0 with 103.
+    # Item 12 gets 0.5 + 0.5, item 10 gets 0.5 (from 101), item 11 0.5 (from 102).
+    assert model.score([100])[0].tolist() == pytest.approx([0.5, 0.5, 1.0, 0.0, 0.0])
+    one = UserKNNRecommender(KNNConfig(user_neighbours=1)).fit(tiny())
+    assert one.score([103])[0].tolist() == pytest.approx([0.0] * 5)  # no neighbour shares anything
+
+
+def test_popularity_and_unknown_visitors() -> None:
+    model = PopularityRecommender().fit(tiny())
+    recs = model.recommend([999], k=3)  # unknown visitor: the popularity order, ties by lower item id
+    assert recs["itemid"].tolist() == [10, 11, 12]
+    assert recs["rank"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("model", all_models(), ids=lambda m: m.name)
+def test_purchased_items_are_never_recommended(model: Recommender) -> None:
+    train = tiny()
+    model.fit(train, item_feature_matrix(train.item_ids, None))
+    recs = model.recommend([100, 101, 102, 103], k=5)
+    assert not ((recs["visitorid"] == 100) & (recs["itemid"] == 11)).any()
+    assert len(recs.loc[recs["visitorid"] == 100]) == 4  # the other 4 items
+    assert len(recs.loc[recs["visitorid"] == 101]) == 5
+    masked = model.masked_scores(np.array([0]))
+    assert masked[0, 1] == -np.inf
+    # Extra exclusions: per visitor and for everyone.
+    recs = model.recommend([101, 102], k=5, exclude={101: [10]}, exclude_items=[14])
+    assert not ((recs["visitorid"] == 101) & (recs["itemid"] == 10)).any()
+    assert 14 not in set(recs["itemid"])
+
+
+def test_top_k_helpers() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.9], [3.0, -np.inf, 1.0, 2.0]], dtype=np.float32)
+    idx, vals = top_k(scores, 3)
+    assert idx.tolist() == [[1, 3, 2], [0, 3, 2]]  # ties: the lower index first
+    assert vals[1].tolist() == [3.0, 2.0, 1.0]
+    m = sp.csr_matrix(np.array([[0.1, 0.7, 0.3, 0.0], [0.0, 0.2, 0.0, 0.0]]))
+    kept = top_k_per_row(m, 2).toarray()
+    np.testing.assert_allclose(kept, [[0.0, 0.7, 0.3, 0.0], [0.0, 0.2, 0.0, 0.0]])
+
+
+def test_lightfm_training_can_continue() -> None:
+    train = tiny()
+    model = LightFMRecommender(LightFMParams(no_components=4, epochs=2, num_threads=1))
+    model.fit(train, item_feature_matrix(train.item_ids, None))
+    assert model.epochs_done == 2
+    model.train_more(3)
+    assert model.epochs_done == 5
+    assert len(model.epoch_seconds) == 5
+    assert model.item_embeddings.shape == (5, 4)
+    assert model.score([100, 555]).shape == (2, 5)
+    before = model.score([100, 101])
+    model.compact()  # what a served bundle keeps: the representations, not the optimiser state
+    np.testing.assert_array_equal(model.score([100, 101]), before)
+    with pytest.raises(RuntimeError, match="cannot continue training"):
+        model.train_more(1)
