@@ -185,7 +185,7 @@ def generate(scale: str, seed: int, out_dir: Path, overwrite: bool) -> None:
     show_default=True,
     help="Messages per delivery batch; at most --max-in-flight-batches are unacknowledged.",
 )
-@click.option("--max-in-flight-batches", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--max-in-flight-batches", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="Stop after this many messages.")
 @click.option(
     "--speedup",
@@ -211,7 +211,7 @@ def generate(scale: str, seed: int, out_dir: Path, overwrite: bool) -> None:
     help="Where rejected rows go [default: next to the input].",
 )
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
-@click.option("--linger-ms", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--linger-ms", type=click.IntRange(min=0), default=100, show_default=True)
 @click.option("--compression", type=click.Choice(["none", "gzip"]), default="none", show_default=True)
 def produce(
     path: Path,

@@ -45,13 +45,16 @@ def encode_key(visitorid: int) -> bytes:
     return b"%d" % visitorid
 
 
+_EVENT_BYTES = {name: name.encode() for name in EVENT_TYPES}
+
+
 def encode_value(timestamp: int, visitorid: int, event: str, itemid: int, transactionid: int | None) -> bytes:
     # Hand-formatted (2-3x faster than json.dumps); every field is an int or one of three fixed words.
     tx = b"null" if transactionid is None else b"%d" % transactionid
     return b'{"v":1,"timestamp":%d,"visitorid":%d,"event":"%s","itemid":%d,"transactionid":%s}' % (
         timestamp,
         visitorid,
-        event.encode(),
+        _EVENT_BYTES.get(event) or event.encode(),
         itemid,
         tx,
     )

@@ -269,3 +269,11 @@ def test_property_rows_are_pure_functions() -> None:
     )
     with pytest.raises(RowError, match=r"^bad available value"):
         parse_property_row(["1435460400000", "1", "available", "yes"])
+
+
+@pytest.mark.parametrize("text", ["0000000000000", "0946684799999"])
+def test_zero_padded_timestamps_before_2000_are_rejected(text: str) -> None:
+    from clickstream_dagster.data.readers import parse_timestamp
+
+    with pytest.raises(RowError, match="timestamp out of range"):
+        parse_timestamp(text)
