@@ -1,0 +1,257 @@
+"""bench/pipeline: the whole embedded stack, driven the way users run it (producer -> Kafka -> daemon sensor ->
+Dagster runs -> PostgreSQL + Spark Connect).
+
+(a) throughput: the full generated dataset replayed unthrottled; wall time from the first message produced
+    until every row is in clickstream_events and windowed_stats is complete. Peer from the same run: the
+    floor for loading the same rows, a single COPY of events.csv into an unindexed table plus one SQL GROUP BY
+    for the windows.
+(b) latency: a steady rate for a while; per event, the time from produce (Kafka CreateTime) to the
+    materialization of windowed_stats in the run that ingested it (that step reads the event's window after
+    the event committed), p50/p95.
+(c) peak memory (RSS) of the whole stack: Kafka, PostgreSQL, Spark Connect, Dagster webserver, daemon and
+    run workers, sampled every 0.5 s.
+
+Runs its own stack on free ports in a temporary folder; it never touches the stack of `make up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from clickstream_dagster.data.generator import generate, parse_scale
+from clickstream_dagster.producer.replay import Replayer, ReplayOptions
+from clickstream_dagster.resources.kafka import KafkaResource
+from clickstream_dagster.stack.config import Ports, StackConfig, project_root
+from clickstream_dagster.stack.manager import Stack
+from clickstream_dagster.stack.process import free_port
+
+LATENCY_SQL = """
+SELECT extract(epoch FROM e.produced_at) AS produced, r.dagster_run_id
+FROM clickstream_events e
+JOIN ingested_ranges r
+  ON r.kafka_topic = e.kafka_topic AND r.kafka_partition = e.kafka_partition
+ AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset
+WHERE e.kafka_topic = %s AND e.produced_at >= to_timestamp(%s)
+"""
+
+PEER_SQL = [
+    "DROP TABLE IF EXISTS bench_peer_events",
+    """CREATE UNLOGGED TABLE bench_peer_events (
+           "timestamp" bigint, visitorid bigint, event text, itemid bigint, transactionid double precision)""",
+]
+PEER_COPY = "COPY bench_peer_events FROM STDIN (FORMAT csv, HEADER true)"
+PEER_WINDOWS = """
+SELECT count(*) FROM (
+    SELECT floor("timestamp" / 300000.0), event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid)
+    FROM bench_peer_events GROUP BY 1, 2) w
+"""
+
+
+class MemorySampler:
+    """Peak summed RSS of the stack: every process the stack started (pid files), PostgreSQL's postmaster, and
+    all their descendants (Dagster's run workers, Spark's Python workers, Postgres backends)."""
+
+    def __init__(self, cfg: StackConfig) -> None:
+        self.cfg = cfg
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _roots(self) -> list[int]:
+        pid_files = [*self.cfg.run_dir.glob("*.pid"), self.cfg.postgres_data_dir / "postmaster.pid"]
+        roots = []
+        for f in pid_files:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                roots.append(int(f.read_text().split()[0]))
+        return roots
+
+    def _sample(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for root in self._roots():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(root)
+                for p in [proc, *proc.children(recursive=True)]:
+                    if p.pid not in seen:
+                        seen.add(p.pid)
+                        with contextlib.suppress(psutil.Error):
+                            total += p.memory_info().rss
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
+            self._stop.wait(0.5)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _dataset(scale: str, seed: int) -> Path:
+    folder = project_root() / ".cache" / "bench-data" / f"{scale}-{seed}"
+    if not (folder / "events.csv").is_file():
+        print(f"generating {scale} dataset (seed {seed}) into {folder} ...", flush=True)
+        generate(folder, parse_scale(scale), seed)
+    return folder / "events.csv"
+
+
+def _stack_config(data_dir: Path) -> StackConfig:
+    base = StackConfig.from_env(
+        {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
+    )
+    ports = Ports(*(free_port() for _ in range(7)))
+    return replace(base.with_data_dir(data_dir, ports), external_spark_remote=None, topic="bench")
+
+
+def _wait_caught_up(cfg: StackConfig, expected: int, timeout_s: float) -> float:
+    """Seconds until clickstream_events + quarantine hold `expected` rows and no window is pending."""
+    started = time.monotonic()
+    last = 0.0
+    with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+        while time.monotonic() - started < timeout_s:
+            row = conn.execute(
+                """SELECT (SELECT count(*) FROM clickstream_events) + (SELECT count(*) FROM quarantine),
+                          (SELECT count(*) FROM dirty_windows),
+                          (SELECT coalesce(sum(event_count), 0) FROM windowed_stats)"""
+            ).fetchone()
+            assert row is not None
+            landed, dirty, in_windows = row
+            if landed >= expected and dirty == 0 and in_windows == landed:
+                return time.monotonic()
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                print(f"    {landed:,}/{expected:,} rows, {dirty:,} windows pending", flush=True)
+            time.sleep(0.2)
+    raise TimeoutError(f"pipeline did not catch up with {expected:,} events in {timeout_s:.0f} s")
+
+
+def _peer(cfg: StackConfig, events_csv: Path) -> tuple[float, float]:
+    with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+        for stmt in PEER_SQL:
+            conn.execute(stmt)
+        t0 = time.monotonic()
+        with conn.cursor() as cur, cur.copy(PEER_COPY) as copy, events_csv.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                copy.write(chunk)
+        t1 = time.monotonic()
+        conn.execute(PEER_WINDOWS)
+        t2 = time.monotonic()
+        conn.execute("DROP TABLE bench_peer_events")
+    return t1 - t0, t2 - t1
+
+
+def _windowed_materializations(cfg: StackConfig) -> dict[str, float]:
+    """run id -> time windowed_stats was materialized in that run (from Dagster's own event log)."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(cfg.dagster_home)
+    instance = dg.DagsterInstance.get()
+    records = instance.fetch_materializations(dg.AssetKey("windowed_stats"), limit=10_000).records
+    return {r.run_id: r.timestamp for r in records}
+
+
+@contextlib.contextmanager
+def _running_stack(keep: bool) -> Iterator[StackConfig]:
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
+    cfg = _stack_config(data_dir)
+    stack = Stack(cfg)
+    try:
+        stack.up(lambda line: print(line, flush=True))
+        yield cfg
+    finally:
+        stack.down(lambda line: print(line, flush=True))
+        if not keep:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", default="full", help="dataset for (a): full, small or N events")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rate", type=int, default=2000, help="events/s for (b)")
+    parser.add_argument("--seconds", type=int, default=120, help="duration of (b)")
+    parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    events_csv = _dataset(args.scale, args.seed)
+    latency_csv = _dataset(str(args.rate * args.seconds), args.seed + 1)
+    n_events = sum(1 for _ in events_csv.open("rb")) - 1
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
+
+    with _running_stack(args.keep) as cfg, MemorySampler(cfg) as memory:
+        kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+        # (a) throughput
+        print(f"(a) replaying {n_events:,} events unthrottled ...", flush=True)
+        t0 = time.monotonic()
+        summary = Replayer(
+            kafka,
+            ReplayOptions(path=events_csv, topic=cfg.topic, partitions=cfg.kafka_partitions),
+            progress=False,
+        ).run()
+        produced = time.monotonic()
+        done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
+        wall = done - t0
+        copy_s, group_s = _peer(cfg, events_csv)
+
+        # (b) latency at a steady rate
+        print(f"(b) {args.rate:,} events/s for {args.seconds} s ...", flush=True)
+        since = time.time()
+        rate_summary = Replayer(
+            kafka,
+            ReplayOptions(path=latency_csv, topic=cfg.topic, messages_per_second=args.rate, batch_size=200),
+            progress=False,
+        ).run()
+        _wait_caught_up(cfg, summary.sent + rate_summary.sent, timeout_s=600)
+        materialized = _windowed_materializations(cfg)
+        with psycopg.connect(cfg.database_url) as conn:
+            rows = conn.execute(LATENCY_SQL, (cfg.topic, since)).fetchall()
+        latencies = sorted(materialized[run] - float(ts) for ts, run in rows if run in materialized)
+        runs = {run for _, run in rows}
+
+    p50 = statistics.median(latencies)
+    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    print()
+    print("== bench/pipeline ==")
+    print(
+        f"(a) {summary.sent:,} events: produced in {produced - t0:.1f} s, all in clickstream_events and "
+        f"windowed_stats after {wall:.1f} s  ->  {summary.sent / wall:,.0f} events/s end to end (target <= 90 s)"
+    )
+    print(
+        f"    peer (same Postgres, same run): COPY of events.csv {copy_s:.1f} s + one SQL window GROUP BY "
+        f"{group_s:.1f} s = {copy_s + group_s:.1f} s; pipeline / peer = {wall / (copy_s + group_s):.1f}x"
+    )
+    print(
+        f"(b) {rate_summary.sent:,} events at {args.rate:,}/s over {len(runs)} runs: produce -> window visible "
+        f"p50 {p50:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s  (target p95 <= 15 s; "
+        f"{len(latencies):,} events measured)"
+    )
+    print(f"(c) peak RSS of the whole stack: {memory.peak_bytes / 2**30:.2f} GiB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench pipeline")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
