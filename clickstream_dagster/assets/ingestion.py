@@ -101,7 +101,9 @@ def live_clickstream_events(
     context: dg.AssetExecutionContext, config: LiveEventsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
     with postgres.connection() as conn:
-        added = conn.execute(q.REFRESH_LIVE_EVENTS, (config.horizon_seconds,)).rowcount
+        added = conn.execute(
+            q.REFRESH_LIVE_EVENTS, {"horizon": config.horizon_seconds, "max_rows": config.max_rows}
+        ).rowcount
         pruned = conn.execute(q.PRUNE_LIVE_EVENTS, (config.horizon_seconds,)).rowcount
         pruned += conn.execute(q.CAP_LIVE_EVENTS, (config.max_rows,)).rowcount
         row = conn.execute(q.COUNT_LIVE_EVENTS).fetchone()

@@ -94,13 +94,19 @@ COUNT_EVENTS = "SELECT count(*) FROM clickstream_events"
 
 # ---- live_clickstream_events ------------------------------------------------------------------------------
 
+# Only rows newer than what the live table already holds, and never more than it may keep: a full-scale
+# backfill must not copy millions of rows just to prune them again. (A batch that commits late with an older
+# created_at than the live table's newest row is not added: the live view is a recent slice, not a ledger.)
 REFRESH_LIVE_EVENTS = """
 INSERT INTO live_clickstream_events (kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time,
                                      visitorid, event, itemid, transactionid, created_at)
 SELECT kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time, visitorid, event, itemid,
        transactionid, created_at
 FROM clickstream_events
-WHERE created_at >= now() - make_interval(secs => %s)
+WHERE created_at >= greatest(now() - make_interval(secs => %(horizon)s),
+                             (SELECT coalesce(max(created_at), '-infinity') FROM live_clickstream_events))
+ORDER BY created_at DESC, id DESC
+LIMIT %(max_rows)s
 ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
 """
 

@@ -240,3 +240,54 @@ def test_blocking_check_failure_stops_downstream(
     outcomes = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert outcomes["event_type_allowed"] is False
     assert result.asset_materializations_for_node("live_clickstream_events") == []
+
+
+def test_live_table_keeps_a_bounded_recent_slice(
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    full_ranges: Callable[[], list[dict[str, int]]],
+) -> None:
+    produce(kafka, random_events(1_000, seed=13))
+    live_config = {"config": {"horizon_seconds": 900, "max_rows": 300}}
+    result = dg.materialize(
+        [raw_events, live_clickstream_events],
+        resources=resources,
+        instance=instance,
+        run_config={
+            "ops": {
+                "raw_events": {"config": {"topic": kafka.topic, "ranges": full_ranges()}},
+                "live_clickstream_events": live_config,
+            }
+        },
+    )
+    assert result.success
+    with postgres.connection() as conn:
+        assert _one(conn, "SELECT count(*) FROM live_clickstream_events") == 300
+        # Everything in the live table is a real ingested event, unchanged.
+        assert (
+            _one(
+                conn,
+                """SELECT count(*) FROM live_clickstream_events l JOIN clickstream_events e
+                   USING (kafka_topic, kafka_partition, kafka_offset)
+                   WHERE (l.visitorid, l.itemid, l.event) = (e.visitorid, e.itemid, e.event)""",
+            )
+            == 300
+        )
+        conn.execute("UPDATE live_clickstream_events SET created_at = now() - interval '1 hour'")
+    again = dg.materialize(
+        [live_clickstream_events],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"live_clickstream_events": {"config": {"horizon_seconds": 60, "max_rows": 300}}}},
+    )
+    assert again.success
+    with postgres.connection() as conn:  # older than the horizon: pruned
+        assert (
+            _one(
+                conn,
+                "SELECT count(*) FROM live_clickstream_events WHERE created_at < now() - interval '1 minute'",
+            )
+            == 0
+        )
