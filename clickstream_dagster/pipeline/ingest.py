@@ -142,30 +142,50 @@ def read_ranges(
         yield batch
 
 
+def _stage_and_insert(
+    cur: psycopg.Cursor,
+    create: str,
+    copy_sql: str,
+    types: tuple[str, ...],
+    rows: list[tuple[object, ...]],
+    insert: str,
+) -> Counter[int]:
+    """COPY rows into a temp staging table, insert them idempotently; count new rows per partition."""
+    cur.execute(create)
+    with cur.copy(copy_sql) as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+    cur.execute(insert)
+    return Counter(p for (p,) in cur.fetchall())
+
+
 def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
     """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
     result = LoadResult(messages=batch.size)
     with conn.cursor() as cur:
         if batch.events:
-            cur.execute(q.CREATE_EVENT_STAGING)
-            with cur.copy(q.COPY_EVENT_STAGING) as copy:
-                copy.set_types(q.EVENT_STAGING_TYPES)
-                for row in batch.events:
-                    copy.write_row(row)
-            cur.execute(q.INSERT_EVENTS_FROM_STAGING)
-            result.inserted_by_partition.update(p for (p,) in cur.fetchall())
+            result.inserted_by_partition = _stage_and_insert(
+                cur,
+                q.CREATE_EVENT_STAGING,
+                q.COPY_EVENT_STAGING,
+                q.EVENT_STAGING_TYPES,
+                batch.events,
+                q.INSERT_EVENTS_FROM_STAGING,
+            )
             result.inserted = sum(result.inserted_by_partition.values())
             cur.execute(q.INSERT_SEEN_VISITORS)
             cur.execute(q.INSERT_SEEN_ITEMS)
             cur.execute(q.MARK_DIRTY_WINDOWS)
         if batch.rejects:
-            cur.execute(q.CREATE_QUARANTINE_STAGING)
-            with cur.copy(q.COPY_QUARANTINE_STAGING) as copy:
-                copy.set_types(q.QUARANTINE_STAGING_TYPES)
-                for row in batch.rejects:
-                    copy.write_row(row)
-            cur.execute(q.INSERT_QUARANTINE_FROM_STAGING)
-            result.quarantined_by_partition.update(p for (p,) in cur.fetchall())
+            result.quarantined_by_partition = _stage_and_insert(
+                cur,
+                q.CREATE_QUARANTINE_STAGING,
+                q.COPY_QUARANTINE_STAGING,
+                q.QUARANTINE_STAGING_TYPES,
+                batch.rejects,
+                q.INSERT_QUARANTINE_FROM_STAGING,
+            )
             result.quarantined = sum(result.quarantined_by_partition.values())
             result.reasons.update(str(reject[4]).split(":", 1)[0] for reject in batch.rejects)
     return result
