@@ -4,6 +4,17 @@ import dagster as dg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
+from clickstream_dagster.assets.ml import (
+    lightfm_model,
+    ml_dataset,
+    ml_features,
+    ml_interactions,
+    popular_items,
+    promoted_model,
+    promotion_gate,
+    recommendations,
+    similar_items,
+)
 from clickstream_dagster.assets.reference import category_tree, item_properties, items
 from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
 from clickstream_dagster.sensors.alerts import slack_on_run_failure
@@ -23,6 +34,33 @@ ingest_events = dg.define_asset_job(
     selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
     executor_def=dg.in_process_executor,
     description="Ingest an exact set of Kafka offset ranges and refresh everything computed from them",
+)
+
+# Training data -> LightFM against baselines -> promotion gate -> serving tables; the gate blocks everything
+# after it when the candidate is no better. Daily, replacing the prototype's Airflow DAG.
+ml_assets = [
+    ml_dataset,
+    ml_interactions,
+    ml_features,
+    lightfm_model,
+    promoted_model,
+    recommendations,
+    similar_items,
+    popular_items,
+]
+train_recommender = dg.define_asset_job(
+    "train_recommender",
+    selection=dg.AssetSelection.assets(*ml_assets) | dg.AssetSelection.checks(promotion_gate),
+    executor_def=dg.in_process_executor,
+    description="Prepare training data, train and evaluate LightFM and the baselines, promote, rebuild serving",
+)
+daily_retraining = dg.ScheduleDefinition(
+    name="daily_retraining",
+    job=train_recommender,
+    cron_schedule="0 3 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Retrain the recommender every day at 03:00 UTC on everything ingested",
 )
 
 resources = {
@@ -50,10 +88,12 @@ defs = dg.Definitions(
         category_tree,
         item_properties,
         items,
+        # ml
+        *ml_assets,
     ],
-    asset_checks=[*raw_events_checks],
-    jobs=[ingest_events, reference_data],
+    asset_checks=[*raw_events_checks, promotion_gate],
+    jobs=[ingest_events, reference_data, train_recommender],
     sensors=[build_kafka_sensor(), slack_on_run_failure],
-    schedules=[],
+    schedules=[daily_retraining],
     resources=resources,
 )

@@ -84,26 +84,35 @@ def topic_factory(bootstrap_servers: str) -> Callable[..., str]:
     return make
 
 
+def create_database(cfg: StackConfig, migrate: bool = True) -> str:
+    """A fresh database on the session's server (migrated unless told otherwise); returns its URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(with_database(cfg.database_url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(cfg.database_url, name)
+    if migrate:
+        apply_migrations(url)
+    return url
+
+
+def drop_database(cfg: StackConfig, url: str) -> None:
+    name = url.rsplit("/", 1)[-1].split("?", 1)[0]
+    with psycopg.connect(with_database(cfg.database_url, "postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def database_factory(stack_config: StackConfig) -> Iterator[Callable[..., str]]:
     """Create a fresh database (migrated unless told otherwise) and return its URL; dropped afterwards."""
     created: list[str] = []
-    admin_url = with_database(stack_config.database_url, "postgres")
 
     def make(migrate: bool = True) -> str:
-        name = f"test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        url = with_database(stack_config.database_url, name)
-        if migrate:
-            apply_migrations(url)
-        return url
+        created.append(create_database(stack_config, migrate))
+        return created[-1]
 
     yield make
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        for name in created:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    for url in created:
+        drop_database(stack_config, url)
 
 
 @pytest.fixture

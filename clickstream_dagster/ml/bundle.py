@@ -45,7 +45,7 @@ class ModelBundle:
     model: Recommender
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    data_window: dict[str, int] = field(default_factory=dict)  # start_ms, end_ms, events, ...
+    data_window: dict[str, Any] = field(default_factory=dict)  # start_ms, end_ms, events, ...
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     versions: dict[str, str] = field(default_factory=_versions)
     format_version: int = BUNDLE_FORMAT

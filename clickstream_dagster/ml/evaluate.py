@@ -265,12 +265,26 @@ def full_evaluation(
     """Clean, split, select LightFM on validation, refit every model on train + validation, score on test,
     and run the next-item evaluation."""
     params = params or MLParams()
+    t = time.perf_counter()
+    cleaned, cleaning = clean_events(events, params.cleaning)
+    split = time_split(cleaned, params.split)
+    return evaluate_split(cleaned, split, cleaning, items, params, time.perf_counter() - t)
+
+
+def evaluate_split(
+    cleaned: pd.DataFrame,
+    split: TimeSplit,
+    cleaning: dict[str, int],
+    items: pd.DataFrame | None,
+    params: MLParams,
+    cleaning_seconds: float = 0.0,
+) -> EvaluationReport:
+    """`full_evaluation` from cleaned events and their split on: validation fold, LightFM selection, every
+    model refitted on train + validation and scored on test, and the next-item evaluation."""
     timings: dict[str, float] = {}
-    t_all = time.perf_counter()
+    t_all = time.perf_counter() - cleaning_seconds
     with PeakRSS() as memory:
-        t = time.perf_counter()
-        cleaned, cleaning = clean_events(events, params.cleaning)
-        split = time_split(cleaned, params.split)
+        t = time.perf_counter() - cleaning_seconds
         validation = make_fold("validation", split.train, split.validation, items, params)
         test = make_fold("test", split.train_and_validation, split.test, items, params)
         timings["data_prep"] = time.perf_counter() - t
