@@ -52,6 +52,8 @@ train_recommender = dg.define_asset_job(
     "train_recommender",
     selection=dg.AssetSelection.assets(*ml_assets) | dg.AssetSelection.checks(promotion_gate),
     executor_def=dg.in_process_executor,
+    # A rejected model fails the run (and alerts); retrying would only train the same model again.
+    tags={"dagster/max_retries": "0"},
     description="Prepare training data, train and evaluate LightFM and the baselines, promote, rebuild serving",
 )
 daily_retraining = dg.ScheduleDefinition(

@@ -37,6 +37,11 @@ schedules:
 run_retries:
   enabled: true
   max_retries: 2
+python_logs:
+  # The ML library logs each training step (cleaning, grid, epochs, evaluation) to the run's log.
+  managed_python_loggers:
+    - clickstream_dagster.ml
+  python_log_level: INFO
 telemetry:
   enabled: false
 """
