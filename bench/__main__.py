@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, ml, pipeline, producer
+from bench import ml, pipeline, producer
 
-BENCHMARKS: dict[str, ModuleType] = {"producer": producer, "pipeline": pipeline, "ml": ml, "api": api}
+BENCHMARKS: dict[str, ModuleType] = {"producer": producer, "pipeline": pipeline, "ml": ml}
 
 
 def build_parser() -> argparse.ArgumentParser:
