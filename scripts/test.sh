@@ -8,6 +8,8 @@ set -e
 "$BIN/ruff" check .
 "$BIN/ruff" format --check .
 "$BIN/mypy"
+# The dashboard's browser test drives Debian's chromium (installed once, idempotent).
+scripts/install-browser.sh
 set +e
 
 mkdir -p test-artifacts

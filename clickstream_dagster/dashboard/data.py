@@ -1,0 +1,565 @@
+"""Data access for the dashboard: a small connection pool per database, and one loader per page section.
+
+Loaders take a `Database` and return a DataFrame or a small dataclass (picklable, so Streamlit can cache
+them). A database that is down or not migrated raises a `DashboardError` whose message says what to run;
+the page shows it as a note. Dagster's storage is optional: `dagster_health` turns its absence into a note.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from clickstream_dagster.data.readers import EVENT_TYPES
+from clickstream_dagster.sql import dashboard as sql
+from clickstream_dagster.stack.config import StackConfig, libpq_url
+
+logger = logging.getLogger(__name__)
+
+# What raw_events records in its materialization metadata (clickstream_dagster/assets/ingestion.py).
+RAW_EVENTS_ASSET = "raw_events"
+LAG_METADATA_KEY = "consumer_lag_after_run"
+ROW_COUNT_METADATA_KEY = "dagster/row_count"
+INGEST_METADATA_KEYS = ("messages_read", "rows_inserted", "rows_quarantined")
+
+WINDOW = pd.Timedelta(minutes=5)
+# Label -> (lookback from the newest window or None for everything, bucket the windows are summed into).
+WINDOW_RANGES: dict[str, tuple[str | None, str]] = {
+    "Everything, per day": (None, "1 day"),
+    "Last 7 days, per hour": ("7 days", "1 hour"),
+    "Last 24 hours, 5-minute windows": ("24 hours", "5 minutes"),
+    "Last 6 hours, 5-minute windows": ("6 hours", "5 minutes"),
+}
+POPULAR_LIST = "popular"
+
+EVENTS_UNREACHABLE_HINT = "start the local stack with `make up` (or `make demo`), or set DATABASE_URL"
+EVENTS_SCHEMA_HINT = "apply the migrations with `clickstream up` (or `make demo`)"
+DAGSTER_UNREACHABLE_HINT = (
+    "start Dagster with `make up` (or `clickstream up`), or set DAGSTER_DATABASE_URL to its storage"
+)
+DAGSTER_SCHEMA_HINT = "Dagster has not initialised its storage there yet: start it once with `make up`"
+
+
+class DashboardError(RuntimeError):
+    """Something the page explains in a note instead of failing."""
+
+
+class DatabaseUnavailable(DashboardError):
+    pass
+
+
+class SchemaMissing(DashboardError):
+    pass
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}@{netloc}", parts.path, parts.query, parts.fragment))
+
+
+class Database:
+    """A read-only psycopg 3 pool, opened on first use. When the server is down, the page is told so at
+    once for `retry_after_s` instead of waiting for the connect timeout on every rerun."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        what: str,
+        unreachable_hint: str,
+        schema_hint: str,
+        connect_timeout_s: float = 3.0,
+        retry_after_s: float = 15.0,
+        max_size: int = 3,
+    ) -> None:
+        self.conninfo = libpq_url(url)
+        self.what = what
+        self.unreachable_hint = unreachable_hint
+        self.schema_hint = schema_hint
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_after_s = retry_after_s
+        self.max_size = max_size
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._down: tuple[float, DatabaseUnavailable] | None = None
+
+    @property
+    def address(self) -> str:
+        return redact_url(self.conninfo)
+
+    def _unavailable(self, reason: str) -> DatabaseUnavailable:
+        err = DatabaseUnavailable(
+            f"{self.what} not reachable at {self.address} ({reason}): {self.unreachable_hint}."
+        )
+        self._down = (time.monotonic() + self.retry_after_s, err)
+        return err
+
+    def _probe(self) -> str:
+        """Why a connection fails, in the server's or libpq's words."""
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=max(1, int(self.connect_timeout_s))).close()
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return "timed out waiting for a connection"
+
+    def _get_pool(self) -> ConnectionPool:
+        with self._lock:
+            down = self._down
+            if down is not None and time.monotonic() < down[0]:
+                raise down[1]
+            if self._pool is None:
+                pool = ConnectionPool(
+                    self.conninfo,
+                    min_size=1,
+                    max_size=self.max_size,
+                    open=False,
+                    check=ConnectionPool.check_connection,
+                    name=self.what,
+                    kwargs={
+                        "autocommit": True,
+                        "connect_timeout": max(1, int(self.connect_timeout_s)),
+                        "application_name": "clickstream-dashboard",
+                        "options": "-c default_transaction_read_only=on -c statement_timeout=30s",
+                    },
+                )
+                try:
+                    pool.open(wait=True, timeout=self.connect_timeout_s)
+                except PoolTimeout:
+                    pool.close(timeout=1.0)
+                    raise self._unavailable(self._probe()) from None
+                self._pool = pool
+                self._down = None
+            return self._pool
+
+    def _drop_pool(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=1.0)
+
+    def fetch(
+        self, query: str, params: Mapping[str, object] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        pool = self._get_pool()
+        try:
+            with pool.connection(timeout=self.connect_timeout_s) as conn, conn.cursor() as cur:
+                cur.execute(query, params)
+                columns = [c.name for c in cur.description or []]
+                return columns, cur.fetchall()
+        except errors.UndefinedTable as exc:
+            missing = exc.diag.message_primary or str(exc)
+            raise SchemaMissing(f"{self.what} at {self.address}: {missing}: {self.schema_hint}.") from exc
+        except errors.QueryCanceled as exc:
+            raise DashboardError(f"{self.what}: a query took too long and was cancelled ({exc}).") from exc
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            self._drop_pool()  # a fresh pool on the next attempt, after the server is back
+            raise self._unavailable(str(exc).strip().splitlines()[-1] if str(exc).strip() else "") from exc
+
+    def frame(self, query: str, params: Mapping[str, object] | None = None) -> pd.DataFrame:
+        columns, rows = self.fetch(query, params)
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    def close(self) -> None:
+        self._drop_pool()
+
+
+@dataclass
+class Databases:
+    events: Database
+    dagster: Database
+
+    def close(self) -> None:
+        self.events.close()
+        self.dagster.close()
+
+
+def database_urls(cfg: StackConfig) -> tuple[str, str]:
+    """libpq URLs of the events database and of Dagster's storage (DATABASE_URL, DAGSTER_DATABASE_URL or
+    the local stack's defaults)."""
+    return libpq_url(cfg.database_url), libpq_url(cfg.dagster_database_url)
+
+
+def connect(events_url: str, dagster_url: str) -> Databases:
+    return Databases(
+        events=Database(
+            events_url,
+            what="Events database",
+            unreachable_hint=EVENTS_UNREACHABLE_HINT,
+            schema_hint=EVENTS_SCHEMA_HINT,
+        ),
+        dagster=Database(
+            dagster_url,
+            what="Dagster storage",
+            unreachable_hint=DAGSTER_UNREACHABLE_HINT,
+            schema_hint=DAGSTER_SCHEMA_HINT,
+            connect_timeout_s=2.0,
+            retry_after_s=30.0,
+            max_size=2,
+        ),
+    )
+
+
+# ---- pure helpers ------------------------------------------------------------------------------------------
+
+
+def category_text(path: Sequence[int] | None) -> str:
+    """A category path as stored (leaf first) shown root first: `250 > 1213 > 1338`."""
+    if path is None or len(path) == 0:
+        return ""
+    return " > ".join(str(c) for c in reversed(list(path)))
+
+
+def asset_name(asset_key: str) -> str:
+    """Dagster stores asset keys as JSON paths: `["raw_events"]` -> `raw_events`."""
+    try:
+        path = json.loads(asset_key)
+    except ValueError:
+        return asset_key
+    return "/".join(str(p) for p in path) if isinstance(path, list) else str(path)
+
+
+def asset_key_json(name: str) -> str:
+    return json.dumps(name.split("/"))
+
+
+_VALUE_FIELDS = ("value", "data", "text", "md_str", "path", "url", "raw_value")
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        for name in _VALUE_FIELDS:
+            if name in value:
+                return value[name]
+        return {k: v for k, v in value.items() if k != "__class__"}
+    return value
+
+
+def materialization_metadata(serialized: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metadata of a serialized Dagster materialization (an EventLogRecord from `asset_keys`, or an
+    EventLogEntry from `event_logs`), in either of the shapes Dagster writes (metadata_entries or metadata)."""
+    if not serialized:
+        return {}
+    try:
+        record = json.loads(serialized) if isinstance(serialized, str) else serialized
+    except ValueError:
+        return {}
+    entry = record.get("event_log_entry") or record
+    event = entry.get("dagster_event") or {}
+    materialization = (event.get("event_specific_data") or {}).get("materialization") or {}
+    out: dict[str, Any] = {}
+    for item in materialization.get("metadata_entries") or []:
+        if isinstance(item, Mapping) and "label" in item:
+            out[str(item["label"])] = _metadata_value(item.get("entry_data"))
+    metadata = materialization.get("metadata")
+    if isinstance(metadata, Mapping):
+        out.update({str(k): _metadata_value(v) for k, v in metadata.items()})
+    return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _numeric_leaves(
+    tree: Mapping[str, Any], prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], float]]:
+    out: list[tuple[tuple[str, ...], float]] = []
+    for key, value in tree.items():
+        path = (*prefix, str(key))
+        if isinstance(value, Mapping):
+            out.extend(_numeric_leaves(value, path))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            out.append((path, float(value)))
+    return out
+
+
+def metrics_long(
+    version: int, status: str, model_type: str, metrics: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """A registry row's metrics as rows (version, status, split, model, metric, value).
+
+    `validation` and `test` may hold metrics directly (then they are the registry's model type's) or one
+    mapping per model; other sections (such as `gate`) are not metrics of a model and are left out.
+    """
+    rows: list[dict[str, Any]] = []
+    for split in ("validation", "test"):
+        section = (metrics or {}).get(split)
+        if not isinstance(section, Mapping):
+            continue
+        for path, value in _numeric_leaves(section):
+            model, metric = (model_type, path[0]) if len(path) == 1 else (path[0], "/".join(path[1:]))
+            # The gate's validation section names the candidate (this row's own model) and the
+            # configuration of the model that was promoted when it was trained.
+            model = {"candidate": model_type, "champion": "promoted model"}.get(model, model)
+            rows.append(
+                {
+                    "version": version,
+                    "status": status,
+                    "split": split,
+                    "model": model,
+                    "metric": metric,
+                    "value": value,
+                }
+            )
+    return rows
+
+
+# ---- live traffic ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    events: int
+    quarantined: int
+    last_event_time: datetime | None
+    last_ingested_at: datetime | None
+
+
+def totals(db: Database) -> Totals:
+    _, rows = db.fetch(sql.EVENT_TOTALS)
+    events, last_event_time, last_ingested_at, quarantined = rows[0]
+    return Totals(int(events), int(quarantined), last_event_time, last_ingested_at)
+
+
+def event_statistics(db: Database) -> pd.DataFrame:
+    df = db.frame(sql.EVENT_STATISTICS)
+    total = df["event_count"].sum() if len(df) else 0
+    df["share"] = df["event_count"] / total if total else 0.0
+    return df
+
+
+def hourly_pattern(db: Database) -> pd.DataFrame:
+    """Events per hour of day (UTC) and event type, with each type's share of its own events per hour."""
+    df = db.frame(sql.HOURLY_PATTERN)
+    if df.empty:
+        return pd.DataFrame(columns=["hour", "event", "events", "share"])
+    events = sorted(set(df["event"]), key=lambda e: (EVENT_TYPES.index(e) if e in EVENT_TYPES else 99, e))
+    grid = pd.MultiIndex.from_product([range(24), events], names=["hour", "event"])
+    full = df.set_index(["hour", "event"]).reindex(grid, fill_value=0).reset_index()
+    full["events"] = full["events"].astype("int64")
+    per_type = full.groupby("event")["events"].transform("sum")
+    full["share"] = (full["events"] / per_type).where(per_type > 0, 0.0)
+    return full
+
+
+def windowed_stats(db: Database, range_label: str) -> pd.DataFrame:
+    """Buckets of windows per event type; a bucket without events is there with zeros (not interpolated)."""
+    lookback, bucket = WINDOW_RANGES[range_label]
+    df = db.frame(sql.WINDOWED_STATS, {"lookback": lookback, "bucket": bucket})
+    if df.empty:
+        return df
+    starts = pd.date_range(df["bucket_start"].min(), df["bucket_start"].max(), freq=pd.Timedelta(bucket))
+    grid = pd.MultiIndex.from_product([starts, sorted(set(df["event"]))], names=["bucket_start", "event"])
+    full = df.set_index(["bucket_start", "event"]).reindex(grid, fill_value=0).reset_index()
+    return full.astype({c: "int64" for c in ("events", "unique_users", "unique_items", "windows")})
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    windows: int
+    events: int
+    first_window: datetime | None
+    last_window: datetime | None
+    updated_at: datetime | None
+
+
+def windowed_summary(db: Database) -> WindowSummary:
+    _, rows = db.fetch(sql.WINDOWED_STATS_SUMMARY)
+    windows, events, first, last, updated = rows[0]
+    return WindowSummary(int(windows), int(events), first, last, updated)
+
+
+def top_items(db: Database, limit: int = 10) -> pd.DataFrame:
+    df = db.frame(sql.TOP_ITEMS, {"limit": limit})
+    df["category"] = [category_text(p) for p in df["category_path"]]
+    return df.drop(columns=["category_path"])
+
+
+# ---- pipeline health ---------------------------------------------------------------------------------------
+
+
+def quarantine_by_reason(db: Database) -> pd.DataFrame:
+    return db.frame(sql.QUARANTINE_BY_REASON)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    by_partition: pd.DataFrame
+    mismatched: pd.DataFrame
+
+    @property
+    def ranges(self) -> int:
+        return int(self.by_partition["ranges"].sum()) if len(self.by_partition) else 0
+
+    @property
+    def mismatched_ranges(self) -> int:
+        return int(self.by_partition["mismatched_ranges"].sum()) if len(self.by_partition) else 0
+
+    def total(self, column: str) -> int:
+        return int(self.by_partition[column].sum()) if len(self.by_partition) else 0
+
+
+def reconciliation(db: Database, limit: int = 50) -> Reconciliation:
+    return Reconciliation(
+        by_partition=db.frame(sql.RECONCILIATION_BY_PARTITION),
+        mismatched=db.frame(sql.MISMATCHED_RANGES, {"limit": limit}),
+    )
+
+
+@dataclass(frozen=True)
+class DagsterHealth:
+    address: str
+    note: str | None  # why the storage could not be read; None when it could
+    assets: pd.DataFrame  # asset, materialized_at, run_id, rows
+    raw_events: pd.DataFrame  # newest first: materialized_at, run_id, lag, messages_read, ...
+    runs: pd.DataFrame  # status, runs (last 24 hours)
+
+    @property
+    def available(self) -> bool:
+        return self.note is None
+
+    @property
+    def kafka_lag(self) -> int | None:
+        if self.raw_events.empty:
+            return None
+        return _int_or_none(self.raw_events["lag"].iloc[0])
+
+
+def dagster_health(db: Database, recent: int = 200) -> DagsterHealth:
+    empty = pd.DataFrame()
+    try:
+        assets = db.frame(sql.DAGSTER_LAST_MATERIALIZATIONS)
+        raw = db.frame(
+            sql.DAGSTER_RECENT_MATERIALIZATIONS,
+            {"asset_key": asset_key_json(RAW_EVENTS_ASSET), "limit": recent},
+        )
+        runs = db.frame(sql.DAGSTER_RUNS_BY_STATUS, {"since": "24 hours"})
+    except DashboardError as exc:
+        return DagsterHealth(db.address, str(exc), empty, empty, empty)
+    except psycopg.Error as exc:  # a storage schema this dashboard does not know
+        logger.warning("reading Dagster storage failed: %s", exc)
+        return DagsterHealth(
+            db.address, f"Dagster storage at {db.address} could not be read: {exc}", empty, empty, empty
+        )
+
+    asset_rows = []
+    for key, at, run_id, serialized in assets.itertuples(index=False, name=None):
+        meta = materialization_metadata(serialized)
+        asset_rows.append(
+            {
+                "asset": asset_name(key),
+                "materialized_at": at,
+                "run_id": run_id,
+                "rows": _int_or_none(meta.get(ROW_COUNT_METADATA_KEY)),
+            }
+        )
+    raw_rows = []
+    for _, at, run_id, serialized in raw.itertuples(index=False, name=None):
+        meta = materialization_metadata(serialized)
+        raw_rows.append(
+            {
+                "materialized_at": at,
+                "run_id": run_id,
+                "lag": _int_or_none(meta.get(LAG_METADATA_KEY)),
+                **{k: _int_or_none(meta.get(k)) for k in INGEST_METADATA_KEYS},
+            }
+        )
+    return DagsterHealth(
+        address=db.address,
+        note=None,
+        assets=pd.DataFrame(asset_rows, columns=["asset", "materialized_at", "run_id", "rows"]),
+        raw_events=pd.DataFrame(
+            raw_rows, columns=["materialized_at", "run_id", "lag", *INGEST_METADATA_KEYS]
+        ),
+        runs=runs,
+    )
+
+
+# ---- models and recommendations ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: pd.DataFrame  # one row per version: version, model_type, status, reason, trained_at, decided_at
+    metrics: pd.DataFrame  # long: version, status, split, model, metric, value
+
+
+def model_registry(db: Database) -> Registry:
+    df = db.frame(sql.MODEL_REGISTRY)
+    rows: list[dict[str, Any]] = []
+    for version, model_type, status, _, metrics, *_ in df.itertuples(index=False, name=None):
+        rows.extend(metrics_long(int(version), status, model_type, metrics))
+    long = pd.DataFrame(rows, columns=["version", "status", "split", "model", "metric", "value"])
+    return Registry(models=df.drop(columns=["metrics"]), metrics=long)
+
+
+def registry_table(registry: Registry) -> pd.DataFrame:
+    """One row per version with the test metrics of its own model type beside status and reason."""
+    models = registry.models.copy()
+    if models.empty:
+        return models
+    own = registry.metrics.merge(models[["version", "model_type"]], on="version")
+    own = own[(own["split"] == "test") & (own["model"] == own["model_type"])]
+    if not own.empty:
+        wide = own.pivot_table(index="version", columns="metric", values="value", aggfunc="first")
+        wide.columns = [f"test {c}" for c in wide.columns]
+        models = models.merge(wide, left_on="version", right_index=True, how="left")
+    return models
+
+
+def recommended_visitors(db: Database, limit: int = 500) -> pd.DataFrame:
+    return db.frame(sql.RECOMMENDED_VISITORS, {"limit": limit})
+
+
+def recommendation_coverage(db: Database) -> tuple[int, int | None]:
+    _, rows = db.fetch(sql.RECOMMENDATION_COVERAGE)
+    visitors, version = rows[0]
+    return int(visitors), _int_or_none(version)
+
+
+@dataclass(frozen=True)
+class VisitorHistory:
+    events: int  # all of the visitor's events
+    recent: pd.DataFrame  # the newest ones
+
+
+def visitor_history(db: Database, visitorid: int, limit: int = 25) -> VisitorHistory:
+    _, rows = db.fetch(sql.VISITOR_EVENT_COUNT, {"visitorid": visitorid})
+    return VisitorHistory(
+        events=int(rows[0][0]), recent=db.frame(sql.VISITOR_HISTORY, {"visitorid": visitorid, "limit": limit})
+    )
+
+
+def visitor_recommendations(db: Database, visitorid: int) -> pd.DataFrame:
+    df = db.frame(sql.VISITOR_RECOMMENDATIONS, {"visitorid": visitorid})
+    df["category"] = [category_text(p) for p in df["category_path"]]
+    return df.drop(columns=["category_path"])
+
+
+def popular_items(db: Database, limit: int = 10, list_name: str = POPULAR_LIST) -> pd.DataFrame:
+    df = db.frame(sql.POPULAR_ITEMS, {"list": list_name, "limit": limit})
+    df["category"] = [category_text(p) for p in df["category_path"]]
+    return df.drop(columns=["category_path"])

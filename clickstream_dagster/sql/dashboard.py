@@ -1,0 +1,178 @@
+"""Every query the Streamlit dashboard runs: the events database first, then Dagster's own storage.
+
+Read-only. Parameters are always bound (%(name)s), never formatted into the text. Event times are UTC.
+"""
+
+from __future__ import annotations
+
+# ---- live traffic ------------------------------------------------------------------------------------------
+
+# Separate sub-selects so each uses its own index (max over event_time / created_at) instead of one scan.
+EVENT_TOTALS = """
+SELECT (SELECT count(*) FROM clickstream_events)      AS events,
+       (SELECT max(event_time) FROM clickstream_events) AS last_event_time,
+       (SELECT max(created_at) FROM clickstream_events) AS last_ingested_at,
+       (SELECT count(*) FROM quarantine)               AS quarantined
+"""
+
+EVENT_STATISTICS = """
+SELECT event, event_count, unique_users, unique_items, updated_at
+FROM event_statistics
+ORDER BY event_count DESC, event
+"""
+
+# Time of day (UTC) from the 5-minute windows: cheap at any scale, and exact (counts add up).
+HOURLY_PATTERN = """
+SELECT extract(hour FROM window_start AT TIME ZONE 'UTC')::int AS hour, event, sum(event_count)::bigint AS events
+FROM windowed_stats
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+# Windows within `lookback` of the newest one (all of them when it is NULL), summed into `bucket`s.
+# Distinct counts do not add up across windows, so they are exact only when bucket = 5 minutes.
+WINDOWED_STATS = """
+WITH newest AS (SELECT max(window_start) AS t FROM windowed_stats)
+SELECT date_bin(%(bucket)s::interval, w.window_start, TIMESTAMPTZ '1970-01-01 00:00+00') AS bucket_start,
+       w.event,
+       sum(w.event_count)::bigint  AS events,
+       sum(w.unique_users)::bigint AS unique_users,
+       sum(w.unique_items)::bigint AS unique_items,
+       count(*)                    AS windows
+FROM windowed_stats w, newest
+WHERE %(lookback)s::interval IS NULL OR w.window_start > newest.t - %(lookback)s::interval
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+WINDOWED_STATS_SUMMARY = """
+SELECT count(DISTINCT window_start) AS windows, coalesce(sum(event_count), 0)::bigint AS events,
+       min(window_start) AS first_window, max(window_start) AS last_window, max(updated_at) AS updated_at
+FROM windowed_stats
+"""
+
+TOP_ITEMS = """
+WITH top AS (
+    SELECT itemid,
+           count(*)                                        AS events,
+           count(*) FILTER (WHERE event = 'view')          AS views,
+           count(*) FILTER (WHERE event = 'addtocart')     AS addtocarts,
+           count(*) FILTER (WHERE event = 'transaction')   AS transactions
+    FROM clickstream_events
+    GROUP BY itemid
+    ORDER BY count(*) DESC, itemid
+    LIMIT %(limit)s
+)
+SELECT t.itemid, t.events, t.views, t.addtocarts, t.transactions, i.categoryid, i.category_path, i.available
+FROM top t LEFT JOIN items i USING (itemid)
+ORDER BY t.events DESC, t.itemid
+"""
+
+# ---- pipeline health (events database) ----------------------------------------------------------------------
+
+QUARANTINE_BY_REASON = """
+SELECT source, split_part(reason, ':', 1) AS reason, count(*) AS rows, max(quarantined_at) AS last_at
+FROM quarantine
+GROUP BY 1, 2
+ORDER BY 3 DESC, 1, 2
+"""
+
+# The ledger of raw_events: per range, messages read = rows inserted + rows quarantined.
+RECONCILIATION_BY_PARTITION = """
+SELECT kafka_topic, kafka_partition,
+       count(*)                                                                        AS ranges,
+       sum(messages_read)::bigint                                                      AS messages_read,
+       sum(rows_inserted)::bigint                                                      AS rows_inserted,
+       sum(rows_quarantined)::bigint                                                   AS rows_quarantined,
+       count(*) FILTER (WHERE messages_read <> rows_inserted + rows_quarantined)       AS mismatched_ranges,
+       max(end_offset)                                                                 AS ingested_up_to,
+       max(ingested_at)                                                                AS last_ingested_at
+FROM ingested_ranges
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+MISMATCHED_RANGES = """
+SELECT kafka_topic, kafka_partition, start_offset, end_offset, messages_read, rows_inserted, rows_quarantined,
+       messages_read - rows_inserted - rows_quarantined AS unaccounted, dagster_run_id, ingested_at
+FROM ingested_ranges
+WHERE messages_read <> rows_inserted + rows_quarantined
+ORDER BY ingested_at DESC
+LIMIT %(limit)s
+"""
+
+# ---- models and recommendations ----------------------------------------------------------------------------
+
+MODEL_REGISTRY = """
+SELECT version, model_type, status, reason, metrics, trained_at, decided_at
+FROM model_registry
+ORDER BY version
+"""
+
+RECOMMENDED_VISITORS = """
+SELECT visitorid, count(*) AS recommendations, max(model_version) AS model_version
+FROM recommendations
+GROUP BY visitorid
+ORDER BY visitorid
+LIMIT %(limit)s
+"""
+
+RECOMMENDATION_COVERAGE = (
+    "SELECT count(DISTINCT visitorid) AS visitors, max(model_version) AS model_version FROM recommendations"
+)
+
+VISITOR_HISTORY = """
+SELECT e.event_time, e.event, e.itemid, i.categoryid, e.transactionid
+FROM clickstream_events e LEFT JOIN items i USING (itemid)
+WHERE e.visitorid = %(visitorid)s
+ORDER BY e.event_time DESC, e.id DESC
+LIMIT %(limit)s
+"""
+
+VISITOR_EVENT_COUNT = "SELECT count(*) FROM clickstream_events WHERE visitorid = %(visitorid)s"
+
+VISITOR_RECOMMENDATIONS = """
+SELECT r.rank, r.itemid, r.score, r.model_version, i.categoryid, i.category_path, i.available
+FROM recommendations r LEFT JOIN items i USING (itemid)
+WHERE r.visitorid = %(visitorid)s
+ORDER BY r.rank
+"""
+
+POPULAR_ITEMS = """
+SELECT p.rank, p.itemid, p.score, p.visitors, p.trend, p.model_version, p.computed_at,
+       i.categoryid, i.category_path, i.available
+FROM popular_items p LEFT JOIN items i USING (itemid)
+WHERE p.list = %(list)s
+ORDER BY p.rank
+LIMIT %(limit)s
+"""
+
+# ---- Dagster's own storage (dagster-postgres 0.29 schema; timestamps are naive UTC) ------------------------
+
+DAGSTER_LAST_MATERIALIZATIONS = """
+SELECT asset_key,
+       last_materialization_timestamp AT TIME ZONE 'UTC' AS materialized_at,
+       nullif(last_run_id, '')                            AS run_id,
+       last_materialization
+FROM asset_keys
+WHERE last_materialization_timestamp IS NOT NULL
+  AND (wipe_timestamp IS NULL OR last_materialization_timestamp > wipe_timestamp)
+ORDER BY asset_key
+"""
+
+# An asset's newest materialization events (asset_key is the JSON path, e.g. '["raw_events"]').
+DAGSTER_RECENT_MATERIALIZATIONS = """
+SELECT id, "timestamp" AT TIME ZONE 'UTC' AS materialized_at, nullif(run_id, '') AS run_id, event
+FROM event_logs
+WHERE asset_key = %(asset_key)s AND dagster_event_type = 'ASSET_MATERIALIZATION'
+ORDER BY id DESC
+LIMIT %(limit)s
+"""
+
+DAGSTER_RUNS_BY_STATUS = """
+SELECT status, count(*) AS runs
+FROM runs
+WHERE create_timestamp > (now() AT TIME ZONE 'UTC') - %(since)s::interval
+GROUP BY status
+ORDER BY status
+"""

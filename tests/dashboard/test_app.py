@@ -1,0 +1,230 @@
+"""The dashboard script under Streamlit's AppTest, against real PostgreSQL databases (filled, empty, absent)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from clickstream_dagster.stack.process import free_port
+from tests.dashboard.conftest import APP, FilledStack
+from tests.dashboard.filler import LAGS, MODEL_VERSIONS, PROMOTED_VERSION, RECOMMENDATIONS_EACH
+
+UNKNOWN_VISITOR = "unknown visitor (popular fallback)"
+
+
+def run_app(monkeypatch: pytest.MonkeyPatch, events_url: str, dagster_url: str) -> AppTest:
+    monkeypatch.setenv("DATABASE_URL", events_url)
+    monkeypatch.setenv("DAGSTER_DATABASE_URL", dagster_url)
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def unreachable_url(database: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/{database}"
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def figure(at: AppTest, key: str) -> dict[str, Any]:
+    charts = [el for el in at.get("plotly_chart") if el.proto.id.endswith(f"-{key}")]
+    assert len(charts) == 1, f"chart {key!r} not rendered"
+    spec: dict[str, Any] = json.loads(charts[0].proto.spec)
+    return spec
+
+
+def values(array: Any) -> list[Any]:
+    """A trace's x/y as a list, whether plotly wrote it plainly or as a typed array (bdata)."""
+    if isinstance(array, dict) and "bdata" in array:
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=np.dtype(array["dtype"])).tolist()
+    return list(array)
+
+
+def table(at: AppTest, *columns: str) -> pd.DataFrame:
+    found = [d.value for d in at.dataframe if set(columns) <= set(d.value.columns)]
+    assert len(found) == 1, f"expected one table with columns {columns}, found {len(found)}"
+    frame: pd.DataFrame = found[0]
+    return frame
+
+
+def texts(elements: Any) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_every_section_shows_what_the_database_holds(
+    monkeypatch: pytest.MonkeyPatch, filled_stack: FilledStack
+) -> None:
+    at = run_app(monkeypatch, filled_stack.events_url, filled_stack.dagster_url)
+    events = filled_stack.filled.events
+    assert not at.error, texts(at.error)
+    assert not at.warning, texts(at.warning)
+
+    # live traffic: totals, windows, event types, hourly pattern
+    shown = metrics(at)
+    assert shown["Events ingested"] == f"{len(events):,}"
+    assert shown["Quarantined"] == str(filled_stack.filled.quarantined)
+    windows = events.groupby(events["timestamp"] // 300_000).ngroups
+    assert shown["5-minute windows"] == f"{windows:,}"
+    newest = pd.Timestamp(events["timestamp"].max(), unit="ms", tz="UTC")
+    assert shown["Newest event (UTC)"] == newest.strftime("%Y-%m-%d")
+
+    windowed = figure(at, "windowed_stats")
+    assert {t["name"]: sum(values(t["y"])) for t in windowed["data"]} == {
+        "views": filled_stack.filled.counts["view"],
+        "add-to-carts": filled_stack.filled.counts["addtocart"],
+        "transactions": filled_stack.filled.counts["transaction"],
+    }
+
+    stats = table(at, "event", "event_count", "unique_users")
+    expected = events.groupby("event").agg(n=("timestamp", "size"), users=("visitorid", "nunique"))
+    assert dict(zip(stats["event"], stats["event_count"], strict=True)) == expected["n"].to_dict()
+    assert dict(zip(stats["event"], stats["unique_users"], strict=True)) == expected["users"].to_dict()
+    frequency = figure(at, "event_frequency")["data"][0]
+    assert values(frequency["x"]) == ["views", "add-to-carts", "transactions"]
+    assert values(frequency["y"]) == [
+        filled_stack.filled.counts[e] for e in ("view", "addtocart", "transaction")
+    ]
+
+    hourly = figure(at, "hourly_pattern")["data"]
+    by_hour = events.groupby(pd.to_datetime(events["timestamp"], unit="ms", utc=True).dt.hour).size()
+    views = next(t for t in hourly if t["name"] == "views")
+    assert len(values(views["x"])) == 24
+    all_hours = np.sum([values(t["customdata"]) for t in hourly], axis=0).ravel().tolist()
+    assert all_hours == [int(by_hour.get(h, 0)) for h in range(24)]
+
+    # top items, with their categories from `items`
+    top = table(at, "itemid", "views", "category")
+    counts = (
+        events.groupby("itemid")
+        .size()
+        .reset_index(name="n")
+        .sort_values(["n", "itemid"], ascending=[False, True])
+    )
+    assert top["itemid"].tolist() == counts["itemid"].head(10).tolist()
+    assert top["events"].tolist() == counts["n"].head(10).tolist()
+    assert top["category"].str.len().gt(0).all()
+    with psycopg.connect(filled_stack.events_url) as conn:
+        row = conn.execute(
+            "SELECT categoryid FROM items WHERE itemid = %s", (int(top["itemid"].iloc[0]),)
+        ).fetchone()
+    assert row is not None
+    assert top["categoryid"].iloc[0] == row[0]
+    assert len(figure(at, "top_items")["data"]) == 3
+
+    # pipeline health: Dagster's storage, the quarantine, the ledger
+    assert shown["Kafka lag (messages)"] == f"{LAGS[-1]:,}"
+    assert shown["raw_events materialized"].endswith("ago")
+    assert shown["Quarantined rows"] == str(filled_stack.filled.quarantined)
+    assert shown["Offset ranges reconciled"] == "3 of 3"
+    assets = table(at, "asset", "materialized_at", "rows")
+    assert set(assets["asset"]) == {"raw_events", "windowed_stats"}
+    lag = figure(at, "kafka_lag")["data"][0]
+    assert values(lag["y"]) == list(LAGS)
+    reasons = figure(at, "quarantine_reasons")["data"]
+    assert dict(zip(values(reasons[0]["y"]), values(reasons[0]["x"]), strict=True)) == dict(
+        filled_stack.filled.reasons
+    )
+    ledger = table(at, "kafka_partition", "messages_read", "rows_inserted", "rows_quarantined")
+    assert ledger["rows_inserted"].sum() == len(events)
+    assert ledger["rows_quarantined"].sum() == filled_stack.filled.quarantined
+
+    # models: every version, its status, and a metric across versions
+    registry = table(at, "version", "status", "reason")
+    assert registry["version"].tolist() == list(range(1, MODEL_VERSIONS + 1))
+    assert registry.loc[registry["version"] == PROMOTED_VERSION, "status"].item() == "promoted"
+    assert "test ndcg@10" in registry.columns
+    assert at.selectbox(key="model_metric").value == "ndcg@10"
+    model_chart = figure(at, "model_metrics")
+    names = {t["name"] for t in model_chart["data"]}
+    assert names == {"lightfm (validation)", "popularity (validation)", "lightfm (test)", "popularity (test)"}
+    for trace in model_chart["data"]:
+        assert values(trace["x"]) == [f"v{v}" for v in range(1, MODEL_VERSIONS + 1)]
+
+    # recommendation explorer: the first visitor with recommendations, history beside recommendations
+    visitor = filled_stack.filled.recommended[0]
+    assert at.selectbox(key="visitor").value == visitor
+    history = table(at, "event_time", "event", "itemid")
+    mine = events[events["visitorid"] == visitor]
+    assert len(history) == min(len(mine), 25)
+    assert f"{len(mine):,} events" in texts(at.markdown)
+    recs = table(at, "rank", "itemid", "score", "familiar_category")
+    assert recs["rank"].tolist() == list(range(1, RECOMMENDATIONS_EACH + 1))
+    assert not set(recs["itemid"]) & set(mine["itemid"])
+
+
+def test_explorer_falls_back_to_the_popular_list(
+    monkeypatch: pytest.MonkeyPatch, filled_stack: FilledStack
+) -> None:
+    at = run_app(monkeypatch, filled_stack.events_url, filled_stack.dagster_url)
+    popular = filled_stack.filled.popular[:10]
+
+    at.selectbox(key="visitor").set_value(UNKNOWN_VISITOR).run()
+    assert not at.exception
+    assert "unknown visitor gets: the popular list" in texts(at.markdown)
+    assert table(at, "rank", "itemid", "visitors")["itemid"].tolist() == popular
+
+    events = filled_stack.filled.events
+    stranger = int(
+        events.loc[~events["visitorid"].isin(filled_stack.filled.recommended), "visitorid"].iloc[0]
+    )
+    at.text_input(key="visitor_id").input(str(stranger)).run()
+    assert not at.exception
+    assert f"Visitor {stranger} has no personal recommendations" in texts(at.markdown)
+    assert table(at, "rank", "itemid", "visitors")["itemid"].tolist() == popular
+    assert len(table(at, "event_time", "event", "itemid")) == min(
+        int((events["visitorid"] == stranger).sum()), 25
+    )
+
+    at.selectbox(key="window_range").set_value("Last 24 hours, 5-minute windows").run()
+    assert not at.exception
+    recent = figure(at, "windowed_stats")["data"]
+    newest = events["timestamp"].max() // 300_000 * 300_000
+    in_range = events[events["timestamp"] // 300_000 * 300_000 > newest - 24 * 3_600_000]
+    assert sum(sum(values(t["y"])) for t in recent) == len(in_range)
+
+
+def test_empty_database_explains_what_to_run(monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:
+    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    assert not at.error, texts(at.error)
+    assert metrics(at)["Events ingested"] == "0"
+    assert metrics(at)["Kafka lag (messages)"] == "—"
+    notes = texts(at.info)
+    assert "make demo" in notes
+    assert "No model trained yet" in notes
+    assert "No personal recommendations yet" in notes
+    assert "No popular list yet" in notes
+    assert "Dagster storage not reachable" in texts(at.warning)
+    assert "DAGSTER_DATABASE_URL" in texts(at.warning)
+    assert texts(at.success).startswith("Nothing quarantined")
+    assert not at.get("plotly_chart")
+
+
+def test_a_range_that_does_not_reconcile_is_flagged(monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read,"
+            " rows_inserted, rows_quarantined) VALUES ('t', 0, 0, 10, 10, 10, 0), ('t', 1, 0, 10, 10, 7, 1)"
+        )
+    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    assert metrics(at)["Offset ranges reconciled"] == "1 of 2"
+    assert "1 range does not reconcile" in texts(at.error)
+    off = table(at, "start_offset", "unaccounted")
+    assert off["unaccounted"].tolist() == [2]
+
+
+def test_unreachable_events_database_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_app(monkeypatch, unreachable_url("clickstream"), unreachable_url("dagster"))
+    message = texts(at.error)
+    assert "Events database not reachable" in message
+    assert "make up" in message
+    assert "DATABASE_URL" in message
+    assert not at.metric
