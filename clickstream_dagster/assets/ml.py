@@ -250,7 +250,7 @@ def lightfm_model(
         chosen = report.lightfm_params
         with postgres.connection() as conn:
             champion = conn.execute(q.PROMOTED_MODEL).fetchone()
-        validation = _validation_scores(report.validation, chosen, champion, params, context)
+        validation, champion_info = _validation_scores(report.validation, chosen, champion, params, context)
         started = time.perf_counter()
         full = prepare_training_data(dataset.events, dataset.items, params.cleaning, params.interactions,
                                      params.features)  # fmt: skip
@@ -261,6 +261,7 @@ def lightfm_model(
         {
             "metric": metric,
             "validation": validation,
+            "champion": champion_info,
             "test": {str(r.pop("model")): r for r in report.table.to_dict("records")},
             "gate": {
                 "min_lift_over_popularity": config.min_lift_over_popularity,
@@ -323,8 +324,8 @@ def _validation_scores(
     champion: tuple[Any, ...] | None,
     params: MLParams,
     context: dg.AssetExecutionContext,
-) -> dict[str, Any]:
-    """The gate's evidence, all on the same validation fold (fit on train, scored on validation): the
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(scores per model, which promoted model was compared). The gate's evidence, all on the same validation fold (fit on train, scored on validation): the
     candidate's configuration, popularity, and the promoted model's configuration refitted on this data
     (its stored artefact saw the validation period in training, so scoring it as is would flatter it)."""
     k, seed = params.k, params.seed
@@ -335,15 +336,14 @@ def _validation_scores(
 
     candidate = score(LightFMRecommender(chosen))
     out: dict[str, Any] = {"candidate": candidate, "popularity": score(PopularityRecommender())}
-    out["champion"] = out["champion_version"] = None
+    info: dict[str, Any] = {"version": None, "same_configuration": None}
     if champion is not None:
         version, champion_params = int(champion[0]), LightFMParams(**champion[1]["lightfm"])
-        out["champion_version"] = version
         same = replace(champion_params, num_threads=chosen.num_threads) == chosen
         out["champion"] = candidate if same else score(LightFMRecommender(champion_params))
-        out["champion_same_configuration"] = same
-    context.log.info(f"validation: {json.dumps(_finite(out))}")
-    return out
+        info = {"version": version, "same_configuration": same}
+    context.log.info(f"validation: {json.dumps(_finite(out))}; promoted model compared: {info}")
+    return out, info
 
 
 def _rename(metrics: dict[str, float], k: int) -> dict[str, float]:
@@ -371,7 +371,7 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, postgres: PostgresRes
             "status_before": status,
             "candidate": validation["candidate"][metrics["metric"]],
             "popularity": validation["popularity"][metrics["metric"]],
-            "champion": (validation["champion"] or {}).get(metrics["metric"], float("nan")),
+            "champion": validation.get("champion", {}).get(metrics["metric"], float("nan")),
         },
     )
 
@@ -385,17 +385,18 @@ def gate_decision(metrics: dict[str, Any]) -> tuple[bool, str]:
     floor = pop * (1 + gate["min_lift_over_popularity"])
     if cand is None or not cand > floor:
         return False, f"rejected: validation {m} {_f(cand)} does not beat popularity {_f(pop)}"
-    if v["champion"] is not None:
+    champion_version = metrics["champion"]["version"]
+    if "champion" in v:
         champ = v["champion"][m]
         needed = champ * (1 - gate["champion_tolerance"])
         if not cand >= needed:
             return False, (
-                f"rejected: validation {m} {_f(cand)} is below the promoted v{v['champion_version']} "
+                f"rejected: validation {m} {_f(cand)} is below the promoted v{champion_version} "
                 f"{_f(champ)} (tolerance {gate['champion_tolerance']:.0%})"
             )
         return True, (
             f"passed: validation {m} {_f(cand)} beats popularity {_f(pop)} and reaches the promoted "
-            f"v{v['champion_version']} {_f(champ)}"
+            f"v{champion_version} {_f(champ)}"
         )
     return True, f"passed: validation {m} {_f(cand)} beats popularity {_f(pop)}; no model was promoted before"
 

@@ -194,8 +194,9 @@ def test_next_good_model_replaces_the_promoted_one(runs: dict[str, Any]) -> None
     assert again.result.success and _check_passed(again.result)
     first, second, third = again.registry
     assert (first["status"], second["status"], third["status"]) == ("retired", "rejected", "promoted")
+    assert third["metrics"]["champion"] == {"version": first["version"], "same_configuration": True}
     validation = third["metrics"]["validation"]
-    assert validation["champion_version"] == first["version"]
+    assert set(validation) == {"candidate", "popularity", "champion"}
     assert runs["tables_after_good_again"] == {t: {third["version"]} for t in runs["tables_after_good_again"]}
 
 
