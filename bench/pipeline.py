@@ -122,14 +122,14 @@ def _stack_config(data_dir: Path) -> StackConfig:
 
 
 def _wait_caught_up(cfg: StackConfig, expected: int, timeout_s: float) -> float:
-    """Seconds until clickstream_events + quarantine hold `expected` rows and no window is pending."""
+    """Seconds until clickstream_events + quarantine hold `expected` rows and windowed_stats has applied them."""
     started = time.monotonic()
     last = 0.0
     with psycopg.connect(cfg.database_url, autocommit=True) as conn:
         while time.monotonic() - started < timeout_s:
             row = conn.execute(
                 """SELECT (SELECT count(*) FROM clickstream_events) + (SELECT count(*) FROM quarantine),
-                          (SELECT count(*) FROM dirty_windows),
+                          (SELECT count(*) FROM window_change_batches),
                           (SELECT coalesce(sum(event_count), 0) FROM windowed_stats)"""
             ).fetchone()
             assert row is not None
@@ -138,7 +138,10 @@ def _wait_caught_up(cfg: StackConfig, expected: int, timeout_s: float) -> float:
                 return time.monotonic()
             if time.monotonic() - last > 10:
                 last = time.monotonic()
-                print(f"    {landed:,}/{expected:,} rows, {dirty:,} windows pending", flush=True)
+                print(
+                    f"    {landed:,}/{expected:,} rows, {dirty:,} batches pending for windowed_stats",
+                    flush=True,
+                )
             time.sleep(0.2)
     raise TimeoutError(f"pipeline did not catch up with {expected:,} events in {timeout_s:.0f} s")
 

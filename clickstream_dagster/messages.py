@@ -17,13 +17,17 @@ resume exactly after what a previous run got acknowledged, and let anyone trace 
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
+
+import orjson
 
 from clickstream_dagster.data.readers import EVENT_TYPES, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 FORMAT_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024
+# Ids and timestamps are stored as PostgreSQL bigint; a larger one must be quarantined, not crash the load.
+MAX_ID = 2**63 - 1
 HEADER_SOURCE = "src"
 HEADER_LINE = "line"
 
@@ -68,6 +72,8 @@ def _int_field(doc: dict[str, object], name: str) -> int:
         raise MessageError(f"wrong type: {name} must be an integer, got {type(value).__name__}")
     if value < 0:
         raise MessageError(f"negative id: {name}={value}")
+    if value > MAX_ID:
+        raise MessageError(f"id out of range: {name}={value}")
     return value
 
 
@@ -78,7 +84,7 @@ def decode_value(raw: bytes | None) -> EventMessage:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError(f"oversized: {len(raw)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        doc = json.loads(raw)
+        doc = orjson.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -106,3 +112,35 @@ def decode_value(raw: bytes | None) -> EventMessage:
             raise MessageError(f"transactionid on a {event} event")
         transactionid = None
     return EventMessage(timestamp, visitorid, event, itemid, transactionid)
+
+
+# The exact bytes `encode_value` writes: no whitespace, fields in order, integers without leading zeros (which
+# JSON forbids). A value of this shape decodes to the same fields as `decode_value`, only faster; anything
+# else goes through `decode_value`.
+_CANONICAL = re.compile(
+    rb'\{"v":1,"timestamp":(0|[1-9][0-9]{0,18}),"visitorid":(0|[1-9][0-9]{0,18}),'
+    rb'"event":"(view|addtocart|transaction)","itemid":(0|[1-9][0-9]{0,18}),'
+    rb'"transactionid":(null|0|[1-9][0-9]{0,18})\}\Z'
+)
+_EVENT_NAMES = {name.encode(): name for name in EVENT_TYPES}
+
+
+def decode_fields(raw: bytes | None) -> tuple[int, int, str, int, int | None]:
+    """`decode_value` as a plain tuple (timestamp, visitorid, event, itemid, transactionid), with a fast path
+    for messages in the canonical form the producer writes. Raises MessageError with the same reasons."""
+    match = _CANONICAL.match(raw) if raw is not None and len(raw) <= MAX_MESSAGE_BYTES else None
+    if match is not None:
+        ts_raw, visitor_raw, event_raw, item_raw, tx_raw = match.groups()
+        event = _EVENT_NAMES[event_raw]
+        timestamp, visitorid, itemid = int(ts_raw), int(visitor_raw), int(item_raw)
+        transactionid = None if tx_raw == b"null" else int(tx_raw)
+        if (
+            (transactionid is None) != (event == "transaction")
+            and MIN_TIMESTAMP_MS <= timestamp < MAX_TIMESTAMP_MS
+            and visitorid <= MAX_ID
+            and itemid <= MAX_ID
+            and (transactionid is None or transactionid <= MAX_ID)
+        ):
+            return timestamp, visitorid, event, itemid, transactionid
+    m = decode_value(raw)  # the reason, or an unusual but valid spelling
+    return m.timestamp, m.visitorid, m.event, m.itemid, m.transactionid

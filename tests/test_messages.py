@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -8,6 +9,7 @@ from clickstream_dagster.messages import (
     MAX_MESSAGE_BYTES,
     EventMessage,
     MessageError,
+    decode_fields,
     decode_value,
     encode_key,
     encode_value,
@@ -76,3 +78,43 @@ def _doc(**overrides: object) -> bytes:
 def test_invalid_messages_say_why(raw: bytes | None, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
         decode_value(raw)
+
+
+def test_ids_beyond_bigint_are_quarantined_not_loaded() -> None:
+    with pytest.raises(MessageError, match="id out of range: visitorid"):
+        decode_value(_doc(visitorid=2**63))
+    with pytest.raises(MessageError, match="id out of range: itemid"):
+        decode_fields(encode_value(1433221332117, 1, "view", 2**63 + 5, None))
+    assert decode_fields(encode_value(1433221332117, 2**63 - 1, "view", 0, None))[1] == 2**63 - 1
+
+
+def _variants(rng: random.Random) -> bytes | None:
+    """Messages near the canonical form: valid ones spelled differently, and every kind of invalid one."""
+    event = rng.choice(["view", "addtocart", "transaction", "click", ""])
+    tx: object = rng.choice([None, 0, 7, -1, "3", 2**64])
+    doc: dict[str, object] = {
+        "v": rng.choice([1, 1, 1, 2, "1", True]),
+        "timestamp": rng.choice([1433221332117, 12, 4102444800000, 4102444799999, -5, 1.5]),
+        "visitorid": rng.choice([0, 1, 257597, -1, 2**63 - 1, 2**63, None, "x"]),
+        "event": event,
+        "itemid": rng.choice([0, 355908, -2, 2**63, True]),
+        "transactionid": tx,
+    }
+    if rng.random() < 0.1:
+        del doc[rng.choice(list(doc))]
+    raw = json.dumps(doc, separators=rng.choice([(",", ":"), (", ", ": ")])).encode()
+    return rng.choice([raw, raw, raw, raw.replace(b":0,", b":00,"), raw + b" ", b"[" + raw + b"]", None])
+
+
+def test_fast_path_agrees_with_decode_value() -> None:
+    rng = random.Random(17)
+    for _ in range(20_000):
+        raw = _variants(rng)
+        try:
+            m = decode_value(raw)
+        except MessageError as exc:
+            with pytest.raises(MessageError) as fast_exc:
+                decode_fields(raw)
+            assert str(fast_exc.value) == str(exc), raw
+        else:
+            assert decode_fields(raw) == (m.timestamp, m.visitorid, m.event, m.itemid, m.transactionid), raw

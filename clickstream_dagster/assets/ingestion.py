@@ -47,7 +47,7 @@ def raw_events(
     topic = config.topic or kafka.topic
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
-    with kafka.consumer() as consumer, postgres.connection() as conn:
+    with kafka.bulk_consumer() as consumer, postgres.connection() as conn:
         result = ingest_ranges(
             consumer, conn, topic, ranges, context.run.run_id, batch_size=config.batch_size
         )

@@ -1,10 +1,11 @@
 """Reading exact Kafka offset ranges and loading them into PostgreSQL, effectively once.
 
-`read_ranges` assigns and seeks (no consumer group, no commits) and stops at each range's end offset, so the
-same range always yields the same messages. `load_batch` COPYs them into temp staging tables and inserts with
-`ON CONFLICT DO NOTHING` on the source coordinates, in one transaction together with the quarantine rows,
-the distinct-pair sets, the dirty-window queue and the range ledger: a run killed anywhere leaves either all
-of a batch or none of it, and re-running any range never duplicates.
+`read_ranges` assigns exact offsets (no consumer group, no commits) with librdkafka and stops at each range's
+end offset, so the same range always yields the same messages. `load_batch` COPYs them into temp staging
+tables and inserts with `ON CONFLICT DO NOTHING` on the source coordinates, in one transaction together with
+the quarantine rows, the distinct-pair sets, the window change queue, the per event type totals and the
+range ledger: a run killed anywhere leaves either all of a batch or none of it, and re-running any range
+never duplicates.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
+import confluent_kafka
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
 
-from clickstream_dagster.messages import MessageError, decode_value
+from clickstream_dagster.messages import MessageError, decode_fields
 from clickstream_dagster.sql import queries as q
+
+# Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
+CONSUME_CHUNK = 10_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,11 @@ class OffsetRange:
 
 @dataclass
 class Batch:
-    """Parsed messages of one read: good rows for clickstream_events, bad ones for the quarantine."""
+    """Parsed messages of one read: good rows for clickstream_events, bad ones for the quarantine.
+
+    events: (timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset)
+    rejects: (partition, offset, raw value, reason)
+    """
 
     topic: str
     events: list[tuple[object, ...]] = field(default_factory=list)
@@ -68,32 +75,17 @@ class RangeReadError(RuntimeError):
     pass
 
 
-def parse_record(
-    topic: str, partition: int, offset: int, value: bytes | None, ts_ms: int, batch: Batch
-) -> None:
+def parse_record(partition: int, offset: int, value: bytes | None, produced_ms: int, batch: Batch) -> None:
     try:
-        m = decode_value(value)
+        timestamp, visitorid, event, itemid, transactionid = decode_fields(value)
     except MessageError as exc:
-        batch.rejects.append((topic, partition, offset, value, str(exc)))
+        batch.rejects.append((partition, offset, value, str(exc)))
         return
-    batch.events.append(
-        (
-            m.timestamp,
-            datetime.fromtimestamp(m.timestamp / 1000, UTC),
-            m.visitorid,
-            m.event,
-            m.itemid,
-            m.transactionid,
-            datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms and ts_ms > 0 else None,
-            topic,
-            partition,
-            offset,
-        )
-    )
+    batch.events.append((timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset))
 
 
 def read_ranges(
-    consumer: KafkaConsumer,
+    consumer: confluent_kafka.Consumer,
     topic: str,
     ranges: Sequence[OffsetRange],
     batch_size: int = 100_000,
@@ -103,16 +95,13 @@ def read_ranges(
     todo = {r.partition: r for r in ranges if r.size > 0}
     if not todo:
         return
-    tps = {p: TopicPartition(topic, p) for p in todo}
-    consumer.assign(list(tps.values()))
-    for p, r in todo.items():
-        consumer.seek(tps[p], r.start)
+    consumer.assign([confluent_kafka.TopicPartition(topic, p, r.start) for p, r in todo.items()])
     next_offset = {p: r.start for p, r in todo.items()}
     batch = Batch(topic)
     last_progress = time.monotonic()
     while todo:
-        polled = consumer.poll(timeout_ms=1000, max_records=50_000)
-        if not polled:
+        messages = consumer.consume(num_messages=CONSUME_CHUNK, timeout=1.0)
+        if not messages:
             if time.monotonic() - last_progress > stall_timeout_s:
                 missing = {p: (next_offset[p], r.end) for p, r in todo.items()}
                 raise RangeReadError(
@@ -121,20 +110,22 @@ def read_ranges(
                 )
             continue
         last_progress = time.monotonic()
-        for tp, records in polled.items():
-            wanted = todo.get(tp.partition)
-            if wanted is None:
-                continue
-            for rec in records:
-                if rec.offset >= wanted.end:
-                    break
-                if rec.offset < next_offset[tp.partition]:
-                    continue  # already seen (a re-seek can repeat the tail of a fetch)
-                parse_record(topic, tp.partition, rec.offset, rec.value, rec.timestamp, batch)
-                next_offset[tp.partition] = rec.offset + 1
-            if next_offset[tp.partition] >= wanted.end:
-                del todo[tp.partition]
-                consumer.pause(tp)
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    continue
+                raise RangeReadError(f"reading {topic}: {error.str()}")
+            partition = msg.partition()
+            offset = msg.offset()
+            wanted = todo.get(partition)  # type: ignore[arg-type]
+            if wanted is None or offset >= wanted.end or offset < next_offset[partition]:  # type: ignore[index,operator]
+                continue  # a partition already done, past its range, or a repeated tail
+            parse_record(partition, offset, msg.value(), msg.timestamp()[1], batch)  # type: ignore[arg-type]
+            next_offset[partition] = offset + 1  # type: ignore[index,operator]
+            if offset + 1 >= wanted.end:  # type: ignore[operator]
+                del todo[partition]  # type: ignore[arg-type]
+                consumer.pause([confluent_kafka.TopicPartition(topic, partition)])  # type: ignore[arg-type]
         if batch.size >= batch_size:
             yield batch
             batch = Batch(topic)
@@ -142,57 +133,47 @@ def read_ranges(
         yield batch
 
 
-def _stage_and_insert(
-    cur: psycopg.Cursor,
-    create: str,
-    copy_sql: str,
-    types: tuple[str, ...],
-    rows: list[tuple[object, ...]],
-    insert: str,
-) -> Counter[int]:
-    """COPY rows into a temp staging table, insert them idempotently; count new rows per partition."""
+def _stage(
+    cur: psycopg.Cursor, create: str, copy_sql: str, types: tuple[str, ...], rows: list[tuple[object, ...]]
+) -> None:
+    """COPY rows into a temp staging table (private to this transaction: no lock needed)."""
     cur.execute(create)
     with cur.copy(copy_sql) as copy:
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
-    cur.execute(insert)
-    return Counter(p for (p,) in cur.fetchall())
 
 
 def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
     """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
     result = LoadResult(messages=batch.size)
+    params = {"topic": batch.topic}
     with conn.cursor() as cur:
         if batch.events:
-            result.inserted_by_partition = _stage_and_insert(
-                cur,
-                q.CREATE_EVENT_STAGING,
-                q.COPY_EVENT_STAGING,
-                q.EVENT_STAGING_TYPES,
-                batch.events,
-                q.INSERT_EVENTS_FROM_STAGING,
-            )
-            result.inserted = sum(result.inserted_by_partition.values())
-            cur.execute(q.INSERT_SEEN_VISITORS)
-            cur.execute(q.INSERT_SEEN_ITEMS)
-            cur.execute(q.MARK_DIRTY_WINDOWS)
+            _stage(cur, q.CREATE_EVENT_STAGING, q.COPY_EVENT_STAGING, q.EVENT_STAGING_TYPES, batch.events)
         if batch.rejects:
-            result.quarantined_by_partition = _stage_and_insert(
+            _stage(
                 cur,
                 q.CREATE_QUARANTINE_STAGING,
                 q.COPY_QUARANTINE_STAGING,
                 q.QUARANTINE_STAGING_TYPES,
                 batch.rejects,
-                q.INSERT_QUARANTINE_FROM_STAGING,
             )
+        cur.execute(q.INGEST_LOCK)
+        if batch.events:
+            cur.execute(q.INSERT_EVENTS_FROM_STAGING, params)
+            result.inserted_by_partition = Counter(dict(cur.fetchall()))
+            result.inserted = sum(result.inserted_by_partition.values())
+        if batch.rejects:
+            cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, params)
+            result.quarantined_by_partition = Counter(dict(cur.fetchall()))
             result.quarantined = sum(result.quarantined_by_partition.values())
-            result.reasons.update(str(reject[4]).split(":", 1)[0] for reject in batch.rejects)
+            result.reasons.update(str(reject[3]).split(":", 1)[0] for reject in batch.rejects)
     return result
 
 
 def ingest_ranges(
-    consumer: KafkaConsumer,
+    consumer: confluent_kafka.Consumer,
     conn: psycopg.Connection,
     topic: str,
     ranges: Sequence[OffsetRange],

@@ -1,4 +1,9 @@
-"""Apache Kafka: the one resource for kafka-python producers, consumers and the admin client."""
+"""Apache Kafka: the one resource for Kafka clients.
+
+kafka-python for the producer, the admin client and offset look-ups (the sensor); confluent-kafka (librdkafka,
+native) for bulk reads of offset ranges, where kafka-python's pure-Python fetch and decode is the bottleneck
+(measured here: about 14k messages/s read and decoded, against about 90k/s read by librdkafka).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import confluent_kafka
 import dagster as dg
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -84,6 +90,32 @@ class KafkaResource(dg.ConfigurableResource):
         try:
             consumer = KafkaConsumer(**settings)
         except (KafkaError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            yield consumer
+        finally:
+            consumer.close()
+
+    @contextmanager
+    def bulk_consumer(self, **overrides: Any) -> Iterator[confluent_kafka.Consumer]:
+        """A librdkafka consumer for reading exact offset ranges: callers assign with explicit offsets;
+        nothing is ever committed (the group id is only a label, no group is joined)."""
+        settings: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "group.id": f"{self.client_id}-ranges",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "socket.timeout.ms": self.request_timeout_ms,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+            **overrides,
+        }
+        try:
+            consumer = confluent_kafka.Consumer(settings)
+        except confluent_kafka.KafkaException as exc:
             raise self._unavailable(exc) from exc
         try:
             yield consumer

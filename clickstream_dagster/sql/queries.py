@@ -7,75 +7,115 @@ from __future__ import annotations
 
 CREATE_EVENT_STAGING = """
 CREATE TEMP TABLE staging_events (
-    "timestamp" bigint, event_time timestamptz, visitorid bigint, event text, itemid bigint,
-    transactionid bigint, produced_at timestamptz, kafka_topic text, kafka_partition integer, kafka_offset bigint
+    "timestamp" bigint, visitorid bigint, event text, itemid bigint, transactionid bigint,
+    produced_ms bigint, kafka_partition integer, kafka_offset bigint
 ) ON COMMIT DROP
 """
 
 COPY_EVENT_STAGING = """
-COPY staging_events ("timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
-                     kafka_topic, kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)
+COPY staging_events ("timestamp", visitorid, event, itemid, transactionid, produced_ms, kafka_partition,
+                     kafka_offset) FROM STDIN (FORMAT BINARY)
 """
 
-EVENT_STAGING_TYPES = (
-    "int8",
-    "timestamptz",
-    "int8",
-    "text",
-    "int8",
-    "int8",
-    "timestamptz",
-    "text",
-    "int4",
-    "int8",
-)
+EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8")
 
+# Loading transactions take this lock after their COPY into the (private) staging table, so the shared
+# state below is only ever written by one of them at a time: no deadlocks between concurrent runs whose
+# pair inserts overlap, and the event_totals rows are never contended.
+INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
+
+# One statement: the idempotent insert, and for exactly the rows it inserted (a re-run inserts none) the state
+# that keeps windowed_stats and event_statistics incremental and exact:
+# - window_visitors / window_items: distinct (window, event, visitor|item) pairs. A pair the insert creates is
+#   new to its window, so the change rows carry its visitorid / itemid; others carry NULL. Over any set of
+#   batches, count(DISTINCT visitorid) per (window, event) is then exactly the growth of unique_users.
+# - window_changes + window_change_batches: the queue windowed_stats aggregates (with Spark) and removes.
+# - seen_visitors / seen_items and event_totals: the all-time distinct pairs and per event type totals.
+# event_time and produced_at are derived here, with the same expressions the checks use. Rows go in sorted by
+# index key (measured: random-order index inserts dominate the cost of a batch).
 INSERT_EVENTS_FROM_STAGING = """
-INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
-                                kafka_topic, kafka_partition, kafka_offset)
-SELECT "timestamp", event_time, visitorid, event, itemid, transactionid, produced_at,
-       kafka_topic, kafka_partition, kafka_offset
-FROM staging_events
-ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
-RETURNING kafka_partition
-"""
-
-INSERT_SEEN_VISITORS = """
-INSERT INTO seen_visitors (event, visitorid)
-SELECT DISTINCT event, visitorid FROM staging_events
-ON CONFLICT DO NOTHING
-"""
-
-INSERT_SEEN_ITEMS = """
-INSERT INTO seen_items (event, itemid)
-SELECT DISTINCT event, itemid FROM staging_events
-ON CONFLICT DO NOTHING
-"""
-
-MARK_DIRTY_WINDOWS = """
-INSERT INTO dirty_windows (window_start)
-SELECT DISTINCT to_timestamp(floor("timestamp" / 300000.0) * 300) FROM staging_events
-ON CONFLICT (window_start) DO UPDATE SET seq = nextval('dirty_windows_seq')
+WITH ins AS (
+    INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,
+                                    produced_at, kafka_topic, kafka_partition, kafka_offset)
+    SELECT "timestamp", to_timestamp("timestamp" / 1000.0), visitorid, event, itemid, transactionid,
+           CASE WHEN produced_ms > 0 THEN to_timestamp(produced_ms / 1000.0) END,
+           %(topic)s, kafka_partition, kafka_offset
+    FROM staging_events
+    ORDER BY "timestamp"
+    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
+    RETURNING kafka_partition, "timestamp", event, visitorid, itemid
+), new_rows AS (
+    SELECT kafka_partition, to_timestamp(floor("timestamp" / 300000.0) * 300) AS window_start, event,
+           visitorid, itemid
+    FROM ins
+), new_users AS (
+    INSERT INTO window_visitors (window_start, event, visitorid)
+    SELECT DISTINCT window_start, event, visitorid FROM new_rows ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING window_start, event, visitorid
+), new_items AS (
+    INSERT INTO window_items (window_start, event, itemid)
+    SELECT DISTINCT window_start, event, itemid FROM new_rows ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING window_start, event, itemid
+), batch AS (
+    INSERT INTO window_change_batches (events)
+    SELECT count(*) FROM new_rows HAVING count(*) > 0
+    RETURNING batch_id
+), changes AS (
+    INSERT INTO window_changes (batch_id, window_start, event, visitorid, itemid)
+    SELECT b.batch_id, n.window_start, n.event, u.visitorid, i.itemid
+    FROM new_rows n
+    CROSS JOIN batch b
+    LEFT JOIN new_users u
+           ON u.window_start = n.window_start AND u.event = n.event AND u.visitorid = n.visitorid
+    LEFT JOIN new_items i
+           ON i.window_start = n.window_start AND i.event = n.event AND i.itemid = n.itemid
+), seen_v AS (
+    INSERT INTO seen_visitors (event, visitorid)
+    SELECT DISTINCT event, visitorid FROM new_rows ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING event
+), seen_i AS (
+    INSERT INTO seen_items (event, itemid)
+    SELECT DISTINCT event, itemid FROM new_rows ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING event
+), totals AS (
+    INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
+    SELECT event, sum(n), sum(u), sum(i)
+    FROM (SELECT event, count(*) AS n, 0 AS u, 0 AS i FROM new_rows GROUP BY event
+          UNION ALL SELECT event, 0, count(*), 0 FROM seen_v GROUP BY event
+          UNION ALL SELECT event, 0, 0, count(*) FROM seen_i GROUP BY event) d
+    GROUP BY event
+    ON CONFLICT (event) DO UPDATE
+    SET event_count = t.event_count + EXCLUDED.event_count,
+        unique_users = t.unique_users + EXCLUDED.unique_users,
+        unique_items = t.unique_items + EXCLUDED.unique_items
+)
+SELECT kafka_partition, count(*) FROM new_rows GROUP BY kafka_partition
 """
 
 CREATE_QUARANTINE_STAGING = """
 CREATE TEMP TABLE staging_quarantine (
-    kafka_topic text, kafka_partition integer, kafka_offset bigint, raw_payload bytea, reason text
+    kafka_partition integer, kafka_offset bigint, raw_payload bytea, reason text
 ) ON COMMIT DROP
 """
 
 COPY_QUARANTINE_STAGING = """
-COPY staging_quarantine (kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
-FROM STDIN (FORMAT BINARY)
+COPY staging_quarantine (kafka_partition, kafka_offset, raw_payload, reason) FROM STDIN (FORMAT BINARY)
 """
 
-QUARANTINE_STAGING_TYPES = ("text", "int4", "int8", "bytea", "text")
+QUARANTINE_STAGING_TYPES = ("int4", "int8", "bytea", "text")
 
 INSERT_QUARANTINE_FROM_STAGING = """
-INSERT INTO quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
-SELECT 'kafka', kafka_topic, kafka_partition, kafka_offset, raw_payload, reason FROM staging_quarantine
-ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) WHERE source = 'kafka' DO NOTHING
-RETURNING kafka_partition
+WITH ins AS (
+    INSERT INTO quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
+    SELECT 'kafka', %(topic)s, kafka_partition, kafka_offset, raw_payload, reason FROM staging_quarantine
+    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) WHERE source = 'kafka' DO NOTHING
+    RETURNING kafka_partition
+)
+SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
 """
 
 RECORD_INGESTED_RANGE = """
@@ -124,18 +164,10 @@ WHERE (l.kafka_topic, l.kafka_partition, l.kafka_offset) = (old.kafka_topic, old
 
 COUNT_LIVE_EVENTS = "SELECT count(*), min(event_time), max(event_time) FROM live_clickstream_events"
 
-# ---- windowed_stats: the queue of windows to recompute ----------------------------------------------------
+# ---- windowed_stats (its queue and deltas: analytics/windows.py) ----------------------------------------------------
 
 WINDOW_STATS_LOCK = "SELECT pg_advisory_lock(hashtext('windowed_stats'))"
 WINDOW_STATS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('windowed_stats'))"
-
-READ_DIRTY_WINDOWS = "SELECT window_start, seq FROM dirty_windows ORDER BY window_start"
-
-CLEAR_DIRTY_WINDOWS = """
-DELETE FROM dirty_windows d
-USING unnest(%s::timestamptz[], %s::bigint[]) AS done(window_start, seq)
-WHERE d.window_start = done.window_start AND d.seq <= done.seq
-"""
 
 WINDOW_STATS_SUMMARY = """
 SELECT count(DISTINCT window_start), coalesce(sum(event_count), 0), min(window_start), max(window_end)
@@ -149,78 +181,70 @@ FROM windowed_stats ORDER BY window_start DESC, event LIMIT 9
 
 # ---- event_statistics --------------------------------------------------------------------------------------
 
+# event_totals is maintained by the loading transaction; this publishes it (rows unchanged are left alone).
 REFRESH_EVENT_STATISTICS = """
-WITH counts AS (
-    SELECT event, count(*) AS event_count FROM clickstream_events GROUP BY event
-), users AS (
-    SELECT event, count(*) AS unique_users FROM seen_visitors GROUP BY event
-), items AS (
-    SELECT event, count(*) AS unique_items FROM seen_items GROUP BY event
-), merged AS (
-    SELECT c.event, c.event_count, coalesce(u.unique_users, 0) AS unique_users,
-           coalesce(i.unique_items, 0) AS unique_items
-    FROM counts c LEFT JOIN users u USING (event) LEFT JOIN items i USING (event)
-), upsert AS (
+WITH upsert AS (
     INSERT INTO event_statistics (event, event_count, unique_users, unique_items, updated_at)
-    SELECT event, event_count, unique_users, unique_items, now() FROM merged
+    SELECT event, event_count, unique_users, unique_items, now() FROM event_totals
     ON CONFLICT (event) DO UPDATE
     SET event_count = EXCLUDED.event_count, unique_users = EXCLUDED.unique_users,
         unique_items = EXCLUDED.unique_items, updated_at = EXCLUDED.updated_at
     WHERE (event_statistics.event_count, event_statistics.unique_users, event_statistics.unique_items)
           IS DISTINCT FROM (EXCLUDED.event_count, EXCLUDED.unique_users, EXCLUDED.unique_items)
 )
-SELECT event, event_count, unique_users, unique_items FROM merged ORDER BY event
+SELECT event, event_count, unique_users, unique_items FROM event_totals ORDER BY event
 """
 
 # ---- asset checks ------------------------------------------------------------------------------------------
 # Each takes the run's ranges as (topics[], partitions[], starts[], ends[]) arrays; with NULL arrays the
 # check covers the whole table (a check executed on its own from the UI).
 
-_IN_RANGES = """
-    (%(topics)s::text[] IS NULL OR EXISTS (
-        SELECT 1 FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[])
-               AS r(topic, part, lo, hi)
-        WHERE e.kafka_topic = r.topic AND e.kafka_partition = r.part
-          AND e.kafka_offset >= r.lo AND e.kafka_offset < r.hi))
+# The rows the check covers: those of the run's ranges, found through the source-coordinates index (a run's
+# checks must not scan the whole table, which grows with every run), or all of them.
+_CHECKED_ROWS = """
+    (SELECT e.* FROM clickstream_events e WHERE %(topics)s::text[] IS NULL
+     UNION ALL
+     SELECT e.*
+     FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[])
+          AS r(topic, part, lo, hi)
+     JOIN clickstream_events e
+       ON e.kafka_topic = r.topic AND e.kafka_partition = r.part
+      AND e.kafka_offset >= r.lo AND e.kafka_offset < r.hi) e
 """
 
 CHECK_IDS_PRESENT = (
-    """
-SELECT count(*) FROM clickstream_events e
-WHERE (visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0) AND"""
-    + _IN_RANGES
+    "SELECT count(*) FROM"
+    + _CHECKED_ROWS
+    + "WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0"
 )
 
 CHECK_EVENT_TYPES = (
-    """
-SELECT count(*) FROM clickstream_events e
-WHERE event NOT IN ('view', 'addtocart', 'transaction') AND"""
-    + _IN_RANGES
+    "SELECT count(*) FROM" + _CHECKED_ROWS + "WHERE event NOT IN ('view', 'addtocart', 'transaction')"
 )
 
 CHECK_TIMESTAMPS = (
-    """
-SELECT count(*) FROM clickstream_events e
-WHERE ("timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-       OR event_time <> to_timestamp("timestamp" / 1000.0)) AND"""
-    + _IN_RANGES
+    "SELECT count(*) FROM"
+    + _CHECKED_ROWS
+    + """WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
+   OR event_time <> to_timestamp("timestamp" / 1000.0)"""
 )
 
 CHECK_TRANSACTION_IDS = (
-    """
-SELECT count(*) FROM clickstream_events e
-WHERE ((event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0) AND"""
-    + _IN_RANGES
+    "SELECT count(*) FROM"
+    + _CHECKED_ROWS
+    + "WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0"
 )
 
 # The unique constraint should make this impossible; the check proves the constraint is in place and held.
-CHECK_DUPLICATE_COORDINATES = """
+CHECK_DUPLICATE_COORDINATES = (
+    """
 SELECT count(*) FROM (
-    SELECT kafka_topic, kafka_partition, kafka_offset FROM clickstream_events
-    WHERE %(topics)s::text[] IS NULL OR kafka_topic = ANY(%(topics)s::text[])
-    GROUP BY 1, 2, 3 HAVING count(*) > 1
+    SELECT kafka_topic, kafka_partition, kafka_offset FROM"""
+    + _CHECKED_ROWS
+    + """    GROUP BY 1, 2, 3 HAVING count(*) > 1
 ) d
 """
+)
 
 # Per ingested range: offsets in the range = rows stored + rows quarantined (offsets are contiguous:
 # the producer is idempotent, not transactional, so there are no control records).

@@ -1,9 +1,9 @@
-"""windowed_stats computed incrementally with real pyspark (a local session and a real Spark Connect server)
-from a real PostgreSQL, checked against an independent plain-SQL recomputation over all rows."""
+"""windowed_stats kept incrementally with real pyspark (a local session and a real Spark Connect server) from
+the change queue the real loading code writes to a real PostgreSQL, checked against an independent plain-SQL
+recomputation over all rows."""
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,16 +16,16 @@ from pyspark.sql import SparkSession
 
 from clickstream_dagster.analytics.windows import (
     WINDOW_MS,
-    compute_window_stats,
+    BatchesAlreadyApplied,
+    apply_window_deltas,
+    batch_predicates,
+    compute_window_deltas,
     ms_to_datetime,
-    partition_ranges,
-    range_predicate,
-    read_partitions,
-    read_window_events,
-    time_ranges,
-    upsert_window_stats,
+    pending_batches,
+    read_window_changes,
     windows_touched,
 )
+from clickstream_dagster.pipeline.ingest import Batch, load_batch
 from clickstream_dagster.resources.spark import (
     JdbcConnection,
     SparkResource,
@@ -72,54 +72,20 @@ def test_windows_touched_boundaries() -> None:
     assert windows_touched([-1]) == [-w]  # floor, not truncation
 
 
-def test_time_ranges_coalesce_adjacent_windows() -> None:
-    w = WINDOW_MS
-    starts = [BASE_MS + k * w for k in (0, 1, 2, 5, 7, 8)]
-    assert time_ranges(starts) == [
-        (BASE_MS, BASE_MS + 3 * w),
-        (BASE_MS + 5 * w, BASE_MS + 6 * w),
-        (BASE_MS + 7 * w, BASE_MS + 9 * w),
-    ]
-    # Over the cap, the narrowest gap (between 5 and 7) merges first.
-    assert time_ranges(starts, max_ranges=2) == [
-        (BASE_MS, BASE_MS + 3 * w),
-        (BASE_MS + 5 * w, BASE_MS + 9 * w),
-    ]
-    assert time_ranges(starts, max_ranges=1) == [(BASE_MS, BASE_MS + 9 * w)]
-    assert time_ranges([]) == []
-    with pytest.raises(ValueError, match="multiple of 300000"):
-        time_ranges([BASE_MS + 1])
-
-
-def test_partition_ranges_split_long_ranges_on_window_edges() -> None:
-    w = WINDOW_MS
-    groups = partition_ranges([(BASE_MS, BASE_MS + 10 * w)], 4)
-    assert len(groups) == 4
-    flat = [r for g in groups for r in g]
-    assert flat[0][0] == BASE_MS and flat[-1][1] == BASE_MS + 10 * w
-    assert all((hi - lo) % w == 0 and lo % w == 0 for lo, hi in flat)
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(flat))
-    assert partition_ranges([(BASE_MS, BASE_MS + w)], 4) == [[(BASE_MS, BASE_MS + w)]]
-    assert partition_ranges([], 4) == []
-
-
-def test_read_partitions_grow_with_the_span_read() -> None:
-    assert [read_partitions(n) for n in (0, 1, 12, 2016, 2017, 5000, 40_000)] == [1, 1, 1, 1, 2, 3, 4]
+def test_batch_predicates_group_whole_batches() -> None:
+    assert batch_predicates([], 0) == []
+    assert batch_predicates([3], 10) == ["batch_id IN (3)"]
+    assert batch_predicates([5, 3, 4], 1_000) == ["batch_id IN (3, 4, 5)"]  # small: one partition
+    many = batch_predicates(list(range(1, 11)), 2_000_000)
+    assert len(many) == 4
+    assert sorted(int(x) for p in many for x in p.removeprefix("batch_id IN (")[:-1].split(", ")) == list(
+        range(1, 11)
+    )
 
 
 def test_ms_to_datetime_is_exact() -> None:
     assert ms_to_datetime(1_433_000_000_123) == datetime(2015, 5, 30, 15, 33, 20, 123_000, tzinfo=UTC)
     assert ms_to_datetime(BASE_MS).timestamp() * 1000 == BASE_MS
-
-
-def test_range_predicate_is_strict_timestamptz_sql() -> None:
-    pred = range_predicate([(0, WINDOW_MS), (3 * WINDOW_MS, 4 * WINDOW_MS)])
-    assert pred == (
-        "(event_time >= '1970-01-01 00:00:00+00:00'::timestamptz"
-        " AND event_time < '1970-01-01 00:05:00+00:00'::timestamptz)"
-        " OR (event_time >= '1970-01-01 00:15:00+00:00'::timestamptz"
-        " AND event_time < '1970-01-01 00:20:00+00:00'::timestamptz)"
-    )
 
 
 @pytest.mark.parametrize(
@@ -239,24 +205,22 @@ class EventFactory:
         return self.offset
 
 
-def insert_events(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    with conn.cursor().copy(
-        'COPY clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,'
-        " kafka_topic, kafka_partition, kafka_offset) FROM STDIN"
-    ) as copy:
-        for row in rows:
-            copy.write_row(row)
+def load_events(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Through the real loading transaction (which writes the pair sets and the change queue)."""
+    batch = Batch("test")
+    for ts, _, visitorid, event, itemid, transactionid, _, partition, offset in rows:
+        batch.events.append((ts, visitorid, event, itemid, transactionid, ts, partition, offset))
+    with conn.transaction():
+        load_batch(conn, batch)
 
 
-def recompute(
-    spark: SparkSession, jdbc: JdbcConnection, conn: psycopg.Connection, rows: list[tuple[Any, ...]]
-) -> list[int]:
-    """What the asset does per run: the windows the new events touch, recomputed and upserted."""
-    touched = windows_touched(r[0] for r in rows)
-    stats = compute_window_stats(spark, jdbc, touched)
-    assert {int(s.window_start.timestamp() * 1000) for s in stats} == set(touched)
-    upsert_window_stats(conn, touched, stats)
-    return touched
+def apply_pending(spark: SparkSession, jdbc: JdbcConnection, conn: psycopg.Connection) -> list[int]:
+    """What the asset does per run: the queued batches aggregated by Spark and added; returns the batches."""
+    batches = pending_batches(conn)
+    deltas = compute_window_deltas(spark, jdbc, batches.ids, batches.events)
+    assert sum(d.events for d in deltas) == batches.events
+    apply_window_deltas(conn, batches.ids, deltas)
+    return batches.ids
 
 
 def assert_matches_full_recomputation(conn: psycopg.Connection) -> None:
@@ -264,6 +228,7 @@ def assert_matches_full_recomputation(conn: psycopg.Connection) -> None:
     actual = conn.execute(ACTUAL_SQL).fetchall()
     assert expected, "the test inserted no events"
     assert actual == expected
+    assert conn.execute("SELECT count(*) FROM window_changes").fetchone() == (0,)
 
 
 # ---- Spark against PostgreSQL -------------------------------------------------------------------------
@@ -274,8 +239,9 @@ def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_ur
     events = EventFactory(seed=7)
     with psycopg.connect(pg_url, autocommit=True) as conn:
         first = events.in_windows(list(range(12)), 3000) + events.on_edges([0, 3, 11, 12])
-        insert_events(conn, first)
-        assert len(recompute(spark, jdbc, conn, first)) == 13
+        load_events(conn, first[:1500])
+        load_events(conn, first[1500:])
+        assert len(apply_pending(spark, jdbc, conn)) == 2
         assert_matches_full_recomputation(conn)
 
         rng = random.Random(11)
@@ -287,56 +253,57 @@ def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_ur
             )
             if run % 4 == 0:
                 batch += events.on_edges([new[0]])
-            insert_events(conn, batch)
+            load_events(conn, batch)
+            if run % 3 == 0:
+                load_events(conn, batch)  # a re-run of the same offsets: nothing new, nothing counted twice
             before: dict[datetime, datetime] = dict(
                 conn.execute("SELECT window_start, max(updated_at) FROM windowed_stats GROUP BY 1").fetchall()
             )
-            touched = recompute(spark, jdbc, conn, batch)
+            apply_pending(spark, jdbc, conn)
             after: dict[datetime, datetime] = dict(
                 conn.execute("SELECT window_start, max(updated_at) FROM windowed_stats GROUP BY 1").fetchall()
             )
-            untouched = set(before) - {datetime.fromtimestamp(t / 1000, tz=UTC) for t in touched}
+            touched = {ms_to_datetime(t) for t in windows_touched(r[0] for r in batch)}
+            untouched = set(before) - touched
             assert {w: after[w] for w in untouched} == {w: before[w] for w in untouched}
-        assert_matches_full_recomputation(conn)
+            assert_matches_full_recomputation(conn)
 
 
-def test_event_type_gone_from_a_window_is_deleted(spark: SparkSession, pg_url: str) -> None:
+def test_reads_only_the_changes_of_the_queued_batches(spark: SparkSession, pg_url: str) -> None:
     jdbc = jdbc_from_libpq(pg_url)
-    events = EventFactory(seed=3)
+    events = EventFactory(seed=5)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        rows = events.in_windows([0, 1, 2], 600)
-        insert_events(conn, rows)
-        recompute(spark, jdbc, conn, rows)
-        window = datetime.fromtimestamp((BASE_MS + WINDOW_MS) / 1000, tz=UTC)
-        conn.execute(
-            "DELETE FROM clickstream_events WHERE event = 'transaction' AND event_time >= %s AND event_time < %s",
-            (window, datetime.fromtimestamp((BASE_MS + 2 * WINDOW_MS) / 1000, tz=UTC)),
-        )
-        result = upsert_window_stats(
-            conn, [BASE_MS + WINDOW_MS], compute_window_stats(spark, jdbc, [BASE_MS + WINDOW_MS])
-        )
-        assert result.deleted == 1
-        assert_matches_full_recomputation(conn)
+        load_events(conn, events.in_windows(list(range(10)), 2000))
+        apply_pending(spark, jdbc, conn)
+        load_events(conn, events.in_windows([2, 3], 150))
+        load_events(conn, events.in_windows([7], 40))
+        batches = pending_batches(conn)
+        assert (len(batches.ids), batches.events) == (2, 190)
+    df = read_window_changes(spark, jdbc, batches.ids, batches.events)
+    assert df is not None and df.count() == 190  # not the 2,000 rows applied before
+    assert read_window_changes(spark, jdbc, []) is None
+    assert compute_window_deltas(spark, jdbc, []) == []
 
 
-def test_reads_only_the_rows_of_the_touched_windows(spark: SparkSession, pg_url: str) -> None:
+def test_batches_are_applied_exactly_once(spark: SparkSession, pg_url: str) -> None:
     jdbc = jdbc_from_libpq(pg_url)
+    events = EventFactory(seed=9)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        insert_events(conn, EventFactory(seed=5).in_windows(list(range(10)), 2000))
-        wanted = [BASE_MS + k * WINDOW_MS for k in (1, 2, 6, 9)]
-        (expected,) = conn.execute(
-            'SELECT count(*) FROM clickstream_events WHERE floor("timestamp" / 300000.0) * 300000 = ANY(%s)',
-            (wanted,),
-        ).fetchone() or (None,)
-    df = read_window_events(spark, jdbc, wanted, partitions=3)
-    assert df is not None
-    assert df.count() == expected
-    # Merged across gaps (one range), the same windows: the extra ones read are dropped.
-    assert compute_window_stats(spark, jdbc, wanted, max_ranges=1) == compute_window_stats(
-        spark, jdbc, wanted
-    )
-    assert read_window_events(spark, jdbc, []) is None
-    assert compute_window_stats(spark, jdbc, []) == []
+        load_events(conn, events.in_windows([0, 1, 2], 500))
+        taken = pending_batches(conn)
+        deltas = compute_window_deltas(spark, jdbc, taken.ids, taken.events)
+        # A batch that commits after the run listed its batches stays queued for the next run.
+        late = events.in_windows([1, 4], 80)
+        load_events(conn, late)
+        apply_window_deltas(conn, taken.ids, deltas)
+        assert pending_batches(conn).events == 80
+        # Applying the same batches again (a second applier, a retry) is refused and changes nothing.
+        snapshot = conn.execute(ACTUAL_SQL).fetchall()
+        with pytest.raises(BatchesAlreadyApplied):
+            apply_window_deltas(conn, taken.ids, deltas)
+        assert conn.execute(ACTUAL_SQL).fetchall() == snapshot
+        apply_pending(spark, jdbc, conn)
+        assert_matches_full_recomputation(conn)
 
 
 def test_missing_jdbc_driver_says_what_to_do() -> None:
