@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import ml, pipeline, producer
+from bench import api, ml, pipeline, producer
 
-BENCHMARKS: dict[str, ModuleType] = {"producer": producer, "pipeline": pipeline, "ml": ml}
+BENCHMARKS: dict[str, ModuleType] = {"producer": producer, "pipeline": pipeline, "ml": ml, "api": api}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,568 @@
+"""API latency: GET /recommendations at a fixed rate (open loop) and at its maximum; peers from the same run.
+
+One run:
+1. PostgreSQL: an embedded server on a free port in a temporary folder (or a scratch database on the server
+   of --database-url / DATABASE_URL, dropped afterwards), migrated.
+2. A real model: the generator's events (250,000 by default), cleaned, LightFM trained, and its serving rows
+   (top-20 per visitor, 20 similar items per item, popular/trending) written with binary COPY, plus a
+   promoted model_registry row: what the ML job leaves behind.
+3. The API as its own process (`python -m clickstream_dagster.api`, uvicorn with uvloop + httptools).
+4. The load generator in another process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop.
+   - fixed rate: requests are scheduled at exact instants (open loop, as wrk2 does); a request whose
+     connection is busy waits for one or opens a new one, and its latency runs from its scheduled instant,
+     so a stalled server is charged for every request it delays (no coordinated omission). `wrk` is closed
+     loop and would hide exactly that, which is why it is not used for the latency figures;
+   - maximum: closed loop, --connections concurrent keep-alive connections as fast as answers come.
+   The visitors are a shuffled sample of those with recommendations, plus --cold-share unknown visitors
+   (popular fallback).
+5. Peers, same data, same load generator, same uvicorn settings:
+   - a raw ASGI app (no FastAPI, no pydantic, no metrics) running the same queries on the same pool
+     settings: what the framework costs;
+   - the query alone, straight from psycopg's async pool at the same rate: the database's share.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from importlib.metadata import version as package_version
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql.migrate import apply_migrations
+from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database
+from clickstream_dagster.stack.process import free_port
+
+HOST = "127.0.0.1"
+TOP_N = 20
+K = 10
+
+# Bench-only writes (the ML job owns the production ones).
+INSERT_PROMOTED_MODEL = """
+INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, library_versions, artefact,
+                            artefact_sha256, status, reason, decided_at)
+VALUES ('lightfm', %s, %s, %s, '{}', '{}', %s, %s, 'promoted', 'bench', now())
+RETURNING version
+"""
+COPY_RECOMMENDATIONS = (
+    "COPY recommendations (visitorid, rank, itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
+)
+COPY_SIMILAR = (
+    "COPY similar_items (itemid, rank, similar_itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
+)
+COPY_POPULAR = """
+COPY popular_items (list, rank, itemid, score, visitors, recent_events, earlier_events, trend, model_version)
+FROM STDIN (FORMAT BINARY)
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", type=int, default=250_000, help="generated events to train on")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rate", type=float, default=500.0, help="fixed request rate, per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds at the fixed rate")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each run")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="measured seconds of the max run")
+    parser.add_argument("--connections", type=int, default=32, help="connections of the max-throughput run")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (API and peer)")
+    parser.add_argument("--cold-share", type=float, default=0.1, help="share of unknown visitors")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help="use a scratch database on this server instead of an embedded one (default: DATABASE_URL)",
+    )
+    parser.add_argument("--no-peers", action="store_true", help="measure the API only")
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServingRows:
+    recommendations: pd.DataFrame
+    similar: pd.DataFrame
+    popular: pd.DataFrame
+    artefact: bytes
+    params: dict[str, Any]
+    window: dict[str, int]
+    cleaning: dict[str, int]
+
+
+def train(events_n: int, seed: int, folder: Path) -> ServingRows:
+    from clickstream_dagster.data.generator import generate
+    from clickstream_dagster.ml import (
+        ModelBundle,
+        dumps_bundle,
+        popular_items,
+        prepare_training_data,
+        recommendations_for_visitors,
+        similar_items,
+        train_lightfm,
+    )
+    from clickstream_dagster.ml.config import LightFMParams
+    from clickstream_dagster.ml.prep import clean_events, read_csv_dir
+
+    generate(folder, events_n, seed=seed)
+    events, items = read_csv_dir(folder)
+    cleaned, cleaning = clean_events(events)
+    data = prepare_training_data(cleaned, items)
+    params = LightFMParams(no_components=32, epochs=10)
+    model = train_lightfm(data, params)
+    recs = recommendations_for_visitors(model, model.user_ids, n=TOP_N)
+    similar = similar_items(model, k=TOP_N)
+    popular = popular_items(data.events)
+    artefact = dumps_bundle(ModelBundle(model.compact(), params=vars(params), data_window=data.window))
+    return ServingRows(recs, similar, popular, artefact, dict(vars(params)), data.window, cleaning)
+
+
+def _rows(frame: pd.DataFrame, columns: list[str], version: int) -> Iterator[tuple[Any, ...]]:
+    for row in zip(*(frame[c].tolist() for c in columns), strict=True):
+        yield (*row, version)
+
+
+def load(url: str, rows: ServingRows) -> int:
+    """A promoted registry row and its serving tables, in one transaction; returns the version."""
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            INSERT_PROMOTED_MODEL,
+            (
+                Jsonb(rows.params),
+                Jsonb(rows.window),
+                Jsonb(rows.cleaning),
+                rows.artefact,
+                hashlib.sha256(rows.artefact).hexdigest(),
+            ),
+        )
+        fetched = cur.fetchone()
+        assert fetched is not None
+        version = int(fetched[0])
+        for statement, types, frame, columns in (
+            (COPY_RECOMMENDATIONS, ["int8", "int4", "int8", "float4"], rows.recommendations,
+             ["visitorid", "rank", "itemid", "score"]),
+            (COPY_SIMILAR, ["int8", "int4", "int8", "float4"], rows.similar,
+             ["itemid", "rank", "similar_itemid", "score"]),
+            (COPY_POPULAR, ["text", "int4", "int8", "float8", "int4", "int4", "int4", "float8"], rows.popular,
+             ["list", "rank", "itemid", "score", "visitors", "recent_events", "earlier_events", "trend"]),
+        ):  # fmt: skip
+            with cur.copy(statement) as copy:
+                copy.set_types([*types, "int8"])
+                for row in _rows(frame, columns, version):
+                    copy.write_row(row)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE recommendations, similar_items, popular_items")
+    return version
+
+
+@contextmanager
+def database(database_url: str | None, folder: Path) -> Iterator[str]:
+    """A migrated, empty events database: scratch on `database_url`'s server, else embedded."""
+    if database_url:
+        admin = with_database(libpq_url(database_url), "postgres")
+        name = f"bench_api_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            url = with_database(libpq_url(database_url), name)
+            apply_migrations(url)
+            yield url
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        return
+    from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
+
+    ports = Ports(*(free_port() for _ in range(7)))
+    cfg = StackConfig.from_env({}).with_data_dir(folder / "stack", ports)
+    server = EmbeddedPostgres(cfg)
+    server.start()
+    try:
+        ensure_database(cfg.database_url, EVENTS_DATABASE)
+        apply_migrations(cfg.database_url)
+        yield cfg.database_url
+    finally:
+        server.stop()
+
+
+# ---- servers ---------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn's workers)."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+@contextmanager
+def serve(argv: list[str], url: str, port: int, log: Path) -> Iterator[int]:
+    env = {**os.environ, "DATABASE_URL": url}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[2]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[2]} not ready on port {port}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def api_argv(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "clickstream_dagster.api", "--host", HOST, "--port", str(port),
+            "--workers", str(workers), "--log-level", "warning"]  # fmt: skip
+
+
+def peer_argv(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "bench.api:peer_app_from_env", "--factory", "--host", HOST,
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+            "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+
+
+def peer_app_from_env() -> Callable[..., Awaitable[None]]:
+    """The raw ASGI peer: the same queries and pool settings as the API, JSON by hand, nothing else."""
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        libpq_url(os.environ["DATABASE_URL"]),
+        min_size=2,
+        max_size=8,
+        kwargs={"autocommit": True, "prepare_threshold": 0},
+        open=False,
+    )
+    state: dict[str, Any] = {}
+
+    async def fetch(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        async with pool.connection() as conn:
+            return await (await conn.execute(query, params)).fetchall()
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    await pool.open()
+                    await send({"type": "lifespan.startup.complete"})
+            await pool.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        path: str = scope["path"]
+        status: int = 404
+        body: dict[str, Any] = {"detail": "Not Found"}
+        now = time.monotonic()
+        if state.get("checked", -1e9) + 2.0 < now:  # the API's version TTL
+            state["version"] = (await fetch(q.PROMOTED_MODEL))[0][0]
+            state["checked"] = now
+        version = state["version"]
+        if path == "/health":
+            status, body = 200, {"status": "ok", "model_version": version}
+        elif path.startswith("/recommendations/"):
+            user = int(path.rsplit("/", 1)[1])
+            rows = await fetch(q.RECOMMENDATIONS, (user, version, K))
+            source = "model"
+            if not rows:
+                if state.get("fallback_version") != version:
+                    merged: dict[int, float] = {}  # popular, then trending, without repeats
+                    for _list, item, score in await fetch(q.POPULAR_ITEMS, (version,)):
+                        merged.setdefault(item, score)
+                    state["fallback"] = list(merged.items())
+                    state["fallback_version"] = version
+                rows, source = state["fallback"][:K], "popular"
+            items = [{"rank": r, "itemid": i, "score": s} for r, (i, s) in enumerate(rows, 1)]
+            status = 200
+            body = {"user_id": user, "source": source, "model_version": version, "items": items}
+        payload = json.dumps(body).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+# ---- load generator (its own process) ------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    label: str
+    mode: str  # "fixed" or "max"
+    target_rate: float
+    sent: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    server_cpu_s: float = float("nan")  # CPU the server used during the run, warm-up included
+    requests_total: int = 0  # requests of the run, warm-up included
+
+    @property
+    def throughput(self) -> float:
+        return (self.sent - self.errors) / self.seconds if self.seconds else 0.0
+
+    def pct(self, p: float) -> float:
+        return float(np.percentile(self.latencies_ms, p)) if self.latencies_ms else float("nan")
+
+
+class HttpClient:
+    """HTTP/1.1 keep-alive GETs over raw asyncio streams: a few microseconds of client CPU per request.
+    At most `max_connections` are open; beyond that a request waits for a free one (and that wait counts
+    in its latency)."""
+
+    def __init__(self, host: str, port: int, max_connections: int = 256) -> None:
+        self.host, self.port = host, port
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.opened = 0
+        self.max_connections = max_connections
+
+    async def warm(self, n: int) -> None:
+        self.opened += n
+        for conn in await asyncio.gather(*(asyncio.open_connection(self.host, self.port) for _ in range(n))):
+            self.idle.put_nowait(conn)
+
+    async def get(self, path: str) -> int:
+        if self.idle.empty() and self.opened < self.max_connections:
+            self.opened += 1
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        else:
+            reader, writer = await self.idle.get()
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+                break
+        await reader.readexactly(length)
+        self.idle.put_nowait((reader, writer))
+        return status
+
+
+async def fixed_rate(
+    fire: Callable[[int], Awaitable[int]], rate: float, seconds: float, warmup: float
+) -> tuple[int, int, float, list[float], int]:
+    """Open loop: request i is due at start + i / rate; its latency is measured from that instant.
+    (perf_counter, not loop.time(): uvloop's clock has millisecond resolution.)"""
+    skip, total = int(warmup * rate), int((warmup + seconds) * rate)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(i: int, due: float) -> None:
+        nonlocal errors
+        try:
+            ok = await fire(i) == 200
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            ok = False
+        if i >= skip:
+            latencies.append((time.perf_counter() - due) * 1000)
+            errors += not ok
+
+    tasks = set()
+    start = time.perf_counter() + 0.1
+    for i in range(total):
+        due = start + i / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(i, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*tasks)
+    measured = time.perf_counter() - (start + skip / rate)
+    return total - skip, errors, measured, latencies, total
+
+
+async def max_rate(
+    fire: Callable[[int], Awaitable[int]], connections: int, seconds: float, warmup: float
+) -> tuple[int, int, float, list[float], int]:
+    """Closed loop: `connections` workers, each sending its next request when the previous is answered."""
+    counter = iter(range(10**12))
+    begin = time.perf_counter() + warmup
+    end = begin + seconds
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while (now := time.perf_counter()) < end:
+            try:
+                ok = await fire(next(counter)) == 200
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                ok = False
+            if now >= begin:
+                latencies.append((time.perf_counter() - now) * 1000)
+                errors += not ok
+
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return len(latencies), errors, time.perf_counter() - begin, latencies, next(counter)
+
+
+def _loadgen(job: dict[str, Any]) -> LoadResult:
+    import uvloop
+
+    async def main() -> LoadResult:
+        paths: list[str] = job["paths"]
+        pool = None
+        if job["target"] == "psycopg":
+            from psycopg_pool import AsyncConnectionPool
+
+            pool = AsyncConnectionPool(
+                job["url"],
+                min_size=2,
+                max_size=8,
+                kwargs={"autocommit": True, "prepare_threshold": 0},
+                open=False,
+            )
+            await pool.open()
+            users, version = job["users"], job["version"]
+
+            async def fire(i: int) -> int:
+                assert pool is not None
+                async with pool.connection() as conn:
+                    await (
+                        await conn.execute(q.RECOMMENDATIONS, (users[i % len(users)], version, K))
+                    ).fetchall()
+                return 200
+        else:
+            client = HttpClient(HOST, job["port"], max_connections=max(job["connections"], 256))
+            await client.warm(job["connections"])
+
+            async def fire(i: int) -> int:
+                return await client.get(paths[i % len(paths)])
+
+        if job["mode"] == "fixed":
+            sent, errors, seconds, lat, total = await fixed_rate(
+                fire, job["rate"], job["seconds"], job["warmup"]
+            )
+        else:
+            sent, errors, seconds, lat, total = await max_rate(
+                fire, job["connections"], job["seconds"], job["warmup"]
+            )
+        if pool is not None:
+            await pool.close()
+        result = LoadResult(job["label"], job["mode"], job["rate"], sent, errors, seconds, lat)
+        result.requests_total = total
+        return result
+
+    return uvloop.run(main())
+
+
+def drive(job: dict[str, Any]) -> LoadResult:
+    ctx = get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_loadgen, (job,))
+
+
+# ---- the run ---------------------------------------------------------------------------------------------
+
+
+def _report(r: LoadResult) -> str:
+    rate = f"{r.target_rate:,.0f}/s" if r.mode == "fixed" else "max"
+    return (
+        f"  {r.label:<34} {rate:>8}  achieved {r.throughput:8,.0f} req/s  p50 {r.pct(50):6.2f} ms  "
+        f"p99 {r.pct(99):6.2f} ms  p99.9 {r.pct(99.9):6.2f} ms  max {max(r.latencies_ms, default=0):7.2f} ms  "
+        f"errors {r.errors}"
+        + (
+            f"  server CPU {r.server_cpu_s * 1000 / r.requests_total:.2f} ms/req"
+            if r.requests_total and r.server_cpu_s == r.server_cpu_s  # NaN: no server process (psycopg)
+            else ""
+        )
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    results: list[LoadResult] = []
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, fastapi {package_version('fastapi')}, "
+        f"uvicorn {package_version('uvicorn')}, psycopg {package_version('psycopg')}; "
+        f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
+    try:
+        with ExitStack() as stack:
+            started = time.perf_counter()
+            url = stack.enter_context(database(args.database_url, folder))
+            rows = train(args.events, args.seed, folder / "data")
+            version = load(url, rows)
+            visitors = rows.recommendations["visitorid"].unique().tolist()
+            print(
+                f"model {version}: {args.events:,} events -> {len(visitors):,} visitors with recommendations "
+                f"({len(rows.recommendations):,} rows), {len(rows.similar):,} similar-item rows; "
+                f"ready in {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            rng = random.Random(args.seed)
+            sample = rng.sample(visitors, min(len(visitors), 20_000))
+            unknown = max(visitors) + 1
+            cold = int(len(sample) * args.cold_share / max(1 - args.cold_share, 1e-9))
+            users = sample + list(range(unknown, unknown + cold))
+            rng.shuffle(users)
+            paths = [f"/recommendations/{u}?k={K}" for u in users]
+            base = {"paths": paths, "url": url, "version": version, "users": users, "warmup": args.warmup}
+            fixed = {"mode": "fixed", "rate": args.rate, "seconds": args.seconds, "connections": 16}
+            peak = {"mode": "max", "rate": 0.0, "seconds": args.max_seconds, "connections": args.connections}
+            targets = [("api", f"API (FastAPI, {args.workers} worker)", api_argv)]
+            if not args.no_peers:
+                targets.append(("peer", f"peer: raw ASGI, {args.workers} worker", peer_argv))
+            for target, label, argv in targets:
+                port = free_port()
+                with serve(argv(port, args.workers), url, port, folder / f"{target}.log") as pid:
+                    for mode in (fixed, peak):
+                        job = {**base, **mode, "target": target, "port": port, "label": label}
+                        cpu_before = cpu_seconds(pid)
+                        result = drive(job)
+                        result.server_cpu_s = cpu_seconds(pid) - cpu_before
+                        results.append(result)
+                        print(_report(result), flush=True)
+            if not args.no_peers:
+                job = {**base, **fixed, "target": "psycopg", "label": "peer: the query alone (psycopg)"}
+                results.append(drive(job))
+                print(_report(results[-1]), flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    api = results[0]
+    ok = api.pct(99) <= 20.0 and api.errors == 0 and api.throughput >= 0.98 * args.rate
+    print(f"target p99 <= 20 ms at {args.rate:,.0f} req/s: {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1

@@ -1,0 +1,236 @@
+"""The recommendations service: FastAPI over the serving tables of the promoted model.
+
+`create_app(database_url)` builds it (tests, the stack and `python -m clickstream_dagster.api` use it);
+`app_from_env()` is the factory uvicorn calls, with DATABASE_URL or the embedded stack's default database.
+"""
+
+import gc
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from clickstream_dagster.api.metrics import ApiMetrics, MetricsMiddleware
+from clickstream_dagster.api.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    RecommendationsResponse,
+    SimilarItem,
+    SimilarItemsResponse,
+    ValidationErrorResponse,
+)
+from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
+from clickstream_dagster.stack.config import StackConfig
+
+MAX_K = 100
+DEFAULT_K = 10
+MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
+
+DESCRIPTION = f"""
+Recommendations of the promoted LightFM model, read from the serving tables that the ML job rebuilds
+after every promotion.
+
+- A newly promoted model answers within a few seconds, without a restart (the promoted version is re-read
+  every couple of seconds; every answer comes from the rows of a single model version).
+- Visitors the model does not know get the popular list (topped up from the trending list), marked
+  `"source": "popular"`.
+- `k` is 1 to {MAX_K}; ids are non-negative integers. Anything else is answered with 422 and a message.
+- 503 means PostgreSQL is unreachable or no model can be served; `/health` says which.
+"""
+
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "PostgreSQL unreachable, or no promoted model to serve."}
+}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ValidationErrorResponse,
+        "description": "A parameter is missing, malformed or out of range.",
+    }
+}
+
+UserId = Annotated[
+    int, Path(ge=0, le=MAX_ID, description="Visitor id (RetailRocket `visitorid`), a non-negative integer.")
+]
+ItemId = Annotated[
+    int, Path(ge=0, le=MAX_ID, description="Item id (RetailRocket `itemid`), a non-negative integer.")
+]
+K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items to return, 1 to {MAX_K}.")]
+
+
+def _describe(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
+    lines: list[str] = []
+    detail: list[dict[str, Any]] = []
+    for error in errors:
+        loc = [part if isinstance(part, int) else str(part) for part in error.get("loc", ())]
+        where = f"{loc[-1]} ({loc[0]})" if len(loc) >= 2 else ".".join(map(str, loc)) or "request"
+        value = error.get("input")
+        shown = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+        lines.append(f"{where}: {error.get('msg', 'invalid')}, got {shown!r}")
+        detail.append(
+            {"loc": loc, "msg": error.get("msg", ""), "type": error.get("type", ""), "input": shown}
+        )
+    return "; ".join(lines), detail
+
+
+def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: int = 8) -> FastAPI:
+    """The service over the database at `database_url` (a libpq or SQLAlchemy-style postgresql URL)."""
+    store = ServingStore(database_url, version_ttl_s=version_ttl_s, pool_max_size=pool_max_size)
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        # Everything imported and built so far lives as long as the process: move it out of the garbage
+        # collector's view, so that its full collections scan only request garbage (they otherwise walk
+        # hundreds of thousands of FastAPI/pydantic/psycopg objects: tens of ms, the p99 tail).
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = FastAPI(
+        title="clickstream-dagster recommendations",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Prometheus (below) is the service's telemetry. FastAPI's OpenTelemetry hooks would look up three
+        # global providers on every request even when none is configured (~50 us of a ~1 ms budget).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    app.state.store = store
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    answered = {s: metrics.recommendation_source.labels(s) for s in ("model", "popular")}
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, detail = _describe(exc.errors())
+        return JSONResponse({"message": message, "detail": detail}, status_code=422)
+
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationsResponse,
+        responses={**INVALID, **UNAVAILABLE},
+        tags=["recommendations"],
+        summary="Top-k items for a visitor",
+    )
+    async def recommendations(user_id: UserId, k: K = DEFAULT_K) -> Response:
+        """The promoted model's list for this visitor, best first, never an item they bought. A visitor the
+        model does not know (new, or without enough history) gets the popular fallback instead."""
+        version = await store.served_version()
+        rows = await store.recommendations(user_id, version, k)
+        source: Literal["model", "popular"] = "model"
+        if not rows:
+            rows = await store.fallback(version, k)
+            source = "popular"
+        answered[source].inc()
+        # The hot path skips building pydantic objects: the same shape, serialized once (schemathesis checks
+        # the answers against RecommendationsResponse).
+        body = {
+            "user_id": user_id,
+            "source": source,
+            "model_version": version,
+            "items": [{"rank": r, "itemid": i, "score": s} for r, (i, s) in enumerate(rows, 1)],
+        }
+        return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+
+    @app.get(
+        "/similar-items/{item_id}",
+        response_model=SimilarItemsResponse,
+        responses={
+            404: {"model": ErrorResponse, "description": "The promoted model does not know this item."},
+            **INVALID,
+            **UNAVAILABLE,
+        },
+        tags=["recommendations"],
+        summary="Items most similar to an item",
+    )
+    async def similar_items(item_id: ItemId, k: K = DEFAULT_K) -> SimilarItemsResponse | JSONResponse:
+        """The k items whose LightFM embeddings are closest (cosine) to this item's, most similar first."""
+        version = await store.served_version()
+        rows = await store.similar_items(item_id, version, k)
+        if not rows:
+            return JSONResponse(
+                {
+                    "detail": f"item {item_id} is not in the catalogue of model {version} (it had too few "
+                    f"events in the training window, or does not exist): no similar items"
+                },
+                status_code=404,
+            )
+        return SimilarItemsResponse(
+            item_id=item_id,
+            model_version=version,
+            items=[SimilarItem(rank=r, itemid=i, score=s) for r, (i, s) in enumerate(rows, 1)],
+        )
+
+    @app.get(
+        "/health",
+        response_model=HealthResponse,
+        responses={503: {"model": HealthResponse, "description": "Not ready: `detail` says why."}},
+        tags=["operations"],
+        summary="Readiness: PostgreSQL and the served model",
+    )
+    async def health() -> JSONResponse:
+        """200 when PostgreSQL answers and a promoted model's serving rows are loaded, else 503. Reads the
+        promoted version afresh (no cache)."""
+        try:
+            state = await store.model_state(force=True)
+        except ServiceUnavailable as exc:
+            body = HealthResponse(
+                status="unavailable",
+                postgres="unreachable",
+                model_version=None,
+                promoted_version=None,
+                detail=str(exc),
+            )
+            return JSONResponse(body.model_dump(), status_code=503)
+        metrics.model_version.set(state.served or 0)
+        if state.served is None:
+            body = HealthResponse(
+                status="unavailable",
+                postgres="ok",
+                model_version=None,
+                promoted_version=state.promoted,
+                detail=no_model_message(state),
+            )
+            return JSONResponse(body.model_dump(), status_code=503)
+        detail = f"serving model {state.served}"
+        if state.promoted != state.served:
+            detail += f" until the serving rows of the newly promoted model {state.promoted} are written"
+        body = HealthResponse(
+            status="ok",
+            postgres="ok",
+            model_version=state.served,
+            promoted_version=state.promoted,
+            detail=detail,
+        )
+        return JSONResponse(body.model_dump())
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        tags=["operations"],
+        summary="Prometheus metrics",
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
+    async def prometheus_metrics() -> PlainTextResponse:
+        """Request counts and latency histograms per route template, answers by source, served version."""
+        metrics.model_version.set(store.cached_state.served or 0)
+        return PlainTextResponse(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory: DATABASE_URL, else the embedded stack's events database."""
+    return create_app(StackConfig.from_env().database_url)
