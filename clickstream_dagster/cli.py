@@ -76,11 +76,36 @@ def demo() -> None:
         click.echo(f"  {name:<26} {count:>12,}")
     click.echo("\nWhere to look:")
     click.echo(f"  Dagster UI      {cfg.dagster_url}  (assets: {cfg.dagster_url}/assets)")
+    click.echo(f"  Dashboard       {cfg.dashboard_url}")
+    click.echo(f"  API docs        {cfg.api_url}/docs  (e.g. {cfg.api_url}/recommendations/<visitorid>)")
     click.echo(f"  Kafka           {cfg.bootstrap_servers} (topic `{cfg.topic}`)")
     click.echo(f"  PostgreSQL      {cfg.database_url}")
     click.echo(f"  Spark Connect   {cfg.spark_remote}")
     click.echo("  Replay more:    .venv/bin/clickstream produce --messages-per-second 200")
     click.echo("  Stop it with    make down")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def api(ctx: click.Context) -> None:
+    """Serve the recommendations API in the foreground (`up` runs it in the background); options as
+    `python -m clickstream_dagster.api --help`."""
+    from clickstream_dagster.api.__main__ import main as serve
+
+    sys.exit(serve(ctx.args))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def dashboard(ctx: click.Context) -> None:
+    """Serve the Streamlit dashboard in the foreground (`up` runs it in the background); extra options go
+    to `streamlit run`."""
+    from streamlit.web import cli as streamlit_cli
+
+    cfg = _config()
+    app = str(cfg.root / "dashboards" / "app.py")
+    sys.argv = ["streamlit", "run", app, "--server.port", str(cfg.ports.dashboard), *ctx.args]
+    sys.exit(streamlit_cli.main())
 
 
 @main.command()

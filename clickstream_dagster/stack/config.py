@@ -138,6 +138,14 @@ class StackConfig:
     def dagster_url(self) -> str:
         return f"http://{self.host}:{self.ports.dagster}"
 
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.ports.api}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.host}:{self.ports.dashboard}"
+
     def service_env(self) -> dict[str, str]:
         """Environment the stack's processes (and users' shells, via `clickstream env`) run with."""
         env = {

@@ -13,6 +13,7 @@ from clickstream_dagster.stack.dagster import DagsterServices
 from clickstream_dagster.stack.kafka import EmbeddedKafka
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import StackError
+from clickstream_dagster.stack.serving import ServingServices
 from clickstream_dagster.stack.spark import EmbeddedSparkConnect
 
 Log = Callable[[str], None]
@@ -37,6 +38,7 @@ class Stack:
         self.kafka = EmbeddedKafka(cfg)
         self.spark = EmbeddedSparkConnect(cfg)
         self.dagster = DagsterServices(cfg)
+        self.serving = ServingServices(cfg)
 
     def _timed(self, log: Log, what: str, step: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -71,9 +73,14 @@ class Stack:
         else:
             self._timed(log, f"Spark Connect on {self.spark.endpoint}", self.spark.start)
         self._timed(log, f"Dagster webserver + daemon on {self.cfg.dagster_url}", self.dagster.start)
+        self._timed(
+            log,
+            f"API on {self.cfg.api_url} + dashboard on {self.cfg.dashboard_url}",
+            self.serving.start,
+        )
 
     def down(self, log: Log = print) -> None:
-        for name in self.dagster.stop():
+        for name in [*self.serving.stop(), *self.dagster.stop()]:
             log(f"  stopped {name}")
         if self.spark.stop():
             log("  stopped spark-connect")
@@ -140,7 +147,28 @@ class Stack:
                 "dagster-daemon", f"pid {self.dagster.daemon.pid() or '-'}", daemon_state, daemons
             )
         )
+        out.extend(self._serving_status())
         return out
+
+    def _serving_status(self) -> list[ComponentStatus]:
+        cfg = self.cfg
+        api = self.serving.api_health() if self.serving.api.running() else None
+        if api is None:
+            api_state, api_detail = ("unhealthy" if self.serving.api.running() else "stopped"), ""
+        else:
+            api_state = "healthy"
+            model = api.get("model_version")
+            api_detail = f"model v{model}" if model else f"no promoted model yet ({api.get('status', '?')})"
+        dash_running = self.serving.dashboard.running()
+        dash_state = (
+            "healthy"
+            if dash_running and self.serving.dashboard_healthy()
+            else ("unhealthy" if dash_running else "stopped")
+        )
+        return [
+            ComponentStatus("api", cfg.api_url, api_state, api_detail),
+            ComponentStatus("dashboard", cfg.dashboard_url, dash_state),
+        ]
 
     def require_healthy(self) -> None:
         bad = [s for s in self.status() if not s.ok]

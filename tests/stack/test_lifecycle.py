@@ -43,11 +43,21 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             "spark-connect": "healthy",
             "dagster-webserver": "healthy",
             "dagster-daemon": "healthy",
+            "api": "healthy",
+            "dashboard": "healthy",
         }
         assert "clickstream_dagster" in status["dagster-webserver"].detail
-        procs = (stack.kafka.proc, stack.spark.proc, stack.dagster.webserver, stack.dagster.daemon)
+        assert "no promoted model yet" in status["api"].detail
+        procs = (
+            stack.kafka.proc,
+            stack.spark.proc,
+            stack.dagster.webserver,
+            stack.dagster.daemon,
+            stack.serving.api,
+            stack.serving.dashboard,
+        )
         pids = [p for p in (proc.pid() for proc in procs) if p]
-        assert len(pids) == 4
+        assert len(pids) == 6
 
         # The CLI sees the same stack.
         cli_env = {**env, **_port_env(cfg), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
@@ -57,10 +67,10 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             check=False,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=180,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("healthy") == 5
+        assert result.stdout.count("healthy") == 7
 
         # `up` again is a no-op on a running stack and keeps the same processes.
         stack.up(log=lambda _m: None)
@@ -84,6 +94,8 @@ def _port_env(cfg: object) -> dict[str, str]:
         "CLICKSTREAM_POSTGRES_PORT": str(p.postgres),
         "CLICKSTREAM_DAGSTER_PORT": str(p.dagster),
         "CLICKSTREAM_SPARK_CONNECT_PORT": str(p.spark_connect),
+        "CLICKSTREAM_API_PORT": str(p.api),
+        "CLICKSTREAM_DASHBOARD_PORT": str(p.dashboard),
     }
 
 
