@@ -458,10 +458,10 @@ def recommendations(
         f"in {time.perf_counter() - started:.1f} s"
     )
     with postgres.connection() as conn:
-        conn.execute(q.DELETE_RECOMMENDATIONS)
+        conn.execute(q.PRUNE_RECOMMENDATIONS, {"version": version})
         _copy_frame(conn, q.COPY_RECOMMENDATIONS, q.RECOMMENDATION_TYPES,
                     rows.assign(model_version=version), ("visitorid", "rank", "itemid", "score", "model_version"))  # fmt: skip
-        total, visitors, _ = conn.execute(q.RECOMMENDATIONS_SUMMARY).fetchone() or (0, 0, None)
+        total, visitors = conn.execute(q.RECOMMENDATIONS_SUMMARY, (version,)).fetchone() or (0, 0)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": total,
@@ -486,17 +486,21 @@ def similar_items(context: dg.AssetExecutionContext, postgres: PostgresResource)
     rows = similar_rows(model, k=20)
     context.log.info(f"{len(rows):,} similar-item rows in {time.perf_counter() - started:.1f} s")
     with postgres.connection() as conn:
-        conn.execute(q.DELETE_SIMILAR_ITEMS)
+        conn.execute(q.PRUNE_SIMILAR_ITEMS, {"version": version})
         _copy_frame(conn, q.COPY_SIMILAR_ITEMS, q.SIMILAR_ITEM_TYPES, rows.assign(model_version=version),
                     ("itemid", "rank", "similar_itemid", "score", "model_version"))  # fmt: skip
-        total, items, _ = conn.execute(q.SIMILAR_ITEMS_SUMMARY).fetchone() or (0, 0, None)
+        total, items = conn.execute(q.SIMILAR_ITEMS_SUMMARY, (version,)).fetchone() or (0, 0)
     return dg.MaterializeResult(
         metadata={"dagster/row_count": total, "items": items, "model_version": version}
     )
 
 
+# Written last: its rows mark the promoted version's serving rows complete, and the API switches then.
 @dg.asset(
-    key=POPULAR_ITEMS, group_name=GROUP, kinds={"pandas", "postgres"}, deps=[PROMOTED_MODEL, ML_DATASET]
+    key=POPULAR_ITEMS,
+    group_name=GROUP,
+    kinds={"pandas", "postgres"},
+    deps=[PROMOTED_MODEL, RECOMMENDATIONS, SIMILAR_ITEMS],
 )
 def popular_items(
     context: dg.AssetExecutionContext, ml_dataset: MLDataset, postgres: PostgresResource
@@ -507,11 +511,11 @@ def popular_items(
     with postgres.connection() as conn:
         row = conn.execute(q.PROMOTED_MODEL).fetchone()
         version = int(row[0]) if row else 0
-        conn.execute(q.DELETE_POPULAR_ITEMS)
+        conn.execute(q.PRUNE_POPULAR_ITEMS, {"version": version})
         _copy_frame(conn, q.COPY_POPULAR_ITEMS, q.POPULAR_ITEM_TYPES, rows.assign(model_version=version),
                     ("list", "rank", "itemid", "score", "visitors", "recent_events", "earlier_events",
                      "trend", "model_version"))  # fmt: skip
-        summary = dict(conn.execute(q.POPULAR_ITEMS_SUMMARY).fetchall())
+        summary = dict(conn.execute(q.POPULAR_ITEMS_SUMMARY, (version,)).fetchall())
     context.log.info(f"popular items: {summary}")
     return dg.MaterializeResult(
         metadata={

@@ -109,16 +109,22 @@ FROM model_registry
 ORDER BY version
 """
 
+# Recommendations and popular lists are those of the served model version, (SELECT max(model_version) FROM
+# popular_items): popular_items is written last for each version, so its newest version there is the newest
+# complete one (the tables also hold the previous version while a new one is written).
+
 RECOMMENDED_VISITORS = """
 SELECT visitorid, count(*) AS recommendations, max(model_version) AS model_version
 FROM recommendations
+WHERE model_version = (SELECT max(model_version) FROM popular_items)
 GROUP BY visitorid
 ORDER BY visitorid
 LIMIT %(limit)s
 """
 
 RECOMMENDATION_COVERAGE = (
-    "SELECT count(DISTINCT visitorid) AS visitors, max(model_version) AS model_version FROM recommendations"
+    "SELECT count(DISTINCT visitorid) AS visitors, max(model_version) AS model_version FROM recommendations "
+    "WHERE model_version = (SELECT max(model_version) FROM popular_items)"
 )
 
 VISITOR_HISTORY = """
@@ -134,7 +140,7 @@ VISITOR_EVENT_COUNT = "SELECT count(*) FROM clickstream_events WHERE visitorid =
 VISITOR_RECOMMENDATIONS = """
 SELECT r.rank, r.itemid, r.score, r.model_version, i.categoryid, i.category_path, i.available
 FROM recommendations r LEFT JOIN items i USING (itemid)
-WHERE r.visitorid = %(visitorid)s
+WHERE r.visitorid = %(visitorid)s AND r.model_version = (SELECT max(model_version) FROM popular_items)
 ORDER BY r.rank
 """
 
@@ -142,7 +148,7 @@ POPULAR_ITEMS = """
 SELECT p.rank, p.itemid, p.score, p.visitors, p.trend, p.model_version, p.computed_at,
        i.categoryid, i.category_path, i.available
 FROM popular_items p LEFT JOIN items i USING (itemid)
-WHERE p.list = %(list)s
+WHERE p.list = %(list)s AND p.model_version = (SELECT max(model_version) FROM popular_items)
 ORDER BY p.rank
 LIMIT %(limit)s
 """

@@ -104,6 +104,10 @@ REGISTRY_SUMMARY = "SELECT status, count(*) FROM model_registry GROUP BY status 
 
 # --- serving tables ----------------------------------------------------------------------------------------
 
+# Each rebuild first removes the new version's rows (a re-run starts clean) and every version older than the
+# one being served (the newest other version with popular_items rows), so readers of the served version are
+# never disturbed; popular_items is written last and marks the new version complete.
+
 # What active visitors bought, over all ingested history (not only the model's training window).
 PURCHASES_OF_VISITORS = """
 SELECT DISTINCT visitorid, itemid FROM clickstream_events
@@ -116,26 +120,40 @@ GROUP BY visitorid ORDER BY max("timestamp") DESC, visitorid
 LIMIT %s
 """
 
-DELETE_RECOMMENDATIONS = "DELETE FROM recommendations"
+PRUNE_RECOMMENDATIONS = """
+DELETE FROM recommendations
+WHERE model_version = %(version)s
+   OR model_version < (SELECT coalesce(max(model_version), 0) FROM popular_items WHERE model_version <> %(version)s)
+"""
 COPY_RECOMMENDATIONS = (
     "COPY recommendations (visitorid, rank, itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
 )
 RECOMMENDATION_TYPES = ("int8", "int4", "int8", "float4", "int8")
 RECOMMENDATIONS_SUMMARY = (
-    "SELECT count(*), count(DISTINCT visitorid), min(model_version) FROM recommendations"
+    "SELECT count(*), count(DISTINCT visitorid) FROM recommendations WHERE model_version = %s"
 )
 
-DELETE_SIMILAR_ITEMS = "DELETE FROM similar_items"
+PRUNE_SIMILAR_ITEMS = """
+DELETE FROM similar_items
+WHERE model_version = %(version)s
+   OR model_version < (SELECT coalesce(max(model_version), 0) FROM popular_items WHERE model_version <> %(version)s)
+"""
 COPY_SIMILAR_ITEMS = (
     "COPY similar_items (itemid, rank, similar_itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
 )
 SIMILAR_ITEM_TYPES = ("int8", "int4", "int8", "float4", "int8")
-SIMILAR_ITEMS_SUMMARY = "SELECT count(*), count(DISTINCT itemid), min(model_version) FROM similar_items"
+SIMILAR_ITEMS_SUMMARY = "SELECT count(*), count(DISTINCT itemid) FROM similar_items WHERE model_version = %s"
 
-DELETE_POPULAR_ITEMS = "DELETE FROM popular_items"
+PRUNE_POPULAR_ITEMS = """
+DELETE FROM popular_items
+WHERE model_version = %(version)s
+   OR model_version < (SELECT coalesce(max(model_version), 0) FROM popular_items WHERE model_version <> %(version)s)
+"""
 COPY_POPULAR_ITEMS = """
 COPY popular_items (list, rank, itemid, score, visitors, recent_events, earlier_events, trend, model_version)
 FROM STDIN (FORMAT BINARY)
 """
 POPULAR_ITEM_TYPES = ("text", "int4", "int8", "float8", "int4", "int4", "int4", "float8", "int8")
-POPULAR_ITEMS_SUMMARY = "SELECT list, count(*) FROM popular_items GROUP BY list ORDER BY list"
+POPULAR_ITEMS_SUMMARY = (
+    "SELECT list, count(*) FROM popular_items WHERE model_version = %s GROUP BY list ORDER BY list"
+)

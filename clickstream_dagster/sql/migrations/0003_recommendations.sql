@@ -84,6 +84,10 @@ CREATE TABLE model_registry (
 -- At most one served model at a time.
 CREATE UNIQUE INDEX model_registry_one_promoted ON model_registry (status) WHERE status = 'promoted';
 
+-- The serving tables hold the rows of the served model and of the newly promoted one while it is written:
+-- readers filter on one model_version, and popular_items is written last, so its rows mark a version as
+-- complete. Older versions are pruned.
+
 -- Top-N per active visitor from the promoted model; never an item the visitor bought.
 CREATE TABLE recommendations (
     visitorid      bigint  NOT NULL,
@@ -91,7 +95,7 @@ CREATE TABLE recommendations (
     itemid         bigint  NOT NULL,
     score          real    NOT NULL,
     model_version  bigint  NOT NULL,
-    PRIMARY KEY (visitorid, rank)
+    PRIMARY KEY (model_version, visitorid, rank)
 );
 
 -- For every item of the promoted model: the most similar items by cosine of the item embeddings.
@@ -101,7 +105,7 @@ CREATE TABLE similar_items (
     similar_itemid  bigint  NOT NULL,
     score           real    NOT NULL,
     model_version   bigint  NOT NULL,
-    PRIMARY KEY (itemid, rank)
+    PRIMARY KEY (model_version, itemid, rank)
 );
 
 -- The fallback for unknown or cold visitors: `popular` (distinct visitors, last 30 days) and `trending`.
@@ -116,5 +120,5 @@ CREATE TABLE popular_items (
     trend           double precision NOT NULL,
     model_version   bigint           NOT NULL,
     computed_at     timestamptz      NOT NULL DEFAULT now(),
-    PRIMARY KEY (list, rank)
+    PRIMARY KEY (model_version, list, rank)
 );
