@@ -42,9 +42,16 @@ SUMMARY_SQL = {
     "items": "SELECT count(*) FROM items",
     "ml_interactions": "SELECT count(*) FROM ml_interactions",
     "model_registry (promoted version)": "SELECT coalesce(max(version), 0) FROM model_registry WHERE status = 'promoted'",
-    "recommendations": "SELECT count(*) FROM recommendations",
-    "similar_items": "SELECT count(*) FROM similar_items",
-    "popular_items": "SELECT count(*) FROM popular_items",
+    # The served version's rows (the tables keep the previous version beside it until the next promotion).
+    "recommendations": (
+        "SELECT count(*) FROM recommendations WHERE model_version = (SELECT max(model_version) FROM popular_items)"
+    ),
+    "similar_items": (
+        "SELECT count(*) FROM similar_items WHERE model_version = (SELECT max(model_version) FROM popular_items)"
+    ),
+    "popular_items": (
+        "SELECT count(*) FROM popular_items WHERE model_version = (SELECT max(model_version) FROM popular_items)"
+    ),
 }
 
 LATEST_MODEL_SQL = "SELECT version, status, reason FROM model_registry ORDER BY version DESC LIMIT 1"
