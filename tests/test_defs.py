@@ -26,3 +26,16 @@ def test_definitions_load_and_validate(service_env: None) -> None:
     repo = definitions.defs.get_repository_def()
     assert set(repo.get_top_level_resources()) == {"kafka", "postgres", "spark", "slack"}
     assert {s.name for s in repo.sensor_defs} >= {"slack_on_run_failure"}
+
+
+def test_recommender_is_retrained_daily_behind_a_blocking_gate(service_env: None) -> None:
+    repo = definitions.defs.get_repository_def()
+    schedule = repo.get_schedule_def("daily_retraining")
+    assert schedule.cron_schedule == "0 3 * * *"
+    assert schedule.job_name == "train_recommender"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    job = repo.get_job("train_recommender")
+    assert job.tags.get("dagster/max_retries") == "0"  # a rejected model is not retried
+    specs = [s for c in definitions.defs.asset_checks or [] for s in c.check_specs]
+    [spec] = [s for s in specs if s.name == "promotion_gate"]
+    assert spec.blocking and spec.asset_key == dg.AssetKey("lightfm_model")
