@@ -87,7 +87,10 @@ def ml_dataset(
     context: dg.AssetExecutionContext, config: DatasetConfig, postgres: PostgresResource
 ) -> dg.Output[MLDataset]:
     """Ingested events cleaned (missing values, duplicates, bots; each step counted) and cut by time into
-    train 70 % / validation 15 % / test 15 %."""
+    train 70 % / validation 15 % / test 15 % at the 70th and 85th percentiles of event time. Protocol:
+    hyper-parameters are chosen on validation (fit on train); every model is refitted on train + validation
+    and scored on test for the visitors it knows, never counting items bought before the test period; the
+    served model is refitted on everything (docs/recommendations.md)."""
     params = MLParams.from_dict(json.loads(config.params_json))
     started = time.perf_counter()
     with postgres.connection() as conn:
