@@ -51,6 +51,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from clickstream_dagster.assets.ml import write_serving_rows
 from clickstream_dagster.sql import serving as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database
@@ -66,16 +67,6 @@ INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, 
                             artefact_sha256, status, reason, decided_at)
 VALUES ('lightfm', %s, %s, %s, '{}', '{}', %s, %s, 'promoted', 'bench', now())
 RETURNING version
-"""
-COPY_RECOMMENDATIONS = (
-    "COPY recommendations (visitorid, rank, itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
-)
-COPY_SIMILAR = (
-    "COPY similar_items (itemid, rank, similar_itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
-)
-COPY_POPULAR = """
-COPY popular_items (list, rank, itemid, score, visitors, recent_events, earlier_events, trend, model_version)
-FROM STDIN (FORMAT BINARY)
 """
 
 
@@ -138,11 +129,6 @@ def train(events_n: int, seed: int, folder: Path) -> ServingRows:
     return ServingRows(recs, similar, popular, artefact, dict(vars(params)), data.window, cleaning)
 
 
-def _rows(frame: pd.DataFrame, columns: list[str], version: int) -> Iterator[tuple[Any, ...]]:
-    for row in zip(*(frame[c].tolist() for c in columns), strict=True):
-        yield (*row, version)
-
-
 def load(url: str, rows: ServingRows) -> int:
     """A promoted registry row and its serving tables, in one transaction; returns the version."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
@@ -159,18 +145,9 @@ def load(url: str, rows: ServingRows) -> int:
         fetched = cur.fetchone()
         assert fetched is not None
         version = int(fetched[0])
-        for statement, types, frame, columns in (
-            (COPY_RECOMMENDATIONS, ["int8", "int4", "int8", "float4"], rows.recommendations,
-             ["visitorid", "rank", "itemid", "score"]),
-            (COPY_SIMILAR, ["int8", "int4", "int8", "float4"], rows.similar,
-             ["itemid", "rank", "similar_itemid", "score"]),
-            (COPY_POPULAR, ["text", "int4", "int8", "float8", "int4", "int4", "int4", "float8"], rows.popular,
-             ["list", "rank", "itemid", "score", "visitors", "recent_events", "earlier_events", "trend"]),
-        ):  # fmt: skip
-            with cur.copy(statement) as copy:
-                copy.set_types([*types, "int8"])
-                for row in _rows(frame, columns, version):
-                    copy.write_row(row)
+        write_serving_rows(conn, "recommendations", rows.recommendations, version)
+        write_serving_rows(conn, "similar_items", rows.similar, version)
+        write_serving_rows(conn, "popular_items", rows.popular, version)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE recommendations, similar_items, popular_items")
     return version

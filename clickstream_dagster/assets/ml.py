@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import Field
 
-from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle, loads_bundle
+from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle, loads_bundle, write_atomic
 from clickstream_dagster.ml.config import LightFMParams, MLParams
 from clickstream_dagster.ml.dataset import MLDataset, build_dataset
 from clickstream_dagster.ml.evaluate import Fold, PeakRSS, evaluate_model, evaluate_split
@@ -299,8 +299,7 @@ def lightfm_model(
         assert row is not None
         version = int(row[0])
         path = models_dir() / f"lightfm-v{version:04d}.pkl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, artefact)
+        write_atomic(path, artefact)
         conn.execute(q.SET_ARTEFACT_PATH, (str(path), version))
     context.log.info(f"registered candidate v{version} ({len(artefact) / 1e6:.1f} MB) -> {path}")
     test = metrics["test"]
@@ -421,7 +420,7 @@ def promoted_model(context: dg.AssetExecutionContext, postgres: PostgresResource
         promoted = conn.execute(q.PROMOTED_MODEL).fetchone()
         assert promoted is not None
     path = models_dir() / "promoted.pkl"
-    _write_atomic(path, bytes(promoted[3]))
+    write_atomic(path, bytes(promoted[3]))
     context.log.info(f"promoted v{version}; exported {path}")
     return dg.MaterializeResult(
         metadata={"model_version": version, "artefact_path": str(path), "artefact_sha256": promoted[4]}
@@ -461,9 +460,7 @@ def recommendations(
         f"in {time.perf_counter() - started:.1f} s"
     )
     with postgres.connection() as conn:
-        conn.execute(q.PRUNE_RECOMMENDATIONS, {"version": version})
-        _copy_frame(conn, q.COPY_RECOMMENDATIONS, q.RECOMMENDATION_TYPES,
-                    rows.assign(model_version=version), ("visitorid", "rank", "itemid", "score", "model_version"))  # fmt: skip
+        write_serving_rows(conn, "recommendations", rows, version)
         total, visitors = conn.execute(q.RECOMMENDATIONS_SUMMARY, (version,)).fetchone() or (0, 0)
     return dg.MaterializeResult(
         metadata={
@@ -489,9 +486,7 @@ def similar_items(context: dg.AssetExecutionContext, postgres: PostgresResource)
     rows = similar_rows(model, k=20)
     context.log.info(f"{len(rows):,} similar-item rows in {time.perf_counter() - started:.1f} s")
     with postgres.connection() as conn:
-        conn.execute(q.PRUNE_SIMILAR_ITEMS, {"version": version})
-        _copy_frame(conn, q.COPY_SIMILAR_ITEMS, q.SIMILAR_ITEM_TYPES, rows.assign(model_version=version),
-                    ("itemid", "rank", "similar_itemid", "score", "model_version"))  # fmt: skip
+        write_serving_rows(conn, "similar_items", rows, version)
         total, items = conn.execute(q.SIMILAR_ITEMS_SUMMARY, (version,)).fetchone() or (0, 0)
     return dg.MaterializeResult(
         metadata={"dagster/row_count": total, "items": items, "model_version": version}
@@ -514,10 +509,7 @@ def popular_items(
     with postgres.connection() as conn:
         row = conn.execute(q.PROMOTED_MODEL).fetchone()
         version = int(row[0]) if row else 0
-        conn.execute(q.PRUNE_POPULAR_ITEMS, {"version": version})
-        _copy_frame(conn, q.COPY_POPULAR_ITEMS, q.POPULAR_ITEM_TYPES, rows.assign(model_version=version),
-                    ("list", "rank", "itemid", "score", "visitors", "recent_events", "earlier_events",
-                     "trend", "model_version"))  # fmt: skip
+        write_serving_rows(conn, "popular_items", rows, version)
         summary = dict(conn.execute(q.POPULAR_ITEMS_SUMMARY, (version,)).fetchall())
     context.log.info(f"popular items: {summary}")
     return dg.MaterializeResult(
@@ -531,6 +523,36 @@ def popular_items(
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
+
+# table -> (prune, copy, COPY types, frame columns without model_version)
+SERVING_TABLES: dict[str, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {
+    "recommendations": (
+        q.PRUNE_RECOMMENDATIONS,
+        q.COPY_RECOMMENDATIONS,
+        q.RECOMMENDATION_TYPES,
+        ("visitorid", "rank", "itemid", "score"),
+    ),
+    "similar_items": (
+        q.PRUNE_SIMILAR_ITEMS,
+        q.COPY_SIMILAR_ITEMS,
+        q.SIMILAR_ITEM_TYPES,
+        ("itemid", "rank", "similar_itemid", "score"),
+    ),
+    "popular_items": (
+        q.PRUNE_POPULAR_ITEMS,
+        q.COPY_POPULAR_ITEMS,
+        q.POPULAR_ITEM_TYPES,
+        ("list", "rank", "itemid", "score", "visitors", "recent_events", "earlier_events", "trend"),
+    ),
+}
+
+
+def write_serving_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame, version: int) -> None:
+    """`version`'s rows of one serving table, beside the served version's (older versions are pruned).
+    Write popular_items last: its rows tell readers that the version is complete."""
+    prune, copy_sql, types, columns = SERVING_TABLES[table]
+    conn.execute(prune, {"version": version})
+    _copy_frame(conn, copy_sql, types, frame.assign(model_version=version), (*columns, "model_version"))
 
 
 def _load_promoted(conn: psycopg.Connection) -> tuple[int, ModelBundle]:
@@ -560,13 +582,6 @@ def _copy_rows(conn: psycopg.Connection, statement: str, types: tuple[str, ...],
         copy.set_types(types)
         for row in rows:
             copy.write_row(row)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _finite(value: Any) -> Any:

@@ -76,12 +76,17 @@ def loads_bundle(data: bytes) -> ModelBundle:
 
 def save_bundle(bundle: ModelBundle, path: str | Path) -> Path:
     """Write atomically (a reader never sees half a file); returns the path."""
+    return write_atomic(path, dumps_bundle(bundle))
+
+
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """`data` into `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(dumps_bundle(bundle))
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

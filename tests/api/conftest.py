@@ -21,10 +21,10 @@ import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from clickstream_dagster.api import create_app
+from clickstream_dagster.assets.ml import write_serving_rows
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.ml import (
     ModelBundle,
@@ -54,16 +54,6 @@ RETIRE_PROMOTED = "UPDATE model_registry SET status = 'retired', decided_at = no
 PROMOTE = (
     "UPDATE model_registry SET status = 'promoted', reason = 'test', decided_at = now() WHERE version = %s"
 )
-COPY_RECOMMENDATIONS = (
-    "COPY recommendations (visitorid, rank, itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
-)
-COPY_SIMILAR = (
-    "COPY similar_items (itemid, rank, similar_itemid, score, model_version) FROM STDIN (FORMAT BINARY)"
-)
-COPY_POPULAR = """
-COPY popular_items (list, rank, itemid, score, visitors, recent_events, earlier_events, trend, model_version)
-FROM STDIN (FORMAT BINARY)
-"""
 
 
 @dataclass
@@ -107,12 +97,6 @@ def train_model(events: pd.DataFrame, items: pd.DataFrame, params: LightFMParams
     return TrainedModel(recs, similar, popular, purchased, bundle, dict(vars(params)))
 
 
-def _rows(frame: pd.DataFrame, columns: list[str], version: int) -> Iterator[tuple[Any, ...]]:
-    values = [frame[c].tolist() for c in columns]
-    for row in zip(*values, strict=True):
-        yield (*row, version)
-
-
 def register_model(url: str, trained: TrainedModel) -> int:
     """A candidate row in model_registry with the pickled bundle; returns its version."""
     artefact = dumps_bundle(trained.bundle)
@@ -140,32 +124,11 @@ def promote(url: str, version: int) -> None:
 
 
 def rebuild_serving_tables(url: str, version: int, trained: TrainedModel) -> None:
-    """Replace the three serving tables with `version`'s rows in one transaction (binary COPY)."""
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        for table in ("recommendations", "similar_items", "popular_items"):
-            cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
-        with cur.copy(COPY_RECOMMENDATIONS) as copy:
-            copy.set_types(["int8", "int4", "int8", "float4", "int8"])
-            for row in _rows(trained.recommendations, ["visitorid", "rank", "itemid", "score"], version):
-                copy.write_row(row)
-        with cur.copy(COPY_SIMILAR) as copy:
-            copy.set_types(["int8", "int4", "int8", "float4", "int8"])
-            for row in _rows(trained.similar, ["itemid", "rank", "similar_itemid", "score"], version):
-                copy.write_row(row)
-        with cur.copy(COPY_POPULAR) as copy:
-            copy.set_types(["text", "int4", "int8", "float8", "int4", "int4", "int4", "float8", "int8"])
-            columns = [
-                "list",
-                "rank",
-                "itemid",
-                "score",
-                "visitors",
-                "recent_events",
-                "earlier_events",
-                "trend",
-            ]
-            for row in _rows(trained.popular, columns, version):
-                copy.write_row(row)
+    """`version`'s serving rows, written as the ML job writes them (popular_items last)."""
+    with psycopg.connect(url) as conn:
+        write_serving_rows(conn, "recommendations", trained.recommendations, version)
+        write_serving_rows(conn, "similar_items", trained.similar, version)
+        write_serving_rows(conn, "popular_items", trained.popular, version)
 
 
 def publish(url: str, trained: TrainedModel) -> int:
