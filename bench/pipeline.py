@@ -161,6 +161,39 @@ def _peer(cfg: StackConfig, events_csv: Path) -> tuple[float, float]:
     return t1 - t0, t2 - t1
 
 
+def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
+    """Median and max seconds per phase of the ingest runs created in [since, until): launch (run created to
+    its first step), each step (start to end), and the whole run, from Dagster's own event log."""
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    os.environ["DAGSTER_HOME"] = str(cfg.dagster_home)
+    instance = dg.DagsterInstance.get()
+    phases: dict[str, list[float]] = {}
+    runs = instance.get_run_records(filters=RunsFilter(job_name="ingest_events"), limit=10_000)
+    for record in runs:
+        created = record.create_timestamp.timestamp()
+        if not since <= created < until or record.end_time is None:
+            continue
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            event = entry.dagster_event
+            if event is None or event.step_key is None:
+                continue
+            if event.event_type_value == "STEP_START":
+                starts[event.step_key] = entry.timestamp
+            elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+                phases.setdefault(event.step_key, []).append(entry.timestamp - starts[event.step_key])
+        if starts:
+            phases.setdefault("launch", []).append(min(starts.values()) - created)
+        phases.setdefault("run", []).append(record.end_time - created)
+    lines = [
+        f"      {name:<28} median {statistics.median(values):6.1f} s   max {max(values):6.1f} s   ({len(values)} runs)"
+        for name, values in sorted(phases.items(), key=lambda kv: -statistics.median(kv[1]))
+    ]
+    return "\n".join(lines)
+
+
 def _windowed_materializations(cfg: StackConfig) -> dict[str, float]:
     """run id -> time windowed_stats was materialized in that run (from Dagster's own event log)."""
     import dagster as dg
@@ -204,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         # (a) throughput
         print(f"(a) replaying {n_events:,} events unthrottled ...", flush=True)
         t0 = time.monotonic()
+        a_started = time.time()
         summary = Replayer(
             kafka,
             ReplayOptions(path=events_csv, topic=cfg.topic, partitions=cfg.kafka_partitions),
@@ -212,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         produced = time.monotonic()
         done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         wall = done - t0
+        a_steps = _step_breakdown(cfg, a_started, time.time())
         copy_s, group_s = _peer(cfg, events_csv)
 
         # (b) latency at a steady rate
@@ -224,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         ).run()
         _wait_caught_up(cfg, summary.sent + rate_summary.sent, timeout_s=600)
         materialized = _windowed_materializations(cfg)
+        b_steps = _step_breakdown(cfg, since, time.time())
         with psycopg.connect(cfg.database_url) as conn:
             rows = conn.execute(LATENCY_SQL, (cfg.topic, since)).fetchall()
         latencies = sorted(materialized[run] - float(ts) for ts, run in rows if run in materialized)
@@ -246,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         f"p50 {p50:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s  (target p95 <= 15 s; "
         f"{len(latencies):,} events measured)"
     )
+    print(f"    where (a)'s run time went:\n{a_steps}")
+    print(f"    where (b)'s run time went:\n{b_steps}")
     print(f"(c) peak RSS of the whole stack: {memory.peak_bytes / 2**30:.2f} GiB")
     return 0
 

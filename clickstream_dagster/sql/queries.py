@@ -212,27 +212,16 @@ _CHECKED_ROWS = """
       AND e.kafka_offset >= r.lo AND e.kafka_offset < r.hi) e
 """
 
-CHECK_IDS_PRESENT = (
-    "SELECT count(*) FROM"
+# The four row rules in one pass over the checked rows: one count of violations per rule.
+CHECK_ROW_RULES = (
+    """
+SELECT count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0),
+       count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')),
+       count(*) FILTER (WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
+                           OR event_time <> to_timestamp("timestamp" / 1000.0)),
+       count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0)
+FROM"""
     + _CHECKED_ROWS
-    + "WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0"
-)
-
-CHECK_EVENT_TYPES = (
-    "SELECT count(*) FROM" + _CHECKED_ROWS + "WHERE event NOT IN ('view', 'addtocart', 'transaction')"
-)
-
-CHECK_TIMESTAMPS = (
-    "SELECT count(*) FROM"
-    + _CHECKED_ROWS
-    + """WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-   OR event_time <> to_timestamp("timestamp" / 1000.0)"""
-)
-
-CHECK_TRANSACTION_IDS = (
-    "SELECT count(*) FROM"
-    + _CHECKED_ROWS
-    + "WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0"
 )
 
 # The unique constraint should make this impossible; the check proves the constraint is in place and held.
