@@ -1,15 +1,15 @@
 """5-minute tumbling windows on event time, per event type, with exact distinct counts, kept incrementally.
 
-The loading transaction (`pipeline.ingest`) records, per batch of newly inserted events, one change row per
-event in `window_changes`: its window and event type, plus its visitorid / itemid where the event brought a
-(window, event, visitor|item) pair its window had not seen (the pair tables `window_visitors` /
-`window_items` decide that, in the same transaction). So for any set of whole batches, per (window, event):
+The loading transaction (`pipeline.ingest`) queues, per batch of newly inserted events and per (window,
+event) the batch touches, how much the batch adds to windowed_stats, in `window_deltas`: its number of
+events, and the number of (window, event, visitor) and (window, event, item) pairs no stored row had before
+it (probes of clickstream_events' window indexes, under the ingest lock). A pair is new in exactly one batch,
+so for any set of whole batches, per (window, event):
 
-    event_count grows by count(*), unique_users by count(DISTINCT visitorid), unique_items by
-    count(DISTINCT itemid)
+    event_count grows by sum(events), unique_users by sum(new_users), unique_items by sum(new_items)
 
-exactly. A run takes the committed batches (`pending_batches`), has Spark read just their change rows from
-PostgreSQL and aggregate them (`compute_window_deltas`), and `apply_window_deltas` adds the deltas to
+exactly. A run takes the committed batches (`pending_batches`), has Spark read their deltas from PostgreSQL
+and aggregate them per window (`compute_window_deltas`), and `apply_window_deltas` adds the sums to
 windowed_stats and removes those batches in one transaction. No run re-reads raw events, however many windows
 a batch touches (a replay in file order touches nearly all of them every run).
 
@@ -32,20 +32,22 @@ if TYPE_CHECKING:
 
 WINDOW_MS = 300_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-CHANGES_TABLE = "window_changes"
+CHANGES_TABLE = "window_deltas"
 # JDBC read parallelism: whole batches per partition, at most this many partitions. A run's one small batch
-# is read fastest as one partition; a backlog of many batches is read in parallel.
+# is read fastest as one partition; a backlog of many batches is read in parallel. (A batch of N events has
+# at most N delta rows, fewer when its events share windows.)
 MAX_READ_PARTITIONS = 4
-ROWS_PER_READ_PARTITION = 200_000
+ROWS_PER_READ_PARTITION = 500_000
 
-# Spark SQL over the change rows read from PostgreSQL; `{changes}` is bound to that DataFrame by spark.sql().
-# Plain SQL rather than pyspark.sql.functions, so the same code runs on local and Spark Connect sessions.
+# Spark SQL over the queued deltas read from PostgreSQL; `{changes}` is bound to that DataFrame by
+# spark.sql(). Plain SQL rather than pyspark.sql.functions, so the same code runs on local and Spark Connect
+# sessions.
 WINDOW_DELTAS_SPARK_SQL = """
 SELECT unix_millis(window_start)    AS window_start_ms,
        event,
-       count(*)                     AS events,
-       count(DISTINCT visitorid)    AS users,
-       count(DISTINCT itemid)       AS items
+       sum(events)                  AS events,
+       sum(new_users)               AS users,
+       sum(new_items)               AS items
 FROM {changes}
 GROUP BY window_start, event
 """
@@ -54,7 +56,7 @@ PENDING_BATCHES_SQL = "SELECT batch_id, events FROM window_change_batches ORDER 
 
 # Exactly-once: the batches must still be queued (a second applier, or a retry after a commit, finds them gone).
 TAKE_BATCHES_SQL = "DELETE FROM window_change_batches WHERE batch_id = ANY(%(batches)s::bigint[])"
-DELETE_CHANGES_SQL = "DELETE FROM window_changes WHERE batch_id = ANY(%(batches)s::bigint[])"
+DELETE_CHANGES_SQL = "DELETE FROM window_deltas WHERE batch_id = ANY(%(batches)s::bigint[])"
 
 ADD_WINDOW_DELTAS_SQL = """
 INSERT INTO windowed_stats AS w
@@ -128,12 +130,12 @@ def batch_predicates(batch_ids: Sequence[int], events: int) -> list[str]:
 def read_window_changes(
     spark: SparkSession, jdbc: JdbcConnection, batch_ids: Sequence[int], events: int = 0
 ) -> DataFrame | None:
-    """The change rows of these batches (window_start, event, visitorid, itemid); None when there are none."""
+    """The queued deltas of these batches (window_start, event, events, new_users, new_items); None if none."""
     predicates = batch_predicates(batch_ids, events)
     if not predicates:
         return None
     return read_jdbc(spark, jdbc, CHANGES_TABLE, predicates).select(
-        "window_start", "event", "visitorid", "itemid"
+        "window_start", "event", "events", "new_users", "new_items"
     )
 
 

@@ -2,10 +2,9 @@
 
 `read_ranges` assigns exact offsets (no consumer group, no commits) with librdkafka and stops at each range's
 end offset, so the same range always yields the same messages. `load_batch` COPYs them into temp staging
-tables and inserts with `ON CONFLICT DO NOTHING` on the source coordinates, in one transaction together with
-the quarantine rows, the distinct-pair sets, the window change queue, the per event type totals and the
-range ledger: a run killed anywhere leaves either all of a batch or none of it, and re-running any range
-never duplicates.
+tables, drops the ones already stored (source coordinates), and inserts the rest in one transaction together
+with the quarantine rows, the batch's window deltas, the per event type totals and the range ledger: a run
+killed anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
 """
 
 from __future__ import annotations
@@ -161,6 +160,13 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             )
         cur.execute(q.INGEST_LOCK)
         if batch.events:
+            cur.execute(q.ANALYZE_EVENT_STAGING)
+            stored = cur.execute(q.STAGED_ALREADY_STORED, params).fetchone()
+            if stored and stored[0]:
+                cur.execute(q.DROP_STAGED_ALREADY_STORED, params)
+            # Deltas and totals first: they compare the batch with the rows stored before it.
+            cur.execute(q.QUEUE_WINDOW_DELTAS)
+            cur.execute(q.ADD_EVENT_TOTALS)
             cur.execute(q.INSERT_EVENTS_FROM_STAGING, params)
             result.inserted_by_partition = Counter(dict(cur.fetchall()))
             result.inserted = sum(result.inserted_by_partition.values())

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 # ---- raw_events: staging + idempotent insert ---------------------------------------------------------------
 
+# The batch's window is computed by the same expression as clickstream_events.window_start.
 CREATE_EVENT_STAGING = """
 CREATE TEMP TABLE staging_events (
     "timestamp" bigint, visitorid bigint, event text, itemid bigint, transactionid bigint,
-    produced_ms bigint, kafka_partition integer, kafka_offset bigint
+    produced_ms bigint, kafka_partition integer, kafka_offset bigint,
+    window_start timestamptz GENERATED ALWAYS AS (to_timestamp(("timestamp" / 300000) * 300)) STORED
 ) ON COMMIT DROP
 """
 
@@ -19,81 +21,111 @@ COPY staging_events ("timestamp", visitorid, event, itemid, transactionid, produ
 
 EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8")
 
-# Loading transactions take this lock after their COPY into the (private) staging table, so the shared
-# state below is only ever written by one of them at a time: no deadlocks between concurrent runs whose
-# pair inserts overlap, and the event_totals rows are never contended.
+# Row estimates for the probes below (a temp table has no statistics until analyzed; sampling is cheap).
+ANALYZE_EVENT_STAGING = "ANALYZE staging_events"
+
+# Loading transactions take this lock after their COPY into the (private) staging table, so everything below
+# runs for one batch at a time: the "already stored?" and "new pair?" probes cannot race with another
+# batch's insert, and the event_totals rows are never contended.
 INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
 
-# One statement: the idempotent insert, and for exactly the rows it inserted (a re-run inserts none) the state
-# that keeps windowed_stats and event_statistics incremental and exact:
-# - window_visitors / window_items: distinct (window, event, visitor|item) pairs. A pair the insert creates is
-#   new to its window, so the change rows carry its visitorid / itemid; others carry NULL. Over any set of
-#   batches, count(DISTINCT visitorid) per (window, event) is then exactly the growth of unique_users.
-# - window_changes + window_change_batches: the queue windowed_stats aggregates (with Spark) and removes.
-# - seen_visitors / seen_items and event_totals: the all-time distinct pairs and per event type totals.
-# event_time and produced_at are derived here, with the same expressions the checks use. Rows go in sorted by
-# index key (measured: random-order index inserts dominate the cost of a batch).
+# A batch normally holds only new offsets: three index range probes (one per partition) say so. Only a re-run
+# of stored offsets pays for a per-row anti-join.
+STAGED_ALREADY_STORED = """
+SELECT EXISTS (
+    SELECT 1
+    FROM (SELECT kafka_partition, min(kafka_offset) AS lo, max(kafka_offset) AS hi
+          FROM staging_events GROUP BY kafka_partition) s
+    JOIN clickstream_events e
+      ON e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition
+     AND e.kafka_offset BETWEEN s.lo AND s.hi
+)
+"""
+
+DROP_STAGED_ALREADY_STORED = """
+DELETE FROM staging_events s
+USING clickstream_events e
+WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition AND e.kafka_offset = s.kafka_offset
+"""
+
+# The "no stored row has it" tests are correlated sub-plans inside count(*) FILTER, so each is an index probe:
+# written as NOT EXISTS in WHERE, the planner turns them into anti-joins and, with the batch sorted, merges
+# against a scan of the whole index (measured: every stored row fetched, per batch).
+# Before the batch is inserted: what it adds to each (window, event) of windowed_stats, exactly. A (window,
+# event, visitor) pair is new when no stored row has it (a probe of clickstream_events_window_idx);
+# over any set of batches the counts of new pairs add up to count(DISTINCT ...) per window. The batch is
+# queued (window_change_batches) with its deltas (window_deltas) for windowed_stats to apply.
+QUEUE_WINDOW_DELTAS = """
+WITH batch AS (
+    INSERT INTO window_change_batches (events)
+    SELECT count(*) FROM staging_events HAVING count(*) > 0
+    RETURNING batch_id
+), events AS (
+    SELECT window_start, event, count(*) AS n FROM staging_events GROUP BY window_start, event
+), new_users AS (
+    SELECT p.window_start, p.event,
+           count(*) FILTER (WHERE NOT EXISTS (
+               SELECT 1 FROM clickstream_events e
+               WHERE e.window_start = p.window_start AND e.event = p.event AND e.visitorid = p.visitorid)) AS n
+    FROM (SELECT DISTINCT window_start, event, visitorid FROM staging_events) p
+    GROUP BY p.window_start, p.event
+), new_items AS (
+    SELECT p.window_start, p.event,
+           count(*) FILTER (WHERE NOT EXISTS (
+               SELECT 1 FROM clickstream_events e
+               WHERE e.window_start = p.window_start AND e.event = p.event AND e.itemid = p.itemid)) AS n
+    FROM (SELECT DISTINCT window_start, event, itemid FROM staging_events) p
+    GROUP BY p.window_start, p.event
+)
+INSERT INTO window_deltas (batch_id, window_start, event, events, new_users, new_items)
+SELECT b.batch_id, ev.window_start, ev.event, ev.n, coalesce(u.n, 0), coalesce(i.n, 0)
+FROM events ev
+CROSS JOIN batch b
+LEFT JOIN new_users u ON u.window_start = ev.window_start AND u.event = ev.event
+LEFT JOIN new_items i ON i.window_start = ev.window_start AND i.event = ev.event
+"""
+
+# Before the batch is inserted: per event type totals. New (event, visitor) pairs by probing
+# clickstream_events_visitor_event_idx; items repeat far more, so their pairs are kept in seen_items.
+ADD_EVENT_TOTALS = """
+WITH new_users AS (
+    SELECT p.event,
+           count(*) FILTER (WHERE NOT EXISTS (
+               SELECT 1 FROM clickstream_events e WHERE e.visitorid = p.visitorid AND e.event = p.event)) AS n
+    FROM (SELECT DISTINCT event, visitorid FROM staging_events) p
+    GROUP BY p.event
+), new_items AS (
+    INSERT INTO seen_items (event, itemid)
+    SELECT DISTINCT event, itemid FROM staging_events ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING event
+), events AS (
+    SELECT event, count(*) AS n FROM staging_events GROUP BY event
+)
+INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
+SELECT ev.event, ev.n, coalesce(u.n, 0), (SELECT count(*) FROM new_items i WHERE i.event = ev.event)
+FROM events ev LEFT JOIN new_users u ON u.event = ev.event
+ON CONFLICT (event) DO UPDATE
+SET event_count = t.event_count + EXCLUDED.event_count,
+    unique_users = t.unique_users + EXCLUDED.unique_users,
+    unique_items = t.unique_items + EXCLUDED.unique_items
+"""
+
+# Every staged row is new here (stored ones were dropped above; the primary key would refuse a duplicate).
+# Sorted by the window indexes' key: measured, random-order index inserts dominate the cost of a batch.
+# event_time and produced_at use the expressions the checks use.
 INSERT_EVENTS_FROM_STAGING = """
 WITH ins AS (
     INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,
                                     produced_at, kafka_topic, kafka_partition, kafka_offset)
-    SELECT "timestamp", to_timestamp("timestamp" / 1000.0), visitorid, event, itemid, transactionid,
-           CASE WHEN produced_ms > 0 THEN to_timestamp(produced_ms / 1000.0) END,
+    SELECT "timestamp", to_timestamp("timestamp"::float8 / 1000), visitorid, event, itemid, transactionid,
+           CASE WHEN produced_ms > 0 THEN to_timestamp(produced_ms::float8 / 1000) END,
            %(topic)s, kafka_partition, kafka_offset
     FROM staging_events
-    ORDER BY "timestamp"
-    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
-    RETURNING kafka_partition, "timestamp", event, visitorid, itemid
-), new_rows AS (
-    SELECT kafka_partition, to_timestamp(floor("timestamp" / 300000.0) * 300) AS window_start, event,
-           visitorid, itemid
-    FROM ins
-), new_users AS (
-    INSERT INTO window_visitors (window_start, event, visitorid)
-    SELECT DISTINCT window_start, event, visitorid FROM new_rows ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING
-    RETURNING window_start, event, visitorid
-), new_items AS (
-    INSERT INTO window_items (window_start, event, itemid)
-    SELECT DISTINCT window_start, event, itemid FROM new_rows ORDER BY 1, 2, 3
-    ON CONFLICT DO NOTHING
-    RETURNING window_start, event, itemid
-), batch AS (
-    INSERT INTO window_change_batches (events)
-    SELECT count(*) FROM new_rows HAVING count(*) > 0
-    RETURNING batch_id
-), changes AS (
-    INSERT INTO window_changes (batch_id, window_start, event, visitorid, itemid)
-    SELECT b.batch_id, n.window_start, n.event, u.visitorid, i.itemid
-    FROM new_rows n
-    CROSS JOIN batch b
-    LEFT JOIN new_users u
-           ON u.window_start = n.window_start AND u.event = n.event AND u.visitorid = n.visitorid
-    LEFT JOIN new_items i
-           ON i.window_start = n.window_start AND i.event = n.event AND i.itemid = n.itemid
-), seen_v AS (
-    INSERT INTO seen_visitors (event, visitorid)
-    SELECT DISTINCT event, visitorid FROM new_rows ORDER BY 1, 2
-    ON CONFLICT DO NOTHING
-    RETURNING event
-), seen_i AS (
-    INSERT INTO seen_items (event, itemid)
-    SELECT DISTINCT event, itemid FROM new_rows ORDER BY 1, 2
-    ON CONFLICT DO NOTHING
-    RETURNING event
-), totals AS (
-    INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
-    SELECT event, sum(n), sum(u), sum(i)
-    FROM (SELECT event, count(*) AS n, 0 AS u, 0 AS i FROM new_rows GROUP BY event
-          UNION ALL SELECT event, 0, count(*), 0 FROM seen_v GROUP BY event
-          UNION ALL SELECT event, 0, 0, count(*) FROM seen_i GROUP BY event) d
-    GROUP BY event
-    ON CONFLICT (event) DO UPDATE
-    SET event_count = t.event_count + EXCLUDED.event_count,
-        unique_users = t.unique_users + EXCLUDED.unique_users,
-        unique_items = t.unique_items + EXCLUDED.unique_items
+    ORDER BY window_start, event, visitorid
+    RETURNING kafka_partition
 )
-SELECT kafka_partition, count(*) FROM new_rows GROUP BY kafka_partition
+SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
 """
 
 CREATE_QUARANTINE_STAGING = """
@@ -218,7 +250,7 @@ CHECK_ROW_RULES = (
 SELECT count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0),
        count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')),
        count(*) FILTER (WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-                           OR event_time <> to_timestamp("timestamp" / 1000.0)),
+                           OR event_time <> to_timestamp("timestamp"::float8 / 1000)),
        count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0)
 FROM"""
     + _CHECKED_ROWS
