@@ -7,7 +7,7 @@ import psycopg
 from pydantic import Field
 
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from clickstream_dagster.pipeline.ingest import OffsetRange, ingest_ranges
+from clickstream_dagster.pipeline.ingest import OffsetRange, ingest_ranges, lag_after
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sql import queries as q
 
@@ -54,7 +54,7 @@ def raw_events(
             consumer, conn, topic, ranges, context.run.run_id, batch_size=config.batch_size
         )
         total = conn.execute(q.COUNT_EVENTS).fetchone()
-    lag = _lag_after(kafka, topic, ranges)
+        lag = lag_after(consumer, topic, ranges)
     context.log.info(
         f"read {result.messages:,} = inserted {result.inserted:,} + quarantined {result.quarantined:,}"
         f" + already loaded {result.messages - result.inserted - result.quarantined:,}"
@@ -76,15 +76,6 @@ def raw_events(
             "dagster/row_count": total[0] if total else 0,
         }
     )
-
-
-def _lag_after(kafka: KafkaResource, topic: str, ranges: list[OffsetRange]) -> int:
-    """Messages in the topic beyond the ranges this run read (what the sensor still has to schedule)."""
-    if not ranges:
-        return 0
-    ends = kafka.end_offsets(topic)
-    read_up_to = {r.partition: r.end for r in ranges}
-    return sum(max(0, end - read_up_to.get(p, end)) for p, end in ends.items())
 
 
 class LiveEventsConfig(dg.Config):

@@ -99,7 +99,10 @@ def read_ranges(
     batch = Batch(topic)
     last_progress = time.monotonic()
     while todo:
-        messages = consumer.consume(num_messages=CONSUME_CHUNK, timeout=1.0)
+        # Ask for no more than is still expected: consume() returns as soon as it has that many, instead of
+        # waiting out its timeout for a chunk a small range can never fill (a second per call, per run).
+        remaining = sum(r.end - next_offset[p] for p, r in todo.items())
+        messages = consumer.consume(num_messages=max(1, min(CONSUME_CHUNK, remaining)), timeout=1.0)
         if not messages:
             if time.monotonic() - last_progress > stall_timeout_s:
                 missing = {p: (next_offset[p], r.end) for p, r in todo.items()}
@@ -130,6 +133,17 @@ def read_ranges(
             batch = Batch(topic)
     if batch.size:
         yield batch
+
+
+def lag_after(consumer: confluent_kafka.Consumer, topic: str, ranges: Sequence[OffsetRange]) -> int:
+    """Messages in the topic's partitions beyond the ranges just read (what is still to be scheduled)."""
+    lag = 0
+    for r in ranges:
+        _, high = consumer.get_watermark_offsets(
+            confluent_kafka.TopicPartition(topic, r.partition), timeout=10
+        )
+        lag += max(0, int(high) - r.end)
+    return lag
 
 
 def _stage(
