@@ -93,9 +93,12 @@ class LiveEventsConfig(dg.Config):
 def live_clickstream_events(
     context: dg.AssetExecutionContext, config: LiveEventsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
+    params = {"horizon": config.horizon_seconds, "max_rows": config.max_rows, "run_id": context.run.run_id}
     with postgres.connection() as conn:
+        # From this run's ranges when it ingested some; materialized on its own, from the newest rows.
+        in_run = conn.execute(q.RANGES_OF_RUN, (context.run.run_id,)).fetchone() is not None
         added = conn.execute(
-            q.REFRESH_LIVE_EVENTS, {"horizon": config.horizon_seconds, "max_rows": config.max_rows}
+            q.REFRESH_LIVE_EVENTS_FROM_RUN if in_run else q.REFRESH_LIVE_EVENTS, params
         ).rowcount
         pruned = conn.execute(q.PRUNE_LIVE_EVENTS, (config.horizon_seconds,)).rowcount
         pruned += conn.execute(q.CAP_LIVE_EVENTS, (config.max_rows,)).rowcount

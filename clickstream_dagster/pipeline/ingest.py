@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import confluent_kafka
@@ -192,6 +193,11 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
     return result
 
 
+def _load_in_transaction(conn: psycopg.Connection, batch: Batch) -> LoadResult:
+    with conn.transaction():
+        return load_batch(conn, batch)
+
+
 def ingest_ranges(
     consumer: confluent_kafka.Consumer,
     conn: psycopg.Connection,
@@ -205,9 +211,17 @@ def ingest_ranges(
     `inserted` counts rows new to the table: a re-run of a loaded range inserts 0 and quarantines 0.
     """
     total = LoadResult()
-    for batch in read_ranges(consumer, topic, ranges, batch_size=batch_size):
-        with conn.transaction():
-            total.add(load_batch(conn, batch))
+    # One batch loads (in PostgreSQL, on a worker thread) while the next one is read and decoded (here):
+    # decoding is Python work, loading mostly waits on the server, so the two overlap. At most two batches
+    # are in memory; the connection is only used by the worker until the loads are done.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch") as loader:
+        loading: Future[LoadResult] | None = None
+        for batch in read_ranges(consumer, topic, ranges, batch_size=batch_size):
+            if loading is not None:
+                total.add(loading.result())
+            loading = loader.submit(_load_in_transaction, conn, batch)
+        if loading is not None:
+            total.add(loading.result())
     expected = sum(r.size for r in ranges)
     if total.messages != expected:
         raise RangeReadError(f"read {total.messages} messages from {topic}, expected {expected} for {ranges}")

@@ -167,6 +167,23 @@ COUNT_EVENTS = "SELECT coalesce(sum(event_count), 0)::bigint FROM event_totals"
 
 # ---- live_clickstream_events ------------------------------------------------------------------------------
 
+# In a run that ingested ranges: the newest rows of those ranges (found through the source-coordinates key,
+# however large clickstream_events is), within the horizon and never more than the live table may keep.
+REFRESH_LIVE_EVENTS_FROM_RUN = """
+INSERT INTO live_clickstream_events (kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time,
+                                     visitorid, event, itemid, transactionid, created_at)
+SELECT e.kafka_topic, e.kafka_partition, e.kafka_offset, e."timestamp", e.event_time, e.visitorid, e.event,
+       e.itemid, e.transactionid, e.created_at
+FROM ingested_ranges r
+JOIN clickstream_events e
+  ON e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
+ AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset
+WHERE r.dagster_run_id = %(run_id)s AND e.created_at >= now() - make_interval(secs => %(horizon)s)
+ORDER BY e.created_at DESC, e.kafka_offset DESC
+LIMIT %(max_rows)s
+ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
+"""
+
 # Only rows newer than what the live table already holds, and never more than it may keep: a full-scale
 # backfill must not copy millions of rows just to prune them again. (A batch that commits late with an older
 # created_at than the live table's newest row is not added: the live view is a recent slice, not a ledger.)

@@ -21,7 +21,8 @@ DROP INDEX clickstream_events_visitor_idx;
 -- Latest events are found through the window index; ingestion time grows with the table, so BRIN suffices.
 DROP INDEX clickstream_events_event_time_idx;
 DROP INDEX clickstream_events_created_at_idx;
-CREATE INDEX clickstream_events_created_at_brin ON clickstream_events USING brin (created_at);
+CREATE INDEX clickstream_events_created_at_brin ON clickstream_events USING brin (created_at)
+    WITH (autosummarize = on);
 
 -- The queue windowed_stats applies: per loading batch and (window, event), how much event_count, unique_users
 -- and unique_items grow. Pending per-event change rows of 0004 are aggregated into it (the same numbers Spark
