@@ -5,6 +5,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from clickstream_dagster.sql import migrate
 from clickstream_dagster.sql.migrate import apply_migrations, load_migrations
 
 EXPECTED_TABLES = {
@@ -53,3 +54,49 @@ def test_source_coordinates_are_unique(pg_url: str) -> None:
         conn.execute(insert)
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(insert)
+
+
+def test_0005_carries_pending_window_changes_over_exactly(
+    database_factory: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database left by 0004 with per-event change rows still queued: 0005 turns them into per-window deltas
+    with the numbers Spark would have computed from them, and fills window_start for the stored rows."""
+    url = database_factory(migrate=False)
+    every = load_migrations()
+    monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 5])
+    apply_migrations(url)
+    monkeypatch.setattr(migrate, "load_migrations", lambda: every)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
+                   kafka_topic, kafka_partition, kafka_offset)
+               SELECT ts, to_timestamp(ts / 1000.0), v, 'view', i, 't', 0, n
+               FROM (SELECT n, 1433000000000 + (n % 4) * 100000 AS ts, n % 5 AS v, n % 3 AS i
+                     FROM generate_series(1, 60) n) s"""
+        )
+        # Queued as 0004's loader did: one row per event, the ids only where the pair was new to the window.
+        conn.execute("INSERT INTO window_change_batches (events) VALUES (60)")
+        conn.execute(
+            """INSERT INTO window_changes (batch_id, window_start, event, visitorid, itemid)
+               SELECT 1, to_timestamp(floor("timestamp" / 300000.0) * 300), event,
+                      CASE WHEN kafka_offset <= 30 THEN visitorid END, itemid
+               FROM clickstream_events"""
+        )
+        expected = conn.execute(
+            """SELECT window_start, event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid)
+               FROM window_changes GROUP BY 1, 2 ORDER BY 1, 2"""
+        ).fetchall()
+    applied = apply_migrations(url)
+    assert [m.version for m in applied] == [m.version for m in every if m.version >= 5]
+    with psycopg.connect(url) as conn:
+        deltas = conn.execute(
+            "SELECT window_start, event, events, new_users, new_items FROM window_deltas ORDER BY 1, 2"
+        ).fetchall()
+        stale = conn.execute(
+            """SELECT count(*) FROM clickstream_events
+               WHERE window_start <> to_timestamp(floor("timestamp" / 300000.0) * 300)"""
+        ).fetchone()
+    assert deltas == expected
+    assert len(expected) == 2 and sum(r[2] for r in expected) == 60
+    assert stale == (0,)
+    assert "window_changes" not in _tables(url)
