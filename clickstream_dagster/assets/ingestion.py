@@ -80,7 +80,10 @@ def raw_events(
 
 class LiveEventsConfig(dg.Config):
     horizon_seconds: int = Field(default=900, description="Keep events ingested within this many seconds")
-    max_rows: int = Field(default=200_000, description="Never keep more than this many rows")
+    max_rows: int = Field(
+        default=50_000,
+        description="Never keep more than this many rows (a catching-up run copies at most this many)",
+    )
 
 
 @dg.asset(
