@@ -32,14 +32,14 @@ if TYPE_CHECKING:
 
 WINDOW_MS = 300_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-CHANGES_TABLE = "window_deltas"
+DELTAS_TABLE = "window_deltas"
 # JDBC read parallelism: whole batches per partition, at most this many partitions. A run's one small batch
 # is read fastest as one partition; a backlog of many batches is read in parallel. (A batch of N events has
 # at most N delta rows, fewer when its events share windows.)
 MAX_READ_PARTITIONS = 4
 ROWS_PER_READ_PARTITION = 500_000
 
-# Spark SQL over the queued deltas read from PostgreSQL; `{changes}` is bound to that DataFrame by
+# Spark SQL over the queued deltas read from PostgreSQL; `{queued}` is bound to that DataFrame by
 # spark.sql(). Plain SQL rather than pyspark.sql.functions, so the same code runs on local and Spark Connect
 # sessions.
 WINDOW_DELTAS_SPARK_SQL = """
@@ -48,7 +48,7 @@ SELECT unix_millis(window_start)    AS window_start_ms,
        sum(events)                  AS events,
        sum(new_users)               AS users,
        sum(new_items)               AS items
-FROM {changes}
+FROM {queued}
 GROUP BY window_start, event
 """
 
@@ -56,7 +56,7 @@ PENDING_BATCHES_SQL = "SELECT batch_id, events FROM window_change_batches ORDER 
 
 # Exactly-once: the batches must still be queued (a second applier, or a retry after a commit, finds them gone).
 TAKE_BATCHES_SQL = "DELETE FROM window_change_batches WHERE batch_id = ANY(%(batches)s::bigint[])"
-DELETE_CHANGES_SQL = "DELETE FROM window_deltas WHERE batch_id = ANY(%(batches)s::bigint[])"
+DELETE_DELTAS_SQL = "DELETE FROM window_deltas WHERE batch_id = ANY(%(batches)s::bigint[])"
 
 ADD_WINDOW_DELTAS_SQL = """
 INSERT INTO windowed_stats AS w
@@ -127,14 +127,14 @@ def batch_predicates(batch_ids: Sequence[int], events: int) -> list[str]:
     ]
 
 
-def read_window_changes(
+def read_window_deltas(
     spark: SparkSession, jdbc: JdbcConnection, batch_ids: Sequence[int], events: int = 0
 ) -> DataFrame | None:
     """The queued deltas of these batches (window_start, event, events, new_users, new_items); None if none."""
     predicates = batch_predicates(batch_ids, events)
     if not predicates:
         return None
-    return read_jdbc(spark, jdbc, CHANGES_TABLE, predicates).select(
+    return read_jdbc(spark, jdbc, DELTAS_TABLE, predicates).select(
         "window_start", "event", "events", "new_users", "new_items"
     )
 
@@ -144,10 +144,10 @@ def compute_window_deltas(
 ) -> list[WindowDelta]:
     """Per (window, event): what these batches add to event_count, unique_users and unique_items."""
     try:
-        changes = read_window_changes(spark, jdbc, batch_ids, events)
-        if changes is None:
+        queued = read_window_deltas(spark, jdbc, batch_ids, events)
+        if queued is None:
             return []
-        rows = spark.sql(WINDOW_DELTAS_SPARK_SQL, changes=changes).collect()
+        rows = spark.sql(WINDOW_DELTAS_SPARK_SQL, queued=queued).collect()
     except Exception as exc:  # a local session resolves the JDBC source eagerly, Spark Connect on collect()
         hint = missing_driver_hint(exc, remote=type(spark).__module__.startswith("pyspark.sql.connect"))
         if hint:
@@ -189,7 +189,7 @@ def apply_window_deltas(
                 f"{len(ids) - cur.rowcount} of batches {ids[:5]}... were applied by another run; "
                 "nothing was changed, the next run picks up what is left"
             )
-        cur.execute(DELETE_CHANGES_SQL, params)
+        cur.execute(DELETE_DELTAS_SQL, params)
         written = 0
         if deltas:
             cur.execute(ADD_WINDOW_DELTAS_SQL, params)

@@ -175,7 +175,6 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             )
         cur.execute(q.INGEST_LOCK)
         if batch.events:
-            cur.execute(q.ANALYZE_EVENT_STAGING)
             stored = cur.execute(q.STAGED_ALREADY_STORED, params).fetchone()
             if stored and stored[0]:
                 cur.execute(q.DROP_STAGED_ALREADY_STORED, params)

@@ -21,9 +21,6 @@ COPY staging_events ("timestamp", visitorid, event, itemid, transactionid, produ
 
 EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8")
 
-# Row estimates for the probes below (a temp table has no statistics until analyzed; sampling is cheap).
-ANALYZE_EVENT_STAGING = "ANALYZE staging_events"
-
 # Loading transactions take this lock after their COPY into the (private) staging table, so everything below
 # runs for one batch at a time: the "already stored?" and "new pair?" probes cannot race with another
 # batch's insert, and the event_totals rows are never contended.

@@ -22,7 +22,7 @@ from clickstream_dagster.analytics.windows import (
     compute_window_deltas,
     ms_to_datetime,
     pending_batches,
-    read_window_changes,
+    read_window_deltas,
     windows_touched,
 )
 from clickstream_dagster.pipeline.ingest import Batch, load_batch
@@ -206,7 +206,7 @@ class EventFactory:
 
 
 def load_events(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Through the real loading transaction (which writes the pair sets and the change queue)."""
+    """Through the real loading transaction (which queues the per-window deltas)."""
     batch = Batch("test")
     for ts, _, visitorid, event, itemid, transactionid, _, partition, offset in rows:
         batch.events.append((ts, visitorid, event, itemid, transactionid, ts, partition, offset))
@@ -279,7 +279,7 @@ def test_reads_only_the_changes_of_the_queued_batches(spark: SparkSession, pg_ur
         load_events(conn, events.in_windows([7], 40))
         batches = pending_batches(conn)
         assert (len(batches.ids), batches.events) == (2, 190)
-    df = read_window_changes(spark, jdbc, batches.ids, batches.events)
+    df = read_window_deltas(spark, jdbc, batches.ids, batches.events)
     assert df is not None
     rows = df.collect()
     # One delta row per (batch, window, event) the two batches touched, adding up to their 190 events (not the
@@ -287,7 +287,7 @@ def test_reads_only_the_changes_of_the_queued_batches(spark: SparkSession, pg_ur
     assert sum(r["events"] for r in rows) == 190
     assert len(rows) <= 3 * 3
     assert len({r["window_start"] for r in rows}) == 3  # windows 2, 3 and 7
-    assert read_window_changes(spark, jdbc, []) is None
+    assert read_window_deltas(spark, jdbc, []) is None
     assert compute_window_deltas(spark, jdbc, []) == []
 
 
