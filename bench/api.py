@@ -55,7 +55,7 @@ from clickstream_dagster.assets.ml import write_serving_rows
 from clickstream_dagster.sql import serving as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database
-from clickstream_dagster.stack.process import free_port
+from clickstream_dagster.stack.process import free_port, wait_until
 
 HOST = "127.0.0.1"
 TOP_N = 20
@@ -204,19 +204,21 @@ def serve(argv: list[str], url: str, port: int, log: Path) -> Iterator[int]:
         proc = subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
         )
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv[2]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://{HOST}:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[2]} not ready on port {port}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until(
+            healthy,
+            60,
+            f"{argv[2]} on port {port}",
+            alive=lambda: proc.poll() is None,
+            on_fail=lambda: log.read_text()[-3000:],
+        )
         yield proc.pid
     finally:
         proc.terminate()
