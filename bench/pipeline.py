@@ -163,7 +163,8 @@ def _peer(cfg: StackConfig, events_csv: Path) -> tuple[float, float]:
 
 def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
     """Median and max seconds per phase of the ingest runs created in [since, until): launch (run created to
-    its first step), each step (start to end), and the whole run, from Dagster's own event log."""
+    its first step; "worker up" is the part until the run's process reported itself), each step (start to
+    end), and the whole run, from Dagster's own event log."""
     import dagster as dg
     from dagster._core.storage.dagster_run import RunsFilter
 
@@ -178,6 +179,8 @@ def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
         starts: dict[str, float] = {}
         for entry in instance.all_logs(record.dagster_run.run_id):
             event = entry.dagster_event
+            if event is not None and entry.user_message.startswith("Started process for run"):
+                phases.setdefault("launch: worker up", []).append(entry.timestamp - created)
             if event is None or event.step_key is None:
                 continue
             if event.event_type_value == "STEP_START":

@@ -1,0 +1,70 @@
+"""A Dagster run worker that imports Dagster and the code location *before* its run arrives.
+
+`python -m clickstream_dagster.stack.run_worker MODULE [MODULE ...]` imports the modules, then waits on stdin
+for one line: the serialized `ExecuteRunArgs` of the run it is to execute (what `dagster api execute_run`
+takes). It runs that one run through the same code path as `dagster api execute_run` and exits. If the run
+never comes (stdin closed: the launcher's process ended), it exits quietly.
+
+If a source file it imported changed while it waited (or the import failed), it re-executes itself as a
+plain `dagster api execute_run`: a run never executes code older than the files on disk, and a code location
+that does not import fails the run with Dagster's own error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    from dagster._cli.api import execute_run_command
+    from dagster._utils.interrupts import setup_interrupt_handlers
+
+    try:
+        for module in argv:
+            importlib.import_module(module)
+        sources: dict[str, float] | None = _mtimes(_imported_sources(argv))
+    except Exception:  # the run itself reports the error, through the cold path below
+        sources = None
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        return 0
+    if sources is None or _mtimes(sources) != sources:
+        os.execv(sys.executable, [sys.executable, "-m", "dagster", "api", "execute_run", line])
+    # As `dagster api execute_run`: SIGTERM (the launcher's terminate) interrupts the run like Ctrl-C.
+    setup_interrupt_handlers()
+    execute_run_command.callback(input_json=line, compressed_input_json=None)  # type: ignore[misc]
+    return 0
+
+
+def _imported_sources(modules: list[str]) -> list[str]:
+    """The files imported so far from the preloaded modules' top-level packages."""
+    roots = tuple({_package_root(name) for name in modules})
+    files = (getattr(module, "__file__", None) for module in list(sys.modules.values()))
+    return [file for file in files if file and file.startswith(roots)]
+
+
+def _mtimes(paths: Iterable[str]) -> dict[str, float]:
+    mtimes = {}
+    for path in paths:
+        try:
+            mtimes[path] = os.stat(path).st_mtime
+        except OSError:
+            mtimes[path] = -1.0
+    return mtimes
+
+
+def _package_root(module: str) -> str:
+    top = sys.modules[module.split(".", maxsplit=1)[0]]
+    file = getattr(top, "__file__", None)
+    if file is None:  # a namespace package: take its first folder
+        return str(next(iter(top.__path__)))
+    return str(Path(file).parent)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""WarmRunLauncher on a real Dagster instance and code server: runs execute in the worker started ahead of
+them, never with code older than the files on disk, and can be terminated."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test, poll_for_finished_run
+from dagster._core.workspace.context import WorkspaceProcessContext
+from dagster._core.workspace.load_target import ModuleTarget
+
+from clickstream_dagster.stack.run_launcher import PID_TAG, WARM_TAG, WarmRunLauncher
+
+JOBS_MODULE = """
+import json, os, time
+from pathlib import Path
+import dagster as dg
+
+VERSION = {version!r}
+OUT = Path(__file__).parent
+(OUT / f"imported-{{os.getpid()}}").write_text(VERSION)
+
+@dg.op(config_schema={{"sleep": float}})
+def report(context):
+    time.sleep(context.op_config["sleep"])
+    (OUT / f"ran-{{context.run_id}}.json").write_text(json.dumps({{"pid": os.getpid(), "version": VERSION}}))
+
+@dg.job(executor_def=dg.in_process_executor)
+def report_job():
+    report()
+
+defs = dg.Definitions(jobs=[report_job])
+"""
+
+
+def _write_jobs(folder: Path, version: str) -> None:
+    path = folder / "warm_jobs.py"
+    path.write_text(textwrap.dedent(JOBS_MODULE.format(version=version)))
+    os.utime(path, (time.time() + 2, time.time() + 2))  # a visibly newer mtime, whatever the clock's grain
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, object, Path]]:
+    _write_jobs(tmp_path, "v1")
+    (tmp_path / "home").mkdir()
+    overrides = {
+        "run_launcher": {
+            "module": "clickstream_dagster.stack.run_launcher",
+            "class": "WarmRunLauncher",
+            "config": {"preload_modules": ["warm_jobs"]},
+        }
+    }
+    target = ModuleTarget(
+        module_name="warm_jobs", attribute=None, working_directory=str(tmp_path), location_name="warm"
+    )
+    with (
+        dg.instance_for_test(overrides=overrides, temp_dir=str(tmp_path / "home")) as instance,
+        WorkspaceProcessContext(instance, target) as process_context,
+    ):
+        yield instance, process_context.create_request_context(), tmp_path
+        instance.run_launcher.dispose()
+
+
+def _launch(instance: dg.DagsterInstance, workspace: object, sleep: float = 0.0) -> str:
+    location = workspace.get_code_location("warm")  # type: ignore[attr-defined]
+    remote_job = location.get_repository("__repository__").get_full_job("report_job")
+    run = create_run_for_test(
+        instance,
+        job_name="report_job",
+        run_config={"ops": {"report": {"config": {"sleep": sleep}}}},
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+    )
+    instance.launch_run(run.run_id, workspace)  # type: ignore[arg-type]
+    return run.run_id
+
+
+def _result(folder: Path, instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    run = poll_for_finished_run(instance, run_id, timeout=90)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+    return json.loads((folder / f"ran-{run_id}.json").read_text())
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never appeared"
+        time.sleep(0.05)
+
+
+def test_runs_execute_in_the_worker_started_ahead_and_with_current_code(workspace) -> None:
+    instance, context, folder = workspace
+    launcher = instance.run_launcher
+    assert isinstance(launcher, WarmRunLauncher)
+
+    first = _launch(instance, context)
+    assert _result(folder, instance, first)["version"] == "v1"
+    assert instance.get_run_by_id(first).tags[WARM_TAG] == "false"  # nothing was warm yet
+
+    # The launch started the next worker; it imports the code location before any run exists.
+    (next_worker,) = launcher._warm.values()
+    _wait_for(folder / f"imported-{next_worker.pid}")
+    second = _launch(instance, context)
+    tags = instance.get_run_by_id(second).tags
+    assert (tags[WARM_TAG], tags[PID_TAG]) == ("true", str(next_worker.pid))
+    assert _result(folder, instance, second) == {"pid": next_worker.pid, "version": "v1"}
+
+    # The code changes after the waiting worker imported it: the run must see the new code.
+    (waiting,) = launcher._warm.values()
+    _wait_for(folder / f"imported-{waiting.pid}")
+    _write_jobs(folder, "v2")
+    third = _launch(instance, context)
+    assert instance.get_run_by_id(third).tags[PID_TAG] == str(waiting.pid)
+    assert _result(folder, instance, third)["version"] == "v2"
+
+
+def test_terminate_cancels_a_running_run_and_dispose_ends_the_idle_worker(workspace) -> None:
+    instance, context, folder = workspace
+    run_id = _launch(instance, context, sleep=120)
+    deadline = time.monotonic() + 60
+    while not any(
+        e.dagster_event and e.dagster_event.event_type_value == "STEP_START"
+        for e in instance.all_logs(run_id)
+    ):
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.1)
+
+    assert instance.run_launcher.terminate(run_id)
+    run = poll_for_finished_run(instance, run_id, timeout=60)
+    assert run.status == dg.DagsterRunStatus.CANCELED
+    assert not (folder / f"ran-{run_id}.json").exists()
+
+    (idle,) = instance.run_launcher._warm.values()
+    instance.run_launcher.dispose()
+    assert idle.wait(timeout=60) == 0
