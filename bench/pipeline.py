@@ -179,7 +179,7 @@ def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
         starts: dict[str, float] = {}
         for entry in instance.all_logs(record.dagster_run.run_id):
             event = entry.dagster_event
-            if event is not None and entry.user_message.startswith("Started process for run"):
+            if event is not None and (event.message or "").startswith("Started process for run"):
                 phases.setdefault("launch: worker up", []).append(entry.timestamp - created)
             if event is None or event.step_key is None:
                 continue

@@ -30,7 +30,7 @@ run_launcher:
   module: clickstream_dagster.stack.run_launcher
   class: WarmRunLauncher
   config:
-    preload_modules: [clickstream_dagster.definitions]
+    preload_modules: [clickstream_dagster.definitions, pyspark.sql.connect.session]
 sensors:
   use_threads: true
   num_workers: 4

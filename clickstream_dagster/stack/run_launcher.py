@@ -36,6 +36,8 @@ from dagster._core.launcher import LaunchRunContext, RunLauncher
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
 
+from clickstream_dagster.stack.run_worker import INSTANCE_REF_ENV
+
 PID_TAG = "clickstream/run_worker_pid"
 HOST_TAG = "clickstream/run_worker_host"
 WARM_TAG = "clickstream/run_worker_warm"
@@ -130,7 +132,7 @@ class WarmRunLauncher(RunLauncher, ConfigurableClass):
             [executable, "-m", "clickstream_dagster.stack.run_worker", *self._preload],
             stdin=subprocess.PIPE,
             cwd=cwd,
-            env=os.environ.copy(),
+            env={**os.environ, INSTANCE_REF_ENV: serialize_value(self._instance.get_ref())},
         )
         self._started.append(worker)
         return worker
