@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,10 +27,11 @@ def main(argv: list[str]) -> int:
     from dagster._cli.api import execute_run_command
     from dagster._utils.interrupts import setup_interrupt_handlers
 
+    import_started = time.time()
     try:
         for module in argv:
             importlib.import_module(module)
-        sources: dict[str, float] | None = _mtimes(_imported_sources(argv))
+        sources: list[str] | None = _imported_sources(argv)
     except Exception:  # the run itself reports the error, through the cold path below
         sources = None
     _open_instance_once()
@@ -37,7 +39,7 @@ def main(argv: list[str]) -> int:
     line = sys.stdin.readline().strip()
     if not line:
         return 0
-    if sources is None or _mtimes(sources) != sources:
+    if sources is None or _changed_since(sources, import_started):
         os.execv(sys.executable, [sys.executable, "-m", "dagster", "api", "execute_run", line])
     # As `dagster api execute_run`: SIGTERM (the launcher's terminate) interrupts the run like Ctrl-C.
     setup_interrupt_handlers()
@@ -69,14 +71,16 @@ def _imported_sources(modules: list[str]) -> list[str]:
     return [file for file in files if file and file.startswith(roots)]
 
 
-def _mtimes(paths: Iterable[str]) -> dict[str, float]:
-    mtimes = {}
+def _changed_since(paths: Iterable[str], moment: float) -> bool:
+    """Whether any of these files was modified (or removed) at or after `moment`: the worker may hold an older
+    version of it. A file saved while the worker was importing counts too."""
     for path in paths:
         try:
-            mtimes[path] = os.stat(path).st_mtime
+            if os.stat(path).st_mtime >= moment:
+                return True
         except OSError:
-            mtimes[path] = -1.0
-    return mtimes
+            return True
+    return False
 
 
 def _package_root(module: str) -> str:

@@ -4,7 +4,6 @@ them, never with code older than the files on disk, and can be terminated."""
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -25,7 +24,8 @@ import dagster as dg
 
 VERSION = {version!r}
 OUT = Path(__file__).parent
-(OUT / f"imported-{{os.getpid()}}").write_text(VERSION)
+with (OUT / f"imported-{{os.getpid()}}").open("a") as imports:  # one line per import of this module
+    imports.write(VERSION + "\\n")
 
 @dg.op(config_schema={{"sleep": float}})
 def report(context):
@@ -43,7 +43,6 @@ defs = dg.Definitions(jobs=[report_job])
 def _write_jobs(folder: Path, version: str) -> None:
     path = folder / "warm_jobs.py"
     path.write_text(textwrap.dedent(JOBS_MODULE.format(version=version)))
-    os.utime(path, (time.time() + 2, time.time() + 2))  # a visibly newer mtime, whatever the clock's grain
 
 
 @pytest.fixture
@@ -111,14 +110,18 @@ def test_runs_execute_in_the_worker_started_ahead_and_with_current_code(workspac
     tags = instance.get_run_by_id(second).tags
     assert (tags[WARM_TAG], tags[PID_TAG]) == ("true", str(next_worker.pid))
     assert _result(folder, instance, second) == {"pid": next_worker.pid, "version": "v1"}
+    # ... and the run used that import: the module was not imported again in the worker.
+    assert (folder / f"imported-{next_worker.pid}").read_text().split() == ["v1"]
 
     # The code changes after the waiting worker imported it: the run must see the new code.
     (waiting,) = launcher._warm.values()
     _wait_for(folder / f"imported-{waiting.pid}")
+    time.sleep(0.05)  # a later mtime than the worker's import, on any clock grain
     _write_jobs(folder, "v2")
     third = _launch(instance, context)
     assert instance.get_run_by_id(third).tags[PID_TAG] == str(waiting.pid)
     assert _result(folder, instance, third)["version"] == "v2"
+    assert (folder / f"imported-{waiting.pid}").read_text().split() == ["v1", "v2"]
 
 
 def test_terminate_cancels_a_running_run_and_dispose_ends_the_idle_worker(workspace) -> None:
