@@ -1,55 +1,107 @@
-"""A Dagster run worker that imports Dagster and the code location *before* its run arrives.
+"""A run server: imports Dagster and the code location once, then forks one process per Dagster run.
 
 `python -m clickstream_dagster.stack.run_worker MODULE [MODULE ...]` imports the modules (and opens the
-Dagster instance named by $CLICKSTREAM_RUN_WORKER_INSTANCE_REF, to import its storage), then waits on stdin
-for one line: the serialized `ExecuteRunArgs` of the run it is to execute (what `dagster api execute_run`
-takes). It runs that one run through the same code path as `dagster api execute_run` and exits. If the run
-never comes (stdin closed: the launcher's process ended), it exits quietly.
+Dagster instance named by $CLICKSTREAM_RUN_WORKER_INSTANCE_REF, to import its storage), then reads runs from
+stdin, one line each: the serialized `ExecuteRunArgs` that `dagster api execute_run` takes. For each it forks
+a child that executes the run through the same code as `dagster api execute_run`, and writes the child's pid
+to stdout, one line per run, in order. End of input (the launcher's process ended) ends the server; the
+children finish their runs.
 
-If a source file it imported changed while it waited (or the import failed), it re-executes itself as a
-plain `dagster api execute_run`: a run never executes code older than the files on disk, and a code location
-that does not import fails the run with Dagster's own error.
+A forked child shares the server's imports, so it starts in milliseconds and without the 4-5 s of CPU a
+fresh interpreter spends importing (bench/README.md). If a source file the server imported changed after its
+import began, or the import failed, the run is executed by a fresh `dagster api execute_run` instead (current
+code; Dagster's own error for a code location that does not import) and the server exits with STALE, for the
+launcher to start a new one.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
+import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
 INSTANCE_REF_ENV = "CLICKSTREAM_RUN_WORKER_INSTANCE_REF"
+STALE = 3
 
 
 def main(argv: list[str]) -> int:
-    from dagster._cli.api import execute_run_command
-    from dagster._utils.interrupts import setup_interrupt_handlers
-
+    # Replies go to the launcher on the original stdout; anything else printed here, or by a run, to stderr.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     import_started = time.time()
     try:
         for module in argv:
             importlib.import_module(module)
         sources: list[str] | None = _imported_sources(argv)
-    except Exception:  # the run itself reports the error, through the cold path below
+    except Exception:  # the run itself reports the error, through the fresh interpreter below
+        traceback.print_exc()
         sources = None
-    _open_instance_once()
+    import dagster._cli.api  # noqa: F401 - what each run executes
 
-    line = sys.stdin.readline().strip()
-    if not line:
-        return 0
-    if sources is None or _changed_since(sources, import_started):
-        os.execv(sys.executable, [sys.executable, "-m", "dagster", "api", "execute_run", line])
-    # As `dagster api execute_run`: SIGTERM (the launcher's terminate) interrupts the run like Ctrl-C.
-    setup_interrupt_handlers()
-    execute_run_command.callback(input_json=line, compressed_input_json=None)  # type: ignore[misc]
+    _open_instance_once()
+    # Forking is only safe from a single thread; imports that start threads get a fresh interpreter per run.
+    forkable = threading.active_count() == 1
+    gc.freeze()  # keep the imported objects' pages shared with the children
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+
+    while line := sys.stdin.readline():
+        args = line.strip()
+        if not args:
+            continue
+        stale = sources is None or _changed_since(sources, import_started)
+        if stale or not forkable:
+            pid = subprocess.Popen(
+                [sys.executable, "-m", "dagster", "api", "execute_run", args], stdin=subprocess.DEVNULL
+            ).pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                replies.close()
+                _run_in_child(args)
+        print(pid, file=replies, flush=True)
+        if stale:
+            return STALE
     return 0
+
+
+def _run_in_child(args: str) -> None:
+    """Execute one run in this forked child and exit; never returns to the server's loop."""
+    from dagster._cli.api import execute_run_command
+    from dagster._utils.interrupts import setup_interrupt_handlers
+
+    code = 1
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the run may wait for its own subprocesses
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)  # the launcher's pipe belongs to the server
+        os.close(devnull)
+        # As `dagster api execute_run`: SIGTERM (the launcher's terminate) interrupts the run like Ctrl-C.
+        setup_interrupt_handlers()
+        execute_run_command.callback(input_json=args, compressed_input_json=None)  # type: ignore[misc]
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _open_instance_once() -> None:
     """Open (and close) the instance the launcher named: its storage imports SQLAlchemy, Alembic and the
-    Postgres driver, 1.4 s measured, which would otherwise happen after the run arrives."""
+    Postgres driver (1.4 s measured), which every run would otherwise import again."""
     ref = os.environ.pop(INSTANCE_REF_ENV, None)
     if not ref:
         return
@@ -60,7 +112,7 @@ def _open_instance_once() -> None:
     try:
         with DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)):
             pass
-    except Exception:  # the run opens it again and reports any error
+    except Exception:  # each run opens it again and reports any error
         return
 
 
@@ -72,8 +124,8 @@ def _imported_sources(modules: list[str]) -> list[str]:
 
 
 def _changed_since(paths: Iterable[str], moment: float) -> bool:
-    """Whether any of these files was modified (or removed) at or after `moment`: the worker may hold an older
-    version of it. A file saved while the worker was importing counts too."""
+    """Whether any of these files was modified (or removed) at or after `moment`: the server may hold an
+    older version of it. A file saved while the server was importing counts too."""
     for path in paths:
         try:
             if os.stat(path).st_mtime >= moment:

@@ -1,5 +1,5 @@
-"""WarmRunLauncher on a real Dagster instance and code server: runs execute in the worker started ahead of
-them, never with code older than the files on disk, and can be terminated."""
+"""ForkingRunLauncher on a real Dagster instance and code server: runs fork from the server that imported the
+code location, never execute code older than the files on disk, and can be terminated."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dagster._core.test_utils import create_run_for_test, poll_for_finished_run
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 
-from clickstream_dagster.stack.run_launcher import PID_TAG, WARM_TAG, WarmRunLauncher
+from clickstream_dagster.stack.run_launcher import PID_TAG, ForkingRunLauncher
+from clickstream_dagster.stack.run_worker import STALE
 
 JOBS_MODULE = """
 import json, os, time
@@ -52,7 +53,7 @@ def workspace(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, object, Path
     overrides = {
         "run_launcher": {
             "module": "clickstream_dagster.stack.run_launcher",
-            "class": "WarmRunLauncher",
+            "class": "ForkingRunLauncher",
             "config": {"preload_modules": ["warm_jobs"]},
         }
     }
@@ -87,41 +88,32 @@ def _result(folder: Path, instance: dg.DagsterInstance, run_id: str) -> dict[str
     return json.loads((folder / f"ran-{run_id}.json").read_text())
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.05)
-
-
-def test_runs_execute_in_the_worker_started_ahead_and_with_current_code(workspace) -> None:
+def test_runs_fork_from_the_server_and_always_run_current_code(workspace) -> None:
     instance, context, folder = workspace
     launcher = instance.run_launcher
-    assert isinstance(launcher, WarmRunLauncher)
+    assert isinstance(launcher, ForkingRunLauncher)
 
-    first = _launch(instance, context)
-    assert _result(folder, instance, first)["version"] == "v1"
-    assert instance.get_run_by_id(first).tags[WARM_TAG] == "false"  # nothing was warm yet
+    first, second = _launch(instance, context), _launch(instance, context)
+    results = [_result(folder, instance, first), _result(folder, instance, second)]
+    (server,) = launcher._servers.values()
+    pids = [int(instance.get_run_by_id(run_id).tags[PID_TAG]) for run_id in (first, second)]
+    assert [r["pid"] for r in results] == pids  # the tag names the process that executed the run
+    assert len({server.pid, *pids}) == 3  # one process per run, neither of them the server
+    assert all(r["version"] == "v1" for r in results)
+    # Only the server imported the module: the runs used its import.
+    assert (folder / f"imported-{server.pid}").read_text().split() == ["v1"]
+    assert not any((folder / f"imported-{pid}").exists() for pid in pids)
 
-    # The launch started the next worker; it imports the code location before any run exists.
-    (next_worker,) = launcher._warm.values()
-    _wait_for(folder / f"imported-{next_worker.pid}")
-    second = _launch(instance, context)
-    tags = instance.get_run_by_id(second).tags
-    assert (tags[WARM_TAG], tags[PID_TAG]) == ("true", str(next_worker.pid))
-    assert _result(folder, instance, second) == {"pid": next_worker.pid, "version": "v1"}
-    # ... and the run used that import: the module was not imported again in the worker.
-    assert (folder / f"imported-{next_worker.pid}").read_text().split() == ["v1"]
-
-    # The code changes after the waiting worker imported it: the run must see the new code.
-    (waiting,) = launcher._warm.values()
-    _wait_for(folder / f"imported-{waiting.pid}")
-    time.sleep(0.05)  # a later mtime than the worker's import, on any clock grain
+    # The code changes after the server imported it: the run must see the new code, and the server retires.
+    time.sleep(0.05)  # a later mtime than the server's import, on any clock grain
     _write_jobs(folder, "v2")
     third = _launch(instance, context)
-    assert instance.get_run_by_id(third).tags[PID_TAG] == str(waiting.pid)
     assert _result(folder, instance, third)["version"] == "v2"
-    assert (folder / f"imported-{waiting.pid}").read_text().split() == ["v1", "v2"]
+    assert server._process.wait(timeout=30) == STALE
+    fourth = _launch(instance, context)
+    assert _result(folder, instance, fourth)["version"] == "v2"
+    (new_server,) = launcher._servers.values()
+    assert new_server.pid != server.pid
 
 
 def test_terminate_cancels_a_running_run_and_dispose_ends_the_idle_worker(workspace) -> None:
@@ -140,6 +132,6 @@ def test_terminate_cancels_a_running_run_and_dispose_ends_the_idle_worker(worksp
     assert run.status == dg.DagsterRunStatus.CANCELED
     assert not (folder / f"ran-{run_id}.json").exists()
 
-    (idle,) = instance.run_launcher._warm.values()
+    (server,) = instance.run_launcher._servers.values()
     instance.run_launcher.dispose()
-    assert idle.wait(timeout=60) == 0
+    assert server._process.wait(timeout=60) == 0
