@@ -20,6 +20,8 @@ GROUP = "analytics"
     deps=[RAW_EVENTS],
     group_name=GROUP,
     kinds={"spark", "postgres"},
+    # First of the steps that wait on raw_events' checks: the live view is read from here.
+    op_tags={"dagster/priority": "1"},
     freshness_policy=dg.FreshnessPolicy.time_window(
         fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=10)
     ),

@@ -9,6 +9,7 @@ import dagster as dg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events
+from clickstream_dagster.definitions import defs
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from tests.assets.conftest import produce, random_events
 
@@ -90,3 +91,27 @@ def test_rerunning_without_new_events_changes_nothing(
         after = conn.execute("SELECT * FROM windowed_stats ORDER BY 1, 3").fetchall()
     assert after == before  # same rows, same updated_at: nothing was rewritten
     _assert_matches_independent_sql(postgres)
+
+
+def test_ingest_job_refreshes_windowed_stats_right_after_the_blocking_checks(
+    kafka: KafkaResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    full_ranges: Callable[[], list[dict[str, int]]],
+) -> None:
+    # windowed_stats feeds the live view: among the steps waiting on raw_events' checks it goes first.
+    produce(kafka, random_events(200, seed=23))
+    job = defs.resolve_job_def("ingest_events")
+    result = job.execute_in_process(
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"raw_events": {"config": {"topic": kafka.topic, "ranges": full_ranges()}}}},
+    )
+    assert result.success
+    started = [
+        e.step_key
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"
+    ]
+    assert started[:3] == ["raw_events", "validate_raw_events", "windowed_stats"]
+    assert set(started[3:]) == {"event_statistics", "live_clickstream_events"}
