@@ -147,21 +147,19 @@ def compute_window_deltas(
         queued = read_window_deltas(spark, jdbc, batch_ids, events)
         if queued is None:
             return []
-        rows = spark.sql(WINDOW_DELTAS_SPARK_SQL, queued=queued).collect()
+        # Arrow, not collect(): no Row object per window (0.85 -> 0.59 s for 24k windows, measured).
+        table = spark.sql(WINDOW_DELTAS_SPARK_SQL, queued=queued).toArrow()
     except Exception as exc:  # a local session resolves the JDBC source eagerly, Spark Connect on collect()
         hint = missing_driver_hint(exc, remote=type(spark).__module__.startswith("pyspark.sql.connect"))
         if hint:
             raise RuntimeError(hint) from exc
         raise
+    columns = [
+        table.column(name).to_pylist() for name in ("window_start_ms", "event", "events", "users", "items")
+    ]
     return sorted(
-        WindowDelta(
-            window_start=ms_to_datetime(r["window_start_ms"]),
-            event=r["event"],
-            events=int(r["events"]),
-            users=int(r["users"]),
-            items=int(r["items"]),
-        )
-        for r in rows
+        WindowDelta(ms_to_datetime(start), event, int(events), int(users), int(items))
+        for start, event, events, users, items in zip(*columns, strict=True)
     )
 
 
