@@ -172,9 +172,12 @@ INSERT INTO live_clickstream_events (kafka_topic, kafka_partition, kafka_offset,
 SELECT e.kafka_topic, e.kafka_partition, e.kafka_offset, e."timestamp", e.event_time, e.visitorid, e.event,
        e.itemid, e.transactionid, e.created_at
 FROM ingested_ranges r
-JOIN clickstream_events e
-  ON e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
- AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset
+CROSS JOIN LATERAL (
+    SELECT * FROM clickstream_events x
+    WHERE x.kafka_topic = r.kafka_topic AND x.kafka_partition = r.kafka_partition
+      AND x.kafka_offset >= r.start_offset AND x.kafka_offset < r.end_offset
+    OFFSET 0  -- one primary-key range scan per range (see _CHECKED_ROWS)
+) e
 WHERE r.dagster_run_id = %(run_id)s AND e.created_at >= now() - make_interval(secs => %(horizon)s)
 ORDER BY e.created_at DESC, e.kafka_offset DESC
 LIMIT %(max_rows)s
@@ -248,15 +251,22 @@ SELECT event, event_count, unique_users, unique_items FROM event_totals ORDER BY
 
 # The rows the check covers: those of the run's ranges, found through the source-coordinates index (a run's
 # checks must not scan the whole table, which grows with every run), or all of them.
+# The rows of the given offset ranges, each range read by one primary-key range scan. OFFSET 0 keeps the
+# planner from flattening the LATERAL subquery into a join: as a join it hashed the few ranges and scanned
+# the whole table (EXPLAIN ANALYZE at 250k rows: 116 ms -> 30 ms; the scan grows with the table, the range
+# scans only with the run).
 _CHECKED_ROWS = """
     (SELECT e.* FROM clickstream_events e WHERE %(topics)s::text[] IS NULL
      UNION ALL
      SELECT e.*
      FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[])
           AS r(topic, part, lo, hi)
-     JOIN clickstream_events e
-       ON e.kafka_topic = r.topic AND e.kafka_partition = r.part
-      AND e.kafka_offset >= r.lo AND e.kafka_offset < r.hi) e
+     CROSS JOIN LATERAL (
+         SELECT * FROM clickstream_events x
+         WHERE x.kafka_topic = r.topic AND x.kafka_partition = r.part
+           AND x.kafka_offset >= r.lo AND x.kafka_offset < r.hi
+         OFFSET 0
+     ) e) e
 """
 
 # The four row rules in one pass over the checked rows: one count of violations per rule.
