@@ -22,7 +22,7 @@ def build_kafka_sensor(
     job_name: str = INGEST_JOB_NAME,
     max_events_per_run: int = 500_000,
     max_runs_per_tick: int = 4,
-    max_active_runs: int = 2,
+    max_active_runs: int = 3,
     interval_seconds: int = 5,
     broker_timeout_ms: int = 3_000,
 ) -> dg.SensorDefinition:
