@@ -152,6 +152,7 @@ class _RunServer:
         self._pending: collections.deque[str] = collections.deque()
         self._on_started = on_started
         self._on_lost = on_lost
+        self._closing = threading.Lock()
         self._replies = threading.Thread(target=self._read_replies, name="run-server-replies", daemon=True)
         self._replies.start()
 
@@ -160,34 +161,41 @@ class _RunServer:
         return self._process.pid
 
     def submit(self, run_id: str, args: str) -> bool:
-        """Hand a run over; False if the server has exited (or closed its input), and the run was not taken."""
+        """Hand a run over; False if the server has exited or was retired, and the run was not taken."""
         stdin: IO[bytes] = self._process.stdin  # type: ignore[assignment]
-        if self._process.poll() is not None or stdin.closed:
-            return False
-        self._pending.append(run_id)
-        try:
-            stdin.write(args.encode() + b"\n")
-            stdin.flush()
-        except (BrokenPipeError, ValueError):
-            self._pending.remove(run_id)
-            return False
+        with (
+            self._closing
+        ):  # a run is either written whole before a retirement closes the input, or not at all
+            if self._process.poll() is not None or stdin.closed:
+                return False
+            self._pending.append(run_id)
+            try:
+                stdin.write(args.encode() + b"\n")
+                stdin.flush()
+            except BrokenPipeError:
+                self._pending.remove(run_id)
+                return False
         return True
 
     def close(self) -> None:
         """End of input: the server exits once the runs it was given have started."""
-        if self._process.stdin is not None and not self._process.stdin.closed:
-            self._process.stdin.close()
+        with self._closing:
+            if self._process.stdin is not None and not self._process.stdin.closed:
+                self._process.stdin.close()
 
     def _read_replies(self) -> None:
         stdout: IO[bytes] = self._process.stdout  # type: ignore[assignment]
         for line in stdout:
             run_id = self._pending.popleft()
+            pid, state = line.decode().split()
+            if state == STALE:
+                self.close()  # retired: the launcher starts a new server for the next run
             try:
-                self._on_started(run_id, int(line))
+                self._on_started(run_id, int(pid))
             except Exception:  # a tag is informational; the run itself goes on
                 continue
         code = self._process.wait()
-        if code not in (0, STALE):
+        if code != 0:
             print(f"run server {self.pid} exited with {code}", file=sys.stderr)
         while self._pending:  # given to the server, never started: fail them (run retries take over)
             self._on_lost(self._pending.popleft())

@@ -4,14 +4,14 @@
 Dagster instance named by $CLICKSTREAM_RUN_WORKER_INSTANCE_REF, to import its storage), then reads runs from
 stdin, one line each: the serialized `ExecuteRunArgs` that `dagster api execute_run` takes. For each it forks
 a child that executes the run through the same code as `dagster api execute_run`, and writes the child's pid
-to stdout, one line per run, in order. End of input (the launcher's process ended) ends the server; the
-children finish their runs.
+to stdout, one line per run, in order, with "fresh" or "stale". End of input (the launcher closed it, or its
+process ended) ends the server; the children finish their runs.
 
 A forked child shares the server's imports, so it starts in milliseconds and without the 4-5 s of CPU a
 fresh interpreter spends importing (bench/README.md). If a source file the server imported changed after its
 import began, or the import failed, the run is executed by a fresh `dagster api execute_run` instead (current
-code; Dagster's own error for a code location that does not import) and the server exits with STALE, for the
-launcher to start a new one.
+code; Dagster's own error for a code location that does not import), so are all later runs, and the reply
+says "stale" for the launcher to retire this server and start a new one.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 INSTANCE_REF_ENV = "CLICKSTREAM_RUN_WORKER_INSTANCE_REF"
-STALE = 3
+FRESH, STALE = "fresh", "stale"  # after each pid: whether the server's imports are still current
 
 
 def main(argv: list[str]) -> int:
@@ -57,8 +57,9 @@ def main(argv: list[str]) -> int:
         args = line.strip()
         if not args:
             continue
-        stale = sources is None or _changed_since(sources, import_started)
-        if stale or not forkable:
+        if sources is not None and _changed_since(sources, import_started):
+            sources = None  # from now on every run gets a fresh interpreter
+        if sources is None or not forkable:
             pid = subprocess.Popen(
                 [sys.executable, "-m", "dagster", "api", "execute_run", args], stdin=subprocess.DEVNULL
             ).pid
@@ -67,9 +68,9 @@ def main(argv: list[str]) -> int:
             if pid == 0:
                 replies.close()
                 _run_in_child(args)
-        print(pid, file=replies, flush=True)
-        if stale:
-            return STALE
+        # The launcher retires a stale server (closes its input) and starts a new one; runs it already wrote
+        # here are still read and started, so none is lost in between.
+        print(pid, STALE if sources is None else FRESH, file=replies, flush=True)
     return 0
 
 

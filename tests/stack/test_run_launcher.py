@@ -16,7 +16,6 @@ from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 
 from clickstream_dagster.stack.run_launcher import PID_TAG, ForkingRunLauncher
-from clickstream_dagster.stack.run_worker import STALE
 
 JOBS_MODULE = """
 import json, os, time
@@ -107,13 +106,16 @@ def test_runs_fork_from_the_server_and_always_run_current_code(workspace) -> Non
     # The code changes after the server imported it: the run must see the new code, and the server retires.
     time.sleep(0.05)  # a later mtime than the server's import, on any clock grain
     _write_jobs(folder, "v2")
-    third = _launch(instance, context)
+    # Two runs right away: the second may reach the old server before the launcher retires it; neither is lost.
+    third, fourth = _launch(instance, context), _launch(instance, context)
     assert _result(folder, instance, third)["version"] == "v2"
-    assert server._process.wait(timeout=30) == STALE
-    fourth = _launch(instance, context)
     assert _result(folder, instance, fourth)["version"] == "v2"
+    assert server._process.wait(timeout=30) == 0  # retired by the launcher once it said "stale"
+    fifth = _launch(instance, context)
+    assert _result(folder, instance, fifth)["version"] == "v2"
     (new_server,) = launcher._servers.values()
     assert new_server.pid != server.pid
+    assert not (folder / f"imported-{instance.get_run_by_id(fifth).tags[PID_TAG]}").exists()  # forked again
 
 
 def test_terminate_cancels_a_running_run_and_dispose_ends_the_idle_worker(workspace) -> None:
