@@ -23,6 +23,7 @@ def build_kafka_sensor(
     max_events_per_run: int = 500_000,
     max_runs_per_tick: int = 4,
     max_active_runs: int = 3,
+    max_active_runs_catching_up: int = 2,
     interval_seconds: int = 5,
     broker_timeout_ms: int = 3_000,
 ) -> dg.SensorDefinition:
@@ -30,6 +31,11 @@ def build_kafka_sensor(
 
     Runs already in flight count against `max_active_runs`, so a slow pipeline makes the sensor wait rather
     than pile up runs; far behind, it catches up with full-size runs. The daemon ticks at most every 5 s.
+
+    Live (the backlog fits in one run), a third run in flight keeps fresh events from waiting for a busy slot
+    (bench (b): p95 23.6 -> 18.4 s). Catching up (more than one run's worth), full-size runs only compete for
+    the 2 cores and the ingest lock, so fewer run at once (`max_active_runs_catching_up`; bench (a): 340.8 s
+    with 3 vs 307.4 s with 2).
     """
 
     @dg.sensor(
@@ -51,10 +57,16 @@ def build_kafka_sensor(
         cursor = parse_cursor(context.cursor)
         if all(ends[p] <= cursor.get(p, 0) for p in ends):
             return dg.SkipReason(f"no new messages in `{kafka.topic}` (end offsets {ends})")
+        backlog = sum(max(0, end - cursor.get(p, 0)) for p, end in ends.items())
+        catching_up = backlog > max_events_per_run
+        limit = min(max_active_runs, max_active_runs_catching_up) if catching_up else max_active_runs
         active = context.instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_STATUSES))
-        slots = max_active_runs - active
+        slots = limit - active
         if slots <= 0:
-            return dg.SkipReason(f"{active} ingestion runs still in progress; waiting before launching more")
+            return dg.SkipReason(
+                f"{active} ingestion runs still in progress (at most {limit} while {backlog:,} messages are "
+                f"waiting); waiting before launching more"
+            )
         runs, new_cursor = plan_runs(cursor, ends, max_events_per_run, min(max_runs_per_tick, slots))
         requests = [
             dg.RunRequest(

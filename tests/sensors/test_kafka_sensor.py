@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from clickstream_dagster.pipeline.offsets import fair_shares, plan_runs, run_key
 from clickstream_dagster.resources import KafkaResource
@@ -87,3 +88,28 @@ def test_plan_runs_is_fair_and_bounded() -> None:
     assert run_key("t", runs[0]) == "t/0:5-100,1:0-10,2:0-195"
     with pytest.raises(ValueError):
         plan_runs({}, {0: 1}, 0, 1)
+
+
+def test_third_run_in_flight_only_when_not_catching_up(kafka: KafkaResource) -> None:
+    sensor = build_kafka_sensor(max_events_per_run=1_000, max_active_runs=3, max_active_runs_catching_up=2)
+    produce(kafka, random_events(2_500, seed=32))
+    ends = kafka.end_offsets()
+    with dg.instance_for_test() as instance:
+        for _ in range(2):
+            create_run_for_test(instance, job_name="ingest_events", status=dg.DagsterRunStatus.STARTED)
+
+        # 2,500 waiting, more than one run's worth: catching up, two runs in flight are enough.
+        behind = _tick(sensor, instance, kafka, None)
+        assert isinstance(behind, dg.SkipReason)
+        assert "at most 2 while 2,500 messages are waiting" in (behind.skip_message or "")
+
+        # 300 waiting: live, the third slot takes them.
+        near_end = json.dumps({str(p): max(0, e - 100) for p, e in ends.items()})
+        live = _tick(sensor, instance, kafka, near_end)
+        assert isinstance(live, dg.SensorResult)
+        (request,) = live.run_requests or []
+        assert sum(r["end"] - r["start"] for r in _ranges(request)) == sum(min(100, e) for e in ends.values())
+
+        create_run_for_test(instance, job_name="ingest_events", status=dg.DagsterRunStatus.STARTED)
+        full = _tick(sensor, instance, kafka, near_end)
+        assert isinstance(full, dg.SkipReason) and "at most 3" in (full.skip_message or "")
