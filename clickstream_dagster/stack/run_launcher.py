@@ -76,14 +76,13 @@ class ForkingRunLauncher(RunLauncher, ConfigurableClass):
             raise dg.DagsterInvariantViolationError(f"run {run.run_id} has no code origin to execute")
         executable = origin.repository_origin.executable_path or sys.executable
         cwd = getattr(origin.repository_origin.code_pointer, "working_directory", None)
-        args = serialize_value(
-            ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
-        )
+        execute = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
+        args = serialize_value(execute)
 
         if executable != sys.executable:  # another environment's code location: run it as Dagster would
             with self._lock:
                 self._others = [p for p in self._others if p.poll() is None]  # reaps the finished ones
-                worker = subprocess.Popen([executable, "-m", "dagster", "api", "execute_run", args], cwd=cwd)
+                worker = subprocess.Popen(execute.get_command_args(), cwd=cwd)
                 self._others.append(worker)
             self._tag(run.run_id, worker.pid)
             return
@@ -163,9 +162,8 @@ class _RunServer:
     def submit(self, run_id: str, args: str) -> bool:
         """Hand a run over; False if the server has exited or was retired, and the run was not taken."""
         stdin: IO[bytes] = self._process.stdin  # type: ignore[assignment]
-        with (
-            self._closing
-        ):  # a run is either written whole before a retirement closes the input, or not at all
+        # A run is either written whole before a retirement closes the input, or not at all.
+        with self._closing:
             if self._process.poll() is not None or stdin.closed:
                 return False
             self._pending.append(run_id)
