@@ -55,9 +55,9 @@ def build_kafka_sensor(
         if not ends:
             return dg.SkipReason(f"topic `{kafka.topic}` does not exist yet (no producer has written to it)")
         cursor = parse_cursor(context.cursor)
-        if all(ends[p] <= cursor.get(p, 0) for p in ends):
-            return dg.SkipReason(f"no new messages in `{kafka.topic}` (end offsets {ends})")
         backlog = sum(max(0, end - cursor.get(p, 0)) for p, end in ends.items())
+        if backlog == 0:
+            return dg.SkipReason(f"no new messages in `{kafka.topic}` (end offsets {ends})")
         catching_up = backlog > max_events_per_run
         limit = min(max_active_runs, max_active_runs_catching_up) if catching_up else max_active_runs
         active = context.instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_STATUSES))
