@@ -10,6 +10,8 @@ Dagster runs -> PostgreSQL + Spark Connect).
     the event committed), p50/p95.
 (c) peak memory (RSS) of the whole stack: Kafka, PostgreSQL, Spark Connect, Dagster webserver, daemon and
     run workers, sampled every 0.5 s.
+Also printed: where each run's time went (Dagster's event log) and the CPU seconds each process tree of the
+stack used during (a) and (b), to show what the 2 cores were busy with.
 
 Runs its own stack on free ports in a temporary folder; it never touches the stack of `make up`.
 """
@@ -24,7 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,6 +62,17 @@ SELECT count(*) FROM (
 """
 
 
+def stack_roots(cfg: StackConfig) -> dict[str, int]:
+    """The processes the stack started, by name (their pid files), and PostgreSQL's postmaster."""
+    pid_files = {f.stem: f for f in cfg.run_dir.glob("*.pid")}
+    pid_files["postgres"] = cfg.postgres_data_dir / "postmaster.pid"
+    roots = {}
+    for name, f in pid_files.items():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            roots[name] = int(f.read_text().split()[0])
+    return roots
+
+
 class MemorySampler:
     """Peak summed RSS of the stack: every process the stack started (pid files), PostgreSQL's postmaster, and
     all their descendants (Dagster's run workers, Spark's Python workers, Postgres backends)."""
@@ -71,12 +84,7 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _roots(self) -> list[int]:
-        pid_files = [*self.cfg.run_dir.glob("*.pid"), self.cfg.postgres_data_dir / "postmaster.pid"]
-        roots = []
-        for f in pid_files:
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                roots.append(int(f.read_text().split()[0]))
-        return roots
+        return list(stack_roots(self.cfg).values())
 
     def _sample(self) -> int:
         seen: set[int] = set()
@@ -103,6 +111,43 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the stack between two snapshots: for each process the stack started
+    (pid files) and PostgreSQL's postmaster, its own time, its live descendants' and that of every descendant
+    that ended (counted in its parent's children times once reaped: Postgres backends, Dagster runs)."""
+
+    def __init__(self, roots: Callable[[], dict[str, int]]) -> None:
+        self._roots = roots
+
+    def snapshot(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for name, root in self._roots().items():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(root)
+                seconds = 0.0
+                for p in [proc, *proc.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        t = p.cpu_times()
+                        seconds += t.user + t.system + t.children_user + t.children_system
+                totals[name] = seconds
+        return totals
+
+    @staticmethod
+    def report(before: dict[str, float], after: dict[str, float], producer_s: float, wall_s: float) -> str:
+        used = {name: after[name] - before.get(name, 0.0) for name in after}
+        used["producer (bench process)"] = producer_s
+        total = sum(used.values())
+        lines = [
+            f"      {name:28s} {seconds:7.1f} CPU-s  {100 * seconds / total:4.0f}%"
+            for name, seconds in sorted(used.items(), key=lambda kv: -kv[1])
+        ]
+        lines.append(
+            f"      {'total':28s} {total:7.1f} CPU-s  = {total / wall_s:.2f} of {os.cpu_count()} cores "
+            f"over {wall_s:.1f} s"
+        )
+        return "\n".join(lines)
 
 
 def _dataset(scale: str, seed: int) -> Path:
@@ -239,28 +284,37 @@ def run(args: argparse.Namespace) -> int:
         kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
         # (a) throughput
         print(f"(a) replaying {n_events:,} events unthrottled ...", flush=True)
+        cpu = CpuMeter(lambda: stack_roots(cfg))
+        cpu_before = cpu.snapshot()
         t0 = time.monotonic()
         a_started = time.time()
+        producer_cpu = time.process_time()
         summary = Replayer(
             kafka,
             ReplayOptions(path=events_csv, topic=cfg.topic, partitions=cfg.kafka_partitions),
             progress=False,
         ).run()
+        producer_cpu = time.process_time() - producer_cpu
         produced = time.monotonic()
         done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         wall = done - t0
+        a_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, wall)
         a_steps = _step_breakdown(cfg, a_started, time.time())
         copy_s, group_s = _peer(cfg, events_csv)
 
         # (b) latency at a steady rate
         print(f"(b) {args.rate:,} events/s for {args.seconds} s ...", flush=True)
         since = time.time()
+        cpu_before, b_started = cpu.snapshot(), time.monotonic()
+        producer_cpu = time.process_time()
         rate_summary = Replayer(
             kafka,
             ReplayOptions(path=latency_csv, topic=cfg.topic, messages_per_second=args.rate, batch_size=200),
             progress=False,
         ).run()
+        producer_cpu = time.process_time() - producer_cpu
         _wait_caught_up(cfg, summary.sent + rate_summary.sent, timeout_s=600)
+        b_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, time.monotonic() - b_started)
         materialized = _windowed_materializations(cfg)
         b_steps = _step_breakdown(cfg, since, time.time())
         with psycopg.connect(cfg.database_url) as conn:
@@ -286,7 +340,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(latencies):,} events measured)"
     )
     print(f"    where (a)'s run time went:\n{a_steps}")
+    print(f"    (a)'s CPU by process tree:\n{a_cpu}")
     print(f"    where (b)'s run time went:\n{b_steps}")
+    print(f"    (b)'s CPU by process tree:\n{b_cpu}")
     print(f"(c) peak RSS of the whole stack: {memory.peak_bytes / 2**30:.2f} GiB")
     return 0
 

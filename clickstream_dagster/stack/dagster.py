@@ -17,12 +17,16 @@ from clickstream_dagster.stack.process import ManagedProcess, StackError, ensure
 # Launch runs immediately (no queue polling) and keep sensor ticks threaded: measured on these machines,
 # request-to-first-step drops from ~5 s (queued coordinator) to ~1.5 s. Runs fork from a process that has
 # imported Dagster and the code location once (ForkingRunLauncher). A failed run is retried with the same
-# config (ingestion is idempotent, so a retry only fills in what is missing).
+# config (ingestion is idempotent, so a retry only fills in what is missing). Storage keeps its PostgreSQL
+# connections open in every process (PooledPostgresStorage) instead of connecting once per call.
 INSTANCE_YAML = """\
 # Written by `clickstream up`; edits are overwritten.
 storage:
-  postgres:
-    postgres_url: {url}
+  custom:
+    module: clickstream_dagster.stack.storage
+    class: PooledPostgresStorage
+    config:
+      postgres_url: {url}
 run_coordinator:
   module: dagster._core.run_coordinator
   class: DefaultRunCoordinator

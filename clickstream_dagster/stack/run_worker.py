@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
     # Forking is only safe from a single thread; imports that start threads get a fresh interpreter per run.
     forkable = threading.active_count() == 1
     gc.freeze()  # keep the imported objects' pages shared with the children
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    # Reap children as they end (their CPU time then counts in this process's, as for any waited child).
+    signal.signal(signal.SIGCHLD, _reap_children)
 
     while line := sys.stdin.readline():
         args = line.strip()
@@ -72,6 +73,14 @@ def main(argv: list[str]) -> int:
         # here are still read and started, so none is lost in between.
         print(pid, STALE if sources is None else FRESH, file=replies, flush=True)
     return 0
+
+
+def _reap_children(_signum: int, _frame: object) -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:  # none left
+        pass
 
 
 def _run_in_child(args: str) -> None:
@@ -110,9 +119,11 @@ def _open_instance_once() -> None:
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import deserialize_value
 
+    from clickstream_dagster.stack.storage import close_connections
+
     try:
-        with DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)):
-            pass
+        with DagsterInstance.from_ref(deserialize_value(ref, InstanceRef)) as instance:
+            close_connections(instance)  # pooled ones must not be inherited by the runs forked from here
     except Exception:  # each run opens it again and reports any error
         return
 

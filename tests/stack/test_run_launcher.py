@@ -15,6 +15,7 @@ from dagster._core.test_utils import create_run_for_test, poll_for_finished_run
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 
+from clickstream_dagster.stack.config import sqlalchemy_psycopg2_url
 from clickstream_dagster.stack.run_launcher import PID_TAG, ForkingRunLauncher
 
 JOBS_MODULE = """
@@ -46,16 +47,29 @@ def _write_jobs(folder: Path, version: str) -> None:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[tuple[dg.DagsterInstance, object, Path]]:
+def workspace(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[dg.DagsterInstance, object, Path]]:
+    """An instance on SQLite storage, or with `indirect` param "postgres" on the stack's pooled PostgreSQL
+    storage (as `clickstream up` configures it: the run server opens it before forking)."""
     _write_jobs(tmp_path, "v1")
     (tmp_path / "home").mkdir()
-    overrides = {
+    overrides: dict[str, object] = {
         "run_launcher": {
             "module": "clickstream_dagster.stack.run_launcher",
             "class": "ForkingRunLauncher",
             "config": {"preload_modules": ["warm_jobs"]},
         }
     }
+    if getattr(request, "param", "sqlite") == "postgres":
+        url = request.getfixturevalue("database_factory")(migrate=False)
+        overrides["storage"] = {
+            "custom": {
+                "module": "clickstream_dagster.stack.storage",
+                "class": "PooledPostgresStorage",
+                "config": {"postgres_url": sqlalchemy_psycopg2_url(url)},
+            }
+        }
     target = ModuleTarget(
         module_name="warm_jobs", attribute=None, working_directory=str(tmp_path), location_name="warm"
     )
@@ -87,6 +101,7 @@ def _result(folder: Path, instance: dg.DagsterInstance, run_id: str) -> dict[str
     return json.loads((folder / f"ran-{run_id}.json").read_text())
 
 
+@pytest.mark.parametrize("workspace", ["sqlite", "postgres"], indirect=True)
 def test_runs_fork_from_the_server_and_always_run_current_code(workspace) -> None:
     instance, context, folder = workspace
     launcher = instance.run_launcher
