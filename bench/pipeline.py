@@ -99,6 +99,23 @@ class MemorySampler:
                             total += p.memory_info().rss
         return total
 
+    def rss_and_pss_now(self) -> tuple[int, int]:
+        """Summed RSS and PSS right now. RSS counts a shared page once per process that maps it (PostgreSQL's
+        shared buffers once per backend); PSS splits it among them. Too costly to sample every 0.5 s."""
+        rss = pss = 0
+        seen: set[int] = set()
+        for root in self._roots():
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(root)
+                for p in [proc, *proc.children(recursive=True)]:
+                    if p.pid not in seen:
+                        seen.add(p.pid)
+                        with contextlib.suppress(psutil.Error):
+                            info = p.memory_full_info()
+                            rss += info.rss
+                            pss += info.pss
+        return rss, pss
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.peak_bytes = max(self.peak_bytes, self._sample())
@@ -172,15 +189,25 @@ def _wait_caught_up(cfg: StackConfig, expected: int, timeout_s: float) -> float:
     last = 0.0
     with psycopg.connect(cfg.database_url, autocommit=True) as conn:
         while time.monotonic() - started < timeout_s:
+            # Cheap counters while polling: count(*) over clickstream_events five times a second would itself
+            # scan millions of rows (measured: most of PostgreSQL's CPU during (a)). event_totals is kept by
+            # the loading transaction, in the same commit as the rows; the table is counted once at the end.
             row = conn.execute(
-                """SELECT (SELECT count(*) FROM clickstream_events) + (SELECT count(*) FROM quarantine),
+                """SELECT (SELECT coalesce(sum(event_count), 0) FROM event_totals)
+                          + (SELECT count(*) FROM quarantine),
                           (SELECT count(*) FROM window_change_batches),
                           (SELECT coalesce(sum(event_count), 0) FROM windowed_stats)"""
             ).fetchone()
             assert row is not None
             landed, dirty, in_windows = row
             if landed >= expected and dirty == 0 and in_windows == landed:
-                return time.monotonic()
+                done = time.monotonic()
+                counted = conn.execute(
+                    "SELECT (SELECT count(*) FROM clickstream_events) + (SELECT count(*) FROM quarantine)"
+                ).fetchone()
+                if counted is None or counted[0] != landed:
+                    raise AssertionError(f"event_totals say {landed:,} rows, the tables hold {counted}")
+                return done
             if time.monotonic() - last > 10:
                 last = time.monotonic()
                 print(
@@ -315,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
         producer_cpu = time.process_time() - producer_cpu
         _wait_caught_up(cfg, summary.sent + rate_summary.sent, timeout_s=600)
         b_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, time.monotonic() - b_started)
+        rss_now, pss_now = memory.rss_and_pss_now()
         materialized = _windowed_materializations(cfg)
         b_steps = _step_breakdown(cfg, since, time.time())
         with psycopg.connect(cfg.database_url) as conn:
@@ -343,7 +371,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"    (a)'s CPU by process tree:\n{a_cpu}")
     print(f"    where (b)'s run time went:\n{b_steps}")
     print(f"    (b)'s CPU by process tree:\n{b_cpu}")
-    print(f"(c) peak RSS of the whole stack: {memory.peak_bytes / 2**30:.2f} GiB")
+    print(
+        f"(c) peak RSS of the whole stack: {memory.peak_bytes / 2**30:.2f} GiB (summed over processes; at the "
+        f"end of (b) summed RSS {rss_now / 2**30:.2f} GiB, PSS {pss_now / 2**30:.2f} GiB: shared memory such as "
+        "PostgreSQL's buffers counted once)"
+    )
     return 0
 
 
