@@ -11,9 +11,15 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, ml, pipeline, producer
+from bench import api, loading, ml, pipeline, producer
 
-BENCHMARKS: dict[str, ModuleType] = {"producer": producer, "pipeline": pipeline, "ml": ml, "api": api}
+BENCHMARKS: dict[str, ModuleType] = {
+    "producer": producer,
+    "loading": loading,
+    "pipeline": pipeline,
+    "ml": ml,
+    "api": api,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

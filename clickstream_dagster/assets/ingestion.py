@@ -27,7 +27,13 @@ class RawEventsConfig(dg.Config):
 
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
-    batch_size: int = 100_000
+    batch_size: int = Field(
+        default=250_000,
+        description=(
+            "Messages per loading transaction. Larger batches touch each index page of clickstream_events fewer "
+            "times per row (bench/loading, 1.5M events: 28-31k rows/s at 250k vs 20-27k at 100k)"
+        ),
+    )
 
 
 @dg.asset(

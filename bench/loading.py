@@ -1,0 +1,115 @@
+"""bench/loading: raw_events' loading transaction alone (`load_batch`) at several batch sizes, on an embedded
+PostgreSQL with the real schema, over the first rows of the generated dataset in file order.
+
+Each batch size loads the same rows into a fresh database, one transaction per batch, as raw_events does
+(staging COPY, window deltas, event totals, the insert into clickstream_events). Peer from the same run: one
+COPY of the same rows into an unindexed table, the floor for moving them into PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench.pipeline import _dataset
+from clickstream_dagster.pipeline.ingest import Batch, load_batch
+from clickstream_dagster.sql.migrate import apply_migrations
+from clickstream_dagster.stack.config import Ports, StackConfig, with_database
+from clickstream_dagster.stack.postgres import EmbeddedPostgres
+from clickstream_dagster.stack.process import free_port
+
+Row = tuple[int, int, str, int, int | None, int, int, int]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", default="full", help="generated dataset scale (default: full)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--rows", type=int, default=1_500_000, help="rows to load per batch size")
+    parser.add_argument(
+        "--batch-sizes", default="100000,250000,500000", help="comma-separated rows per transaction"
+    )
+
+
+def _rows(events_csv: Path, limit: int) -> list[Row]:
+    """The file's first rows as raw_events stages them (3 partitions, offsets in file order)."""
+    rows: list[Row] = []
+    with events_csv.open(newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for i, (ts, visitor, event, item, tx) in enumerate(reader):
+            if i >= limit:
+                break
+            rows.append((int(ts), int(visitor), event, int(item), int(tx) if tx else None, 0, i % 3, i // 3))
+    return rows
+
+
+def _fresh_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(admin_url, name)
+    apply_migrations(url)
+    return url
+
+
+def _load(url: str, rows: list[Row], batch_size: int) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")  # the previous size's WAL must not be flushed during this one
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn:
+        for start in range(0, len(rows), batch_size):
+            batch = Batch("bench", events=list(rows[start : start + batch_size]))
+            with conn.transaction():
+                load_batch(conn, batch)
+    return time.perf_counter() - started
+
+
+def _peer_copy(url: str, rows: list[Row]) -> float:
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE peer (ts bigint, visitorid bigint, event text, itemid bigint, transactionid bigint, "
+            "produced_ms bigint, kafka_partition integer, kafka_offset bigint)"
+        )
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy("COPY peer FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8"))
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def run(args: argparse.Namespace) -> int:
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    rows = _rows(_dataset(args.scale, args.seed), args.rows)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-loading-"))
+    base = StackConfig.from_env({})
+    cfg = base.with_data_dir(data_dir, Ports(*(free_port() for _ in range(7))))
+    server = EmbeddedPostgres(cfg)
+    server.start()
+    try:
+        admin = with_database(cfg.database_url, "postgres")
+        # A size given twice is measured twice (alternate the sizes to see the machine's drift).
+        results = [
+            (size, _load(_fresh_database(admin, f"load_{k}_{size}"), rows, size))
+            for k, size in enumerate(sizes)
+        ]
+        peer = _peer_copy(_fresh_database(admin, "peer"), rows)
+    finally:
+        server.stop()
+    print()
+    print("== bench/loading ==")
+    print(f"{len(rows):,} events of the {args.scale} dataset in file order, one transaction per batch")
+    for size, seconds in results:
+        print(
+            f"  batch {size:>9,}: {seconds:6.1f} s  {len(rows) / seconds:>9,.0f} rows/s  "
+            f"({seconds / peer:.0f}x the peer)"
+        )
+    print(f"  peer: one COPY into an unindexed table: {peer:.1f} s ({len(rows) / peer:,.0f} rows/s)")
+    return 0
