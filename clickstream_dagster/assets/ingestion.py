@@ -28,10 +28,10 @@ class RawEventsConfig(dg.Config):
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
     batch_size: int = Field(
-        default=250_000,
+        default=100_000,
         description=(
-            "Messages per loading transaction. Larger batches touch each index page of clickstream_events fewer "
-            "times per row (bench/loading, 1.5M events: 28-31k rows/s at 250k vs 20-27k at 100k)"
+            "Messages per loading transaction; the next batch is decoded while one loads. Loading alone is "
+            "somewhat faster at 250k (bench/loading), but the whole pipeline was not (bench/README.md)"
         ),
     )
 
