@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +73,24 @@ def stack_roots(cfg: StackConfig) -> dict[str, int]:
     return roots
 
 
+def _tree(root: int) -> list[psutil.Process]:
+    """A process and all its descendants (none if it has ended)."""
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(root)
+        return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def _processes(roots: Iterable[int]) -> Iterator[psutil.Process]:
+    """Every process of these trees, once."""
+    seen: set[int] = set()
+    for root in roots:
+        for p in _tree(root):
+            if p.pid not in seen:
+                seen.add(p.pid)
+                yield p
+
+
 class MemorySampler:
     """Peak summed RSS of the stack: every process the stack started (pid files), PostgreSQL's postmaster, and
     all their descendants (Dagster's run workers, Spark's Python workers, Postgres backends)."""
@@ -87,33 +105,21 @@ class MemorySampler:
         return list(stack_roots(self.cfg).values())
 
     def _sample(self) -> int:
-        seen: set[int] = set()
         total = 0
-        for root in self._roots():
+        for p in _processes(self._roots()):
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(root)
-                for p in [proc, *proc.children(recursive=True)]:
-                    if p.pid not in seen:
-                        seen.add(p.pid)
-                        with contextlib.suppress(psutil.Error):
-                            total += p.memory_info().rss
+                total += p.memory_info().rss
         return total
 
     def rss_and_pss_now(self) -> tuple[int, int]:
         """Summed RSS and PSS right now. RSS counts a shared page once per process that maps it (PostgreSQL's
         shared buffers once per backend); PSS splits it among them. Too costly to sample every 0.5 s."""
         rss = pss = 0
-        seen: set[int] = set()
-        for root in self._roots():
+        for p in _processes(self._roots()):
             with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(root)
-                for p in [proc, *proc.children(recursive=True)]:
-                    if p.pid not in seen:
-                        seen.add(p.pid)
-                        with contextlib.suppress(psutil.Error):
-                            info = p.memory_full_info()
-                            rss += info.rss
-                            pss += info.pss
+                info = p.memory_full_info()
+                rss += info.rss
+                pss += info.pss
         return rss, pss
 
     def _loop(self) -> None:
@@ -141,14 +147,12 @@ class CpuMeter:
     def snapshot(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for name, root in self._roots().items():
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(root)
-                seconds = 0.0
-                for p in [proc, *proc.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        t = p.cpu_times()
-                        seconds += t.user + t.system + t.children_user + t.children_system
-                totals[name] = seconds
+            seconds = 0.0
+            for p in _tree(root):
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    seconds += t.user + t.system + t.children_user + t.children_system
+            totals[name] = seconds
         return totals
 
     @staticmethod
