@@ -9,7 +9,6 @@ COPY of the same rows into an unindexed table, the floor for moving them into Po
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from bench.pipeline import _dataset
+from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
 from clickstream_dagster.pipeline.ingest import Batch, load_batch
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
@@ -39,13 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _rows(events_csv: Path, limit: int) -> list[Row]:
     """The file's first rows as raw_events stages them (3 partitions, offsets in file order)."""
     rows: list[Row] = []
-    with events_csv.open(newline="") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for i, (ts, visitor, event, item, tx) in enumerate(reader):
-            if i >= limit:
-                break
-            rows.append((int(ts), int(visitor), event, int(item), int(tx) if tx else None, 0, i % 3, i // 3))
+    for i, (_line, fields) in enumerate(iter_event_rows(events_csv)):
+        if i >= limit:
+            break
+        ev = parse_event_row(fields)
+        rows.append((ev.timestamp, ev.visitorid, ev.event, ev.itemid, ev.transactionid, 0, i % 3, i // 3))
     return rows
 
 
