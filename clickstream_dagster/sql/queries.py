@@ -82,6 +82,35 @@ LEFT JOIN new_users u ON u.window_start = ev.window_start AND u.event = ev.event
 LEFT JOIN new_items i ON i.window_start = ev.window_start AND i.event = ev.event
 """
 
+# The same deltas from one ordered pass instead of probes, for a batch that is large next to the table: the
+# stored rows of the windows the batch touches (clickstream_events_window_idx, an index-only scan once VACUUM
+# has marked the pages all-visible) merged with the sorted batch; per (window, event), the distinct visitors
+# and items with the batch minus those without it. Measured, 100k events into 2.66M stored: 1.7 s, the probes
+# 2.9-4.9 s; the probes' cost grows with the batch, this one with the table.
+QUEUE_WINDOW_DELTAS_BY_SCAN = """
+WITH batch AS (
+    INSERT INTO window_change_batches (events)
+    SELECT count(*) FROM staging_events HAVING count(*) > 0
+    RETURNING batch_id
+), touched AS (
+    SELECT window_start, event, visitorid, itemid, false AS staged FROM clickstream_events
+    UNION ALL
+    SELECT window_start, event, visitorid, itemid, true FROM staging_events
+), deltas AS (
+    SELECT window_start, event,
+           count(*) FILTER (WHERE staged) AS events,
+           count(DISTINCT visitorid) - count(DISTINCT visitorid) FILTER (WHERE NOT staged) AS new_users,
+           count(DISTINCT itemid) - count(DISTINCT itemid) FILTER (WHERE NOT staged) AS new_items
+    FROM touched
+    WHERE (window_start, event) IN (SELECT window_start, event FROM staging_events)
+    GROUP BY window_start, event
+)
+INSERT INTO window_deltas (batch_id, window_start, event, events, new_users, new_items)
+SELECT b.batch_id, d.window_start, d.event, d.events, d.new_users, d.new_items
+FROM deltas d
+CROSS JOIN batch b
+"""
+
 # Before the batch is inserted: per event type totals. New (event, visitor) pairs by probing
 # clickstream_events_visitor_event_idx; items repeat far more, so their pairs are kept in seen_items.
 ADD_EVENT_TOTALS = """
@@ -107,6 +136,40 @@ SET event_count = t.event_count + EXCLUDED.event_count,
     unique_users = t.unique_users + EXCLUDED.unique_users,
     unique_items = t.unique_items + EXCLUDED.unique_items
 """
+
+# The same totals for a batch that is large next to the table, after it is inserted: unique visitors per
+# event type recounted from clickstream_events_visitor_event_idx (one index-only pass) instead of one probe per
+# new (event, visitor) pair; items as above. Measured at 2.66M stored rows: the recount 1.1 s, the probes for
+# 100k events 0.7 s.
+ADD_EVENT_TOTALS_BY_SCAN = """
+WITH new_items AS (
+    INSERT INTO seen_items (event, itemid)
+    SELECT DISTINCT event, itemid FROM staging_events ORDER BY 1, 2
+    ON CONFLICT DO NOTHING
+    RETURNING event
+), users AS (
+    SELECT event, count(*) AS n FROM (SELECT DISTINCT visitorid, event FROM clickstream_events) p GROUP BY event
+), events AS (
+    SELECT event, count(*) AS n FROM staging_events GROUP BY event
+)
+INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
+SELECT ev.event, ev.n, u.n, (SELECT count(*) FROM new_items i WHERE i.event = ev.event)
+FROM events ev JOIN users u ON u.event = ev.event
+ON CONFLICT (event) DO UPDATE
+SET event_count = t.event_count + EXCLUDED.event_count,
+    unique_users = EXCLUDED.unique_users,
+    unique_items = t.unique_items + EXCLUDED.unique_items
+"""
+
+# After a batch loaded by scans: its pages marked all-visible, so the next scan reads the indexes alone
+# (VACUUM visits only pages not yet all-visible; SKIP_LOCKED: never wait for autovacuum).
+VACUUM_EVENTS = "VACUUM (SKIP_LOCKED) clickstream_events"
+
+# For the passes, in the loading transaction only: read the stored rows in index order (an index-only scan
+# merged with the sorted batch) rather than a sequential scan sorted or hashed afterwards, which the planner
+# prefers while the table's statistics lag behind a fast-growing table (measured at 600k rows + 100k: window
+# deltas 1.44 -> 1.05 s, visitor recount 1.25 -> 0.70 s).
+PREFER_INDEX_PASSES = "SET LOCAL enable_seqscan = off"
 
 # Every staged row is new here (stored ones were dropped above; the primary key would refuse a duplicate).
 # Sorted by the window indexes' key: measured, random-order index inserts dominate the cost of a batch.

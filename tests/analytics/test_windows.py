@@ -25,7 +25,7 @@ from clickstream_dagster.analytics.windows import (
     read_window_deltas,
     windows_touched,
 )
-from clickstream_dagster.pipeline.ingest import Batch, load_batch
+from clickstream_dagster.pipeline.ingest import Batch, Strategy, load_batch
 from clickstream_dagster.resources.spark import (
     JdbcConnection,
     SparkResource,
@@ -53,6 +53,12 @@ SELECT window_start, window_end, event, event_count, unique_users, unique_items
 FROM windowed_stats
 ORDER BY 1, 3
 """
+# Per event type totals, which the loading transaction keeps, against the same independent recount.
+EXPECTED_TOTALS_SQL = """
+SELECT event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid) FROM clickstream_events
+GROUP BY 1 ORDER BY 1
+"""
+ACTUAL_TOTALS_SQL = "SELECT event, event_count, unique_users, unique_items FROM event_totals ORDER BY 1"
 
 
 # ---- pure functions -----------------------------------------------------------------------------------
@@ -205,13 +211,15 @@ class EventFactory:
         return self.offset
 
 
-def load_events(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+def load_events(conn: psycopg.Connection, rows: list[tuple[Any, ...]], strategy: Strategy = "auto") -> None:
     """Through the real loading transaction (which queues the per-window deltas)."""
     batch = Batch("test")
     for ts, _, visitorid, event, itemid, transactionid, _, partition, offset in rows:
         batch.events.append((ts, visitorid, event, itemid, transactionid, ts, partition, offset))
     with conn.transaction():
-        load_batch(conn, batch)
+        result = load_batch(conn, batch, strategy)
+    if strategy != "auto":
+        assert result.scanned_batches == (strategy == "scan")
 
 
 def apply_pending(spark: SparkSession, jdbc: JdbcConnection, conn: psycopg.Connection) -> list[int]:
@@ -229,18 +237,31 @@ def assert_matches_full_recomputation(conn: psycopg.Connection) -> None:
     assert expected, "the test inserted no events"
     assert actual == expected
     assert conn.execute("SELECT count(*) FROM window_deltas").fetchone() == (0,)
+    assert conn.execute(ACTUAL_TOTALS_SQL).fetchall() == conn.execute(EXPECTED_TOTALS_SQL).fetchall()
 
 
 # ---- Spark against PostgreSQL -------------------------------------------------------------------------
 
 
-def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_url: str) -> None:
+# The new distinct pairs of a batch found by index probes, by a pass over the stored rows, and both in turn
+# (as a stream that catches up on a backlog, then follows it).
+@pytest.mark.parametrize(
+    "strategies", [("probe",), ("scan",), ("scan", "probe")], ids=["probe", "scan", "mixed"]
+)
+def test_initial_and_incremental_runs_match_plain_sql(
+    spark: SparkSession, pg_url: str, strategies: tuple[Strategy, ...]
+) -> None:
     jdbc = jdbc_from_libpq(pg_url)
     events = EventFactory(seed=7)
+    turn = iter(strategies * 100)
+
+    def load(rows: list[tuple[Any, ...]]) -> None:
+        load_events(conn, rows, next(turn))
+
     with psycopg.connect(pg_url, autocommit=True) as conn:
         first = events.in_windows(list(range(12)), 3000) + events.on_edges([0, 3, 11, 12])
-        load_events(conn, first[:1500])
-        load_events(conn, first[1500:])
+        load(first[:1500])
+        load(first[1500:])
         assert len(apply_pending(spark, jdbc, conn)) == 2
         assert_matches_full_recomputation(conn)
 
@@ -253,9 +274,9 @@ def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_ur
             )
             if run % 4 == 0:
                 batch += events.on_edges([new[0]])
-            load_events(conn, batch)
+            load(batch)
             if run % 3 == 0:
-                load_events(conn, batch)  # a re-run of the same offsets: nothing new, nothing counted twice
+                load(batch)  # a re-run of the same offsets: nothing new, nothing counted twice
             before: dict[datetime, datetime] = dict(
                 conn.execute("SELECT window_start, max(updated_at) FROM windowed_stats GROUP BY 1").fetchall()
             )
