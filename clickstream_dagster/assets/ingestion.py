@@ -28,10 +28,11 @@ class RawEventsConfig(dg.Config):
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
     batch_size: int = Field(
-        default=100_000,
+        default=250_000,
         description=(
-            "Messages per loading transaction; the next batch is decoded while one loads. Loading alone is "
-            "somewhat faster at 250k (bench/loading), but the whole pipeline was not (bench/README.md)"
+            "Messages per loading transaction; the next batch is decoded while one loads. A large batch "
+            "counts its new distinct pairs by one pass over the stored rows, so fewer, larger batches read "
+            "less while catching up (bench/README.md); a steady stream's runs are far smaller than this"
         ),
     )
 

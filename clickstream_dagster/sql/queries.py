@@ -26,16 +26,18 @@ EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "
 # batch's insert, and the event_totals rows are never contended.
 INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
 
-# A batch normally holds only new offsets: three index range probes (one per partition) say so. Only a re-run
-# of stored offsets pays for a per-row anti-join.
+# A batch normally holds only new offsets: one index range probe per partition (its lowest and highest offset
+# in the batch, bound as arrays) says so. Only a re-run of stored offsets pays for a per-row anti-join. (Computed
+# from the staging table instead, the planner joined its per-partition bounds with a scan: 0.49 s per batch.)
 STAGED_ALREADY_STORED = """
 SELECT EXISTS (
     SELECT 1
-    FROM (SELECT kafka_partition, min(kafka_offset) AS lo, max(kafka_offset) AS hi
-          FROM staging_events GROUP BY kafka_partition) s
-    JOIN clickstream_events e
-      ON e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition
-     AND e.kafka_offset BETWEEN s.lo AND s.hi
+    FROM unnest(%(partitions)s::int[], %(lows)s::bigint[], %(highs)s::bigint[]) AS s(part, lo, hi)
+    CROSS JOIN LATERAL (
+        SELECT 1 FROM clickstream_events e
+        WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.part AND e.kafka_offset BETWEEN s.lo AND s.hi
+        LIMIT 1
+    ) stored
 )
 """
 
@@ -228,7 +230,9 @@ COUNT_EVENTS = "SELECT coalesce(sum(event_count), 0)::bigint FROM event_totals"
 # ---- live_clickstream_events ------------------------------------------------------------------------------
 
 # In a run that ingested ranges: the newest rows of those ranges (found through the source-coordinates key,
-# however large clickstream_events is), within the horizon and never more than the live table may keep.
+# however large clickstream_events is), within the horizon and never more than the live table may keep. Each
+# range is read backwards from its end and at most max_rows deep: a range loads in offset order, so its newest
+# rows are its last ones (a 500k-message run read all 500k rows to keep 50k: 2.4 s per run).
 REFRESH_LIVE_EVENTS_FROM_RUN = """
 INSERT INTO live_clickstream_events (kafka_topic, kafka_partition, kafka_offset, "timestamp", event_time,
                                      visitorid, event, itemid, transactionid, created_at)
@@ -239,10 +243,11 @@ CROSS JOIN LATERAL (
     SELECT * FROM clickstream_events x
     WHERE x.kafka_topic = r.kafka_topic AND x.kafka_partition = r.kafka_partition
       AND x.kafka_offset >= r.start_offset AND x.kafka_offset < r.end_offset
-    OFFSET 0  -- one primary-key range scan per range (see _CHECKED_ROWS)
+    ORDER BY x.kafka_offset DESC
+    LIMIT %(max_rows)s  -- one backward scan of the source-coordinates key per range
 ) e
 WHERE r.dagster_run_id = %(run_id)s AND e.created_at >= now() - make_interval(secs => %(horizon)s)
-ORDER BY e.created_at DESC, e.kafka_offset DESC
+ORDER BY e.created_at DESC, e.kafka_offset DESC, e.kafka_partition DESC
 LIMIT %(max_rows)s
 ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
 """
@@ -265,12 +270,12 @@ ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
 
 PRUNE_LIVE_EVENTS = "DELETE FROM live_clickstream_events WHERE created_at < now() - make_interval(secs => %s)"
 
-# Keeps at most N rows: the newest by ingestion time, then by offset.
+# Keeps at most N rows: the newest by ingestion time, then by offset (then partition, so ties cut the same way).
 CAP_LIVE_EVENTS = """
 DELETE FROM live_clickstream_events l
 USING (
     SELECT kafka_topic, kafka_partition, kafka_offset FROM live_clickstream_events
-    ORDER BY created_at DESC, kafka_offset DESC OFFSET %s
+    ORDER BY created_at DESC, kafka_offset DESC, kafka_partition DESC OFFSET %s
 ) old
 WHERE (l.kafka_topic, l.kafka_partition, l.kafka_offset) = (old.kafka_topic, old.kafka_partition, old.kafka_offset)
 """

@@ -275,6 +275,14 @@ def test_live_table_keeps_a_bounded_recent_slice(
             )
             == 300
         )
+        # ... and exactly the newest 300: by ingestion time, then offset, over the whole table.
+        live = (
+            "SELECT kafka_topic, kafka_partition, kafka_offset FROM live_clickstream_events ORDER BY 1, 2, 3"
+        )
+        newest = """SELECT * FROM (SELECT kafka_topic, kafka_partition, kafka_offset FROM clickstream_events
+                    ORDER BY created_at DESC, kafka_offset DESC, kafka_partition DESC LIMIT 300) n
+                    ORDER BY 1, 2, 3"""
+        assert conn.execute(live).fetchall() == conn.execute(newest).fetchall()
         conn.execute("UPDATE live_clickstream_events SET created_at = now() - interval '1 hour'")
     again = dg.materialize(
         [live_clickstream_events],
