@@ -28,7 +28,7 @@ class RawEventsConfig(dg.Config):
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
     batch_size: int = Field(
-        default=250_000,
+        default=500_000,
         description=(
             "Messages per loading transaction; the next batch is decoded while one loads. A large batch "
             "counts its new distinct pairs by one pass over the stored rows, so fewer, larger batches read "

@@ -107,7 +107,7 @@ def read_ranges(
     consumer: confluent_kafka.Consumer,
     topic: str,
     ranges: Sequence[OffsetRange],
-    batch_size: int = 250_000,
+    batch_size: int = 500_000,
     stall_timeout_s: float = 60.0,
 ) -> Iterator[Batch]:
     """Yield parsed batches covering exactly `ranges` (each message once, in offset order per partition)."""
@@ -267,7 +267,7 @@ def ingest_ranges(
     topic: str,
     ranges: Sequence[OffsetRange],
     run_id: str | None,
-    batch_size: int = 250_000,
+    batch_size: int = 500_000,
 ) -> LoadResult:
     """Read `ranges` and load them batch by batch (one transaction each), then record them in the ledger.
 
