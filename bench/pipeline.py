@@ -183,7 +183,7 @@ def _stack_config(data_dir: Path) -> StackConfig:
     base = StackConfig.from_env(
         {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
     )
-    ports = Ports(*(free_port() for _ in range(7)))
+    ports = Ports(*(free_port() for _ in range(8)))
     return replace(base.with_data_dir(data_dir, ports), external_spark_remote=None, topic="bench")
 
 

@@ -32,6 +32,7 @@ def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> Stack
         spark_connect=free_port(),
         api=free_port(),
         dashboard=free_port(),
+        dagster_code_server=free_port(),
     )
     return replace(base.with_data_dir(data_dir, ports), topic=f"clickstream-{uuid.uuid4().hex[:8]}")
 

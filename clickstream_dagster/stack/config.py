@@ -36,6 +36,7 @@ class Ports:
     spark_connect: int = 15002
     api: int = 8000
     dashboard: int = 8501
+    dagster_code_server: int = 4266
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class StackConfig:
             spark_connect=int(env.get("CLICKSTREAM_SPARK_CONNECT_PORT", defaults.spark_connect)),
             api=int(env.get("CLICKSTREAM_API_PORT", defaults.api)),
             dashboard=int(env.get("CLICKSTREAM_DASHBOARD_PORT", defaults.dashboard)),
+            dagster_code_server=int(
+                env.get("CLICKSTREAM_DAGSTER_CODE_SERVER_PORT", defaults.dagster_code_server)
+            ),
         )
         return cls(
             root=root,

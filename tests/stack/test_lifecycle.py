@@ -51,13 +51,14 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
         procs = (
             stack.kafka.proc,
             stack.spark.proc,
+            stack.dagster.code_server,
             stack.dagster.webserver,
             stack.dagster.daemon,
             stack.serving.api,
             stack.serving.dashboard,
         )
         pids = [p for p in (proc.pid() for proc in procs) if p]
-        assert len(pids) == 6
+        assert len(pids) == 7
 
         # The CLI sees the same stack.
         cli_env = {**env, **_port_env(cfg), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
@@ -96,6 +97,7 @@ def _port_env(cfg: object) -> dict[str, str]:
         "CLICKSTREAM_SPARK_CONNECT_PORT": str(p.spark_connect),
         "CLICKSTREAM_API_PORT": str(p.api),
         "CLICKSTREAM_DASHBOARD_PORT": str(p.dashboard),
+        "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT": str(p.dagster_code_server),
     }
 
 
