@@ -13,16 +13,17 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import psycopg
-from psycopg import sql
 
 from bench.pipeline import _dataset
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
 from clickstream_dagster.pipeline.ingest import Batch, Strategy, load_and_commit
+from clickstream_dagster.sql import queries as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
-from clickstream_dagster.stack.postgres import EmbeddedPostgres
+from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import free_port
 
 Row = tuple[int, int, str, int, int | None, int, int, int]
@@ -54,16 +55,15 @@ def _rows(events_csv: Path, limit: int) -> list[Row]:
 
 
 def _fresh_database(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    ensure_database(admin_url, name)  # a new name per load: always created here
     url = with_database(admin_url, name)
     apply_migrations(url)
     return url
 
 
 def _strategy(name: str) -> Strategy:
-    if name not in ("auto", "probe", "scan"):
-        raise SystemExit(f"unknown strategy {name!r}: auto, probe or scan")
+    if name not in get_args(Strategy):
+        raise SystemExit(f"unknown strategy {name!r}: one of {', '.join(get_args(Strategy))}")
     return name  # type: ignore[return-value]
 
 
@@ -87,7 +87,7 @@ def _peer_copy(url: str, rows: list[Row]) -> float:
         conn.commit()
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy("COPY peer FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8"))
+            copy.set_types(q.EVENT_STAGING_TYPES)
             for row in rows:
                 copy.write_row(row)
         conn.commit()

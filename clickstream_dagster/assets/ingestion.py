@@ -7,7 +7,7 @@ import psycopg
 from pydantic import Field
 
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from clickstream_dagster.pipeline.ingest import OffsetRange, ingest_ranges, lag_after
+from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE, OffsetRange, ingest_ranges, lag_after
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sql import queries as q
 
@@ -28,7 +28,7 @@ class RawEventsConfig(dg.Config):
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
     batch_size: int = Field(
-        default=500_000,
+        default=DEFAULT_BATCH_SIZE,
         description=(
             "Messages per loading transaction; the next batch is decoded while one loads. A large batch "
             "counts its new distinct pairs by one pass over the stored rows, so fewer, larger batches read "
