@@ -1,10 +1,10 @@
 """bench/loading: raw_events' loading transaction alone (`load_batch`) at several batch sizes, on an embedded
 PostgreSQL with the real schema, over the first rows of the generated dataset in file order.
 
-Each batch size (and way of finding new distinct pairs: `auto`, index `probe`s, or ordered `scan`s of the stored
-rows) loads the same rows into a fresh database, one transaction per batch, as raw_events does (staging COPY,
-window deltas, event totals, the insert into clickstream_events, VACUUM after a scanned batch). Peer from the same run: one
-COPY of the same rows into an unindexed table, the floor for moving them into PostgreSQL.
+Each batch size loads the same rows into a fresh database, one transaction per batch, as raw_events does
+(staging COPY, the insert into clickstream_events, the distinct sets, window deltas and event totals). Peer
+from the same run: one COPY of the same rows into an unindexed table, the floor for moving them into
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
-from typing import get_args
 
 import psycopg
 
 from bench.pipeline import _dataset
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
-from clickstream_dagster.pipeline.ingest import Batch, Strategy, load_and_commit
+from clickstream_dagster.pipeline.ingest import Batch, load_and_commit
 from clickstream_dagster.sql import queries as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
@@ -35,11 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=1_500_000, help="rows to load per batch size")
     parser.add_argument(
         "--batch-sizes", default="100000,250000,500000", help="comma-separated rows per transaction"
-    )
-    parser.add_argument(
-        "--strategies",
-        default="auto,probe",
-        help="comma-separated ways of finding new distinct pairs (auto, probe, scan); each with every size",
     )
 
 
@@ -61,20 +55,14 @@ def _fresh_database(admin_url: str, name: str) -> str:
     return url
 
 
-def _strategy(name: str) -> Strategy:
-    if name not in get_args(Strategy):
-        raise SystemExit(f"unknown strategy {name!r}: one of {', '.join(get_args(Strategy))}")
-    return name  # type: ignore[return-value]
-
-
-def _load(url: str, rows: list[Row], batch_size: int, strategy: Strategy) -> float:
+def _load(url: str, rows: list[Row], batch_size: int) -> float:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CHECKPOINT")  # the previous size's WAL must not be flushed during this one
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         for start in range(0, len(rows), batch_size):
             batch = Batch("bench", events=list(rows[start : start + batch_size]))
-            load_and_commit(conn, batch, strategy)
+            load_and_commit(conn, batch)
     return time.perf_counter() - started
 
 
@@ -96,8 +84,6 @@ def _peer_copy(url: str, rows: list[Row]) -> float:
 
 def run(args: argparse.Namespace) -> int:
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    strategies = [_strategy(s) for s in args.strategies.split(",")]
-    runs = [(size, strategy) for size in sizes for strategy in strategies]
     rows = _rows(_dataset(args.scale, args.seed), args.rows)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-loading-"))
     base = StackConfig.from_env({})
@@ -108,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
         admin = with_database(cfg.database_url, "postgres")
         # A size given twice is measured twice (alternate the sizes to see the machine's drift).
         results = [
-            (size, strategy, _load(_fresh_database(admin, f"load_{k}_{size}"), rows, size, strategy))
-            for k, (size, strategy) in enumerate(runs)
+            (size, _load(_fresh_database(admin, f"load_{k}_{size}"), rows, size))
+            for k, size in enumerate(sizes)
         ]
         peer = _peer_copy(_fresh_database(admin, "peer"), rows)
     finally:
@@ -117,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("== bench/loading ==")
     print(f"{len(rows):,} events of the {args.scale} dataset in file order, one transaction per batch")
-    for size, strategy, seconds in results:
+    for size, seconds in results:
         print(
-            f"  batch {size:>9,} {strategy:>5}: {seconds:6.1f} s  {len(rows) / seconds:>9,.0f} rows/s  "
+            f"  batch {size:>9,}: {seconds:6.1f} s  {len(rows) / seconds:>9,.0f} rows/s  "
             f"({seconds / peer:.0f}x the peer)"
         )
     print(f"  peer: one COPY into an unindexed table: {peer:.1f} s ({len(rows) / peer:,.0f} rows/s)")

@@ -2,8 +2,8 @@
 
 The loading transaction (`pipeline.ingest`) queues, per batch of newly inserted events and per (window,
 event) the batch touches, how much the batch adds to windowed_stats, in `window_deltas`: its number of
-events, and the number of (window, event, visitor) and (window, event, item) pairs no stored row had before
-it (probes of clickstream_events' window indexes, under the ingest lock). A pair is new in exactly one batch,
+events, and the number of visitors and items the (window, event) did not have before it (its distinct sets,
+`pipeline.distinct`, under the ingest lock). A pair is new in exactly one batch,
 so for any set of whole batches, per (window, event):
 
     event_count grows by sum(events), unique_users by sum(new_users), unique_items by sum(new_items)

@@ -30,9 +30,8 @@ class RawEventsConfig(dg.Config):
     batch_size: int = Field(
         default=DEFAULT_BATCH_SIZE,
         description=(
-            "Messages per loading transaction; the next batch is decoded while one loads. A large batch "
-            "counts its new distinct pairs by one pass over the stored rows, so fewer, larger batches read "
-            "less while catching up (bench/README.md); a steady stream's runs are far smaller than this"
+            "Messages per loading transaction; the next batch is decoded while one loads. A steady "
+            "stream's runs are far smaller than this"
         ),
     )
 
@@ -72,9 +71,6 @@ def raw_events(
             "rows_inserted": result.inserted,
             "rows_quarantined": result.quarantined,
             "already_loaded": result.messages - result.inserted - result.quarantined,
-            # Loading transactions whose distinct counts came from a pass over the stored rows (catching up)
-            # rather than index probes (a steady stream); the same numbers either way.
-            "batches_counted_by_scan": result.scanned_batches,
             "quarantine_reasons": dict(result.reasons),
             "offset_ranges": dg.MetadataValue.json(
                 {

@@ -6,10 +6,9 @@ tables, drops the ones already stored (source coordinates), and inserts the rest
 with the quarantine rows, the batch's window deltas, the per event type totals and the range ledger: a run
 killed anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
 
-What a batch adds to the distinct counts is found one of two ways, whichever reads less: a small batch (a
-steady stream) probes the indexes of clickstream_events once per new pair; a batch that is large next to the
-table (catching up on a backlog) merges with one ordered pass over those indexes. Both give the same exact
-numbers; tests load the same events either way and compare with a plain SQL recomputation.
+The insert runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
+transaction take the ingest lock, to add the events it inserted to the distinct sets (`pipeline.distinct`):
+one batch at a time, each counted against every batch committed before it.
 """
 
 from __future__ import annotations
@@ -20,28 +19,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
-from typing import Literal
 
 import confluent_kafka
 import psycopg
 
 from clickstream_dagster.messages import MessageError, decode_fields
+from clickstream_dagster.pipeline import distinct
 from clickstream_dagster.sql import queries as q
 
 # Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
 CONSUME_CHUNK = 10_000
 
-# When a batch's distinct counts come from a pass over the stored rows rather than from probes: while the
-# table holds fewer than this many rows per event of the batch. A probe costs 30-45 us per event of the batch
-# at 2.7M stored rows, the window pass 0.65 us per stored row; the visitor probes 7 us, their recount 0.4 us
-# (measured on the 2-core machines here; the constants in queries.py say what each pass reads).
-WINDOW_SCAN_ROWS_PER_EVENT = 40
-TOTALS_SCAN_ROWS_PER_EVENT = 15
-
-Strategy = Literal["auto", "probe", "scan"]
-
-# Messages per loading transaction (raw_events' default too): a whole catching-up run, since a batch counted by a
-# pass costs its insert plus one read of the table (bench/README.md, sixth round).
+# Messages per loading transaction (raw_events' default too): a whole catching-up run; a steady stream's runs
+# are far smaller.
 DEFAULT_BATCH_SIZE = 500_000
 
 
@@ -79,7 +69,6 @@ class LoadResult:
     messages: int = 0
     inserted: int = 0
     quarantined: int = 0
-    scanned_batches: int = 0  # batches whose deltas came from a pass over the stored rows (not probes)
     reasons: Counter[str] = field(default_factory=Counter)
     inserted_by_partition: Counter[int] = field(default_factory=Counter)
     quarantined_by_partition: Counter[int] = field(default_factory=Counter)
@@ -88,7 +77,6 @@ class LoadResult:
         self.messages += other.messages
         self.inserted += other.inserted
         self.quarantined += other.quarantined
-        self.scanned_batches += other.scanned_batches
         self.reasons.update(other.reasons)
         self.inserted_by_partition.update(other.inserted_by_partition)
         self.quarantined_by_partition.update(other.quarantined_by_partition)
@@ -181,17 +169,32 @@ def _stage(
             copy.write_row(row)
 
 
-def load_batch(conn: psycopg.Connection, batch: Batch, strategy: Strategy = "auto") -> LoadResult:
-    """Insert one parsed batch; the caller's transaction makes it all-or-nothing.
-
-    `strategy` says how the batch's new distinct pairs are found ("auto": by the table's size next to the
-    batch's; "probe" and "scan" force one way, for tests and benchmarks).
-    """
+def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
+    """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
     result = LoadResult(messages=batch.size)
     params = {"topic": batch.topic}
     with conn.cursor() as cur:
+        if batch.events and distinct.sets_missing(cur):
+            cur.execute(q.INGEST_LOCK)  # built once, before this batch's rows are in the table
+            if distinct.sets_missing(cur):
+                distinct.rebuild_sets(cur)
+        new_events: list[tuple[object, ...]] = []
         if batch.events:
             _stage(cur, q.CREATE_EVENT_STAGING, q.COPY_EVENT_STAGING, q.EVENT_STAGING_TYPES, batch.events)
+            skipped: set[tuple[int, int]] = set()
+            stored = cur.execute(q.STAGED_ALREADY_STORED, {**params, **_offset_bounds(batch)}).fetchone()
+            if stored and stored[0]:  # a re-run of stored offsets
+                skipped = _coordinates(cur.execute(q.DROP_STAGED_ALREADY_STORED, params))
+            cur.execute(q.INSERT_EVENTS_FROM_STAGING, params)
+            result.inserted_by_partition = Counter(dict(cur.fetchall()))
+            result.inserted = sum(result.inserted_by_partition.values())
+            if result.inserted != len(batch.events) - len(skipped):  # another run stored some meanwhile
+                skipped |= _coordinates(cur.execute(q.STAGED_STORED_BY_OTHERS, params))
+            new_events = [e for e in batch.events if (e[6], e[7]) not in skipped] if skipped else batch.events
+            if len(new_events) != result.inserted:
+                raise RuntimeError(
+                    f"inserted {result.inserted:,} rows of a batch but found {len(new_events):,} of its events new"
+                )
         if batch.rejects:
             _stage(
                 cur,
@@ -200,30 +203,19 @@ def load_batch(conn: psycopg.Connection, batch: Batch, strategy: Strategy = "aut
                 q.QUARANTINE_STAGING_TYPES,
                 batch.rejects,
             )
-        cur.execute(q.INGEST_LOCK)
-        if batch.events:
-            stored = cur.execute(q.STAGED_ALREADY_STORED, {**params, **_offset_bounds(batch)}).fetchone()
-            if stored and stored[0]:
-                cur.execute(q.DROP_STAGED_ALREADY_STORED, params)
-            scan_windows, scan_totals = _scans(cur, len(batch.events), strategy)
-            if scan_windows or scan_totals:
-                cur.execute(q.PREFER_INDEX_PASSES)
-                result.scanned_batches = 1
-            # Deltas (and probed totals) first: they compare the batch with the rows stored before it.
-            cur.execute(q.QUEUE_WINDOW_DELTAS_BY_SCAN if scan_windows else q.QUEUE_WINDOW_DELTAS)
-            if not scan_totals:
-                cur.execute(q.ADD_EVENT_TOTALS)
-            cur.execute(q.INSERT_EVENTS_FROM_STAGING, params)
-            result.inserted_by_partition = Counter(dict(cur.fetchall()))
-            result.inserted = sum(result.inserted_by_partition.values())
-            if scan_totals:
-                cur.execute(q.ADD_EVENT_TOTALS_BY_SCAN)  # recounts the table with the batch in it
-        if batch.rejects:
             cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, params)
             result.quarantined_by_partition = Counter(dict(cur.fetchall()))
             result.quarantined = sum(result.quarantined_by_partition.values())
             result.reasons.update(str(reject[3]).split(":", 1)[0] for reject in batch.rejects)
+        if new_events:
+            cur.execute(q.INGEST_LOCK)
+            distinct.add_events(cur, new_events)
     return result
+
+
+def _coordinates(cur: psycopg.Cursor) -> set[tuple[int, int]]:
+    """(partition, offset) of each row a statement returned."""
+    return {(int(partition), int(offset)) for partition, offset in cur}
 
 
 def _offset_bounds(batch: Batch) -> dict[str, list[int]]:
@@ -241,28 +233,10 @@ def _offset_bounds(batch: Batch) -> dict[str, list[int]]:
     }
 
 
-def _scans(cur: psycopg.Cursor, events: int, strategy: Strategy) -> tuple[bool, bool]:
-    """(window deltas by a pass?, event totals by a pass?) for a batch of this many events."""
-    if strategy != "auto":
-        return strategy == "scan", strategy == "scan"
-    row = cur.execute(q.COUNT_EVENTS).fetchone()
-    stored = int(row[0]) if row else 0
-    return stored < WINDOW_SCAN_ROWS_PER_EVENT * events, stored < TOTALS_SCAN_ROWS_PER_EVENT * events
-
-
-def load_and_commit(conn: psycopg.Connection, batch: Batch, strategy: Strategy = "auto") -> LoadResult:
-    """`load_batch` in its own transaction; after a batch loaded by passes, VACUUM marks its pages
-    all-visible so the next pass reads the indexes alone instead of fetching every new row from the heap."""
+def load_and_commit(conn: psycopg.Connection, batch: Batch) -> LoadResult:
+    """`load_batch` in its own transaction."""
     with conn.transaction():
-        result = load_batch(conn, batch, strategy)
-    if result.scanned_batches:
-        autocommit = conn.autocommit
-        conn.autocommit = True  # VACUUM cannot run inside a transaction block
-        try:
-            conn.execute(q.VACUUM_EVENTS)
-        finally:
-            conn.autocommit = autocommit
-    return result
+        return load_batch(conn, batch)
 
 
 def ingest_ranges(

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 # ---- live traffic ------------------------------------------------------------------------------------------
 
-# Separate sub-selects, each cheap at any scale: the latest event is in the latest window (window index),
-# and the ingestion ledger records when each range landed.
+# Separate sub-selects, each cheap at any scale: the latest event from the event_time index, and the
+# ingestion ledger records when each range landed.
 EVENT_TOTALS = """
 SELECT (SELECT count(*) FROM clickstream_events)      AS events,
-       (SELECT max(event_time) FROM clickstream_events
-         WHERE window_start = (SELECT max(window_start) FROM clickstream_events)) AS last_event_time,
+       (SELECT max(event_time) FROM clickstream_events)  AS last_event_time,
        (SELECT max(ingested_at) FROM ingested_ranges)  AS last_ingested_at,
        (SELECT count(*) FROM quarantine)               AS quarantined
 """

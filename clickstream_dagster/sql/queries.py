@@ -5,12 +5,10 @@ from __future__ import annotations
 
 # ---- raw_events: staging + idempotent insert ---------------------------------------------------------------
 
-# The batch's window is computed by the same expression as clickstream_events.window_start.
 CREATE_EVENT_STAGING = """
 CREATE TEMP TABLE staging_events (
     "timestamp" bigint, visitorid bigint, event text, itemid bigint, transactionid bigint,
-    produced_ms bigint, kafka_partition integer, kafka_offset bigint,
-    window_start timestamptz GENERATED ALWAYS AS (to_timestamp(("timestamp" / 300000) * 300)) STORED
+    produced_ms bigint, kafka_partition integer, kafka_offset bigint
 ) ON COMMIT DROP
 """
 
@@ -21,9 +19,8 @@ COPY staging_events ("timestamp", visitorid, event, itemid, transactionid, produ
 
 EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8")
 
-# Loading transactions take this lock after their COPY into the (private) staging table, so everything below
-# runs for one batch at a time: the "already stored?" and "new pair?" probes cannot race with another
-# batch's insert, and the event_totals rows are never contended.
+# Loading transactions take this lock after their insert, to add their events to the distinct sets and the
+# totals: one batch at a time, each seeing every batch committed before it. Held until commit.
 INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
 
 # A batch normally holds only new offsets: one index range probe per partition (its lowest and highest offset
@@ -45,136 +42,87 @@ DROP_STAGED_ALREADY_STORED = """
 DELETE FROM staging_events s
 USING clickstream_events e
 WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition AND e.kafka_offset = s.kafka_offset
+RETURNING s.kafka_partition, s.kafka_offset
 """
 
-# The "no stored row has it" tests are correlated sub-plans inside count(*) FILTER, so each is an index probe:
-# written as NOT EXISTS in WHERE, the planner turns them into anti-joins and, with the batch sorted, merges
-# against a scan of the whole index (measured: every stored row fetched, per batch).
-# Before the batch is inserted: what it adds to each (window, event) of windowed_stats, exactly. A (window,
-# event, visitor) pair is new when no stored row has it (a probe of clickstream_events_window_idx);
-# over any set of batches the counts of new pairs add up to count(DISTINCT ...) per window. The batch is
-# queued (window_change_batches) with its deltas (window_deltas) for windowed_stats to apply.
+# ---- raw_events: distinct sets (pipeline/distinct.py) -------------------------------------------------------
+
+# Totals stored without their sets: loaded before migration 0007; the sets are built from the rows first.
+EVENT_SETS_MISSING = "SELECT EXISTS (SELECT 1 FROM event_totals WHERE visitors IS NULL OR items IS NULL)"
+
+TRUNCATE_WINDOW_SETS = "TRUNCATE window_sets"
+
+# Every stored (window, event): its events and distinct visitors and items (once, to build the sets).
+WINDOW_SETS_OF_STORED_ROWS = """
+SELECT to_timestamp(("timestamp" / 300000) * 300) AS window_start, event, count(*),
+       array_agg(DISTINCT visitorid), array_agg(DISTINCT itemid)
+FROM clickstream_events
+GROUP BY 1, 2
+"""
+
+REPLACE_EVENT_SETS = """
+UPDATE event_totals t
+SET unique_users = s.users, unique_items = s.items, visitors = s.visitor_set, items = s.item_set
+FROM unnest(%(events)s::text[], %(users)s::bigint[], %(items)s::bigint[], %(visitor_sets)s::bytea[],
+            %(item_sets)s::bytea[]) AS s(event, users, items, visitor_set, item_set)
+WHERE t.event = s.event
+"""
+
+# The stored sets of the windows a batch touches (a window has at most one row per event type).
+WINDOW_SETS_OF = """
+SELECT window_start, event, visitors, items FROM window_sets WHERE window_start = ANY(%(starts)s::timestamptz[])
+"""
+
+# A batch's window sets, with what it added to each (events, new visitors, new items).
+CREATE_WINDOW_SETS_STAGING = """
+CREATE TEMP TABLE staging_window_sets (
+    window_start timestamptz, event text, events bigint, new_users bigint, new_items bigint,
+    visitors bytea, items bytea
+) ON COMMIT DROP
+"""
+
+COPY_WINDOW_SETS_STAGING = """
+COPY staging_window_sets (window_start, event, events, new_users, new_items, visitors, items)
+FROM STDIN (FORMAT BINARY)
+"""
+
+WINDOW_SETS_STAGING_TYPES = ("timestamptz", "text", "int8", "int8", "int8", "bytea", "bytea")
+
+DROP_WINDOW_SETS_STAGING = "DROP TABLE staging_window_sets"
+
+UPSERT_WINDOW_SETS = """
+INSERT INTO window_sets (window_start, event, visitors, items)
+SELECT window_start, event, visitors, items FROM staging_window_sets
+ON CONFLICT (window_start, event) DO UPDATE SET visitors = EXCLUDED.visitors, items = EXCLUDED.items
+"""
+
+# The batch and its per-window deltas, queued for windowed_stats (analytics/windows.py applies them).
 QUEUE_WINDOW_DELTAS = """
 WITH batch AS (
-    INSERT INTO window_change_batches (events)
-    SELECT count(*) FROM staging_events HAVING count(*) > 0
-    RETURNING batch_id
-), events AS (
-    SELECT window_start, event, count(*) AS n FROM staging_events GROUP BY window_start, event
-), new_users AS (
-    SELECT p.window_start, p.event,
-           count(*) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM clickstream_events e
-               WHERE e.window_start = p.window_start AND e.event = p.event AND e.visitorid = p.visitorid)) AS n
-    FROM (SELECT DISTINCT window_start, event, visitorid FROM staging_events) p
-    GROUP BY p.window_start, p.event
-), new_items AS (
-    SELECT p.window_start, p.event,
-           count(*) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM clickstream_events e
-               WHERE e.window_start = p.window_start AND e.event = p.event AND e.itemid = p.itemid)) AS n
-    FROM (SELECT DISTINCT window_start, event, itemid FROM staging_events) p
-    GROUP BY p.window_start, p.event
+    INSERT INTO window_change_batches (events) VALUES (%(events)s) RETURNING batch_id
 )
 INSERT INTO window_deltas (batch_id, window_start, event, events, new_users, new_items)
-SELECT b.batch_id, ev.window_start, ev.event, ev.n, coalesce(u.n, 0), coalesce(i.n, 0)
-FROM events ev
-CROSS JOIN batch b
-LEFT JOIN new_users u ON u.window_start = ev.window_start AND u.event = ev.event
-LEFT JOIN new_items i ON i.window_start = ev.window_start AND i.event = ev.event
+SELECT b.batch_id, s.window_start, s.event, s.events, s.new_users, s.new_items
+FROM staging_window_sets s CROSS JOIN batch b
 """
 
-# The same deltas from one ordered pass instead of probes, for a batch that is large next to the table: the
-# stored rows of the windows the batch touches (clickstream_events_window_idx, an index-only scan once VACUUM
-# has marked the pages all-visible) merged with the sorted batch; per (window, event), the distinct visitors
-# and items with the batch minus those without it. Measured, 100k events into 2.66M stored: 1.7 s, the probes
-# 2.9-4.9 s; the probes' cost grows with the batch, this one with the table.
-QUEUE_WINDOW_DELTAS_BY_SCAN = """
-WITH batch AS (
-    INSERT INTO window_change_batches (events)
-    SELECT count(*) FROM staging_events HAVING count(*) > 0
-    RETURNING batch_id
-), touched AS (
-    SELECT window_start, event, visitorid, itemid, false AS staged FROM clickstream_events
-    UNION ALL
-    SELECT window_start, event, visitorid, itemid, true FROM staging_events
-), deltas AS (
-    SELECT window_start, event,
-           count(*) FILTER (WHERE staged) AS events,
-           count(DISTINCT visitorid) - count(DISTINCT visitorid) FILTER (WHERE NOT staged) AS new_users,
-           count(DISTINCT itemid) - count(DISTINCT itemid) FILTER (WHERE NOT staged) AS new_items
-    FROM touched
-    WHERE (window_start, event) IN (SELECT window_start, event FROM staging_events)
-    GROUP BY window_start, event
-)
-INSERT INTO window_deltas (batch_id, window_start, event, events, new_users, new_items)
-SELECT b.batch_id, d.window_start, d.event, d.events, d.new_users, d.new_items
-FROM deltas d
-CROSS JOIN batch b
-"""
+EVENT_SETS = "SELECT event, visitors, items FROM event_totals"
 
-# Before the batch is inserted: per event type totals. New (event, visitor) pairs by probing
-# clickstream_events_visitor_event_idx; items repeat far more, so their pairs are kept in seen_items.
 ADD_EVENT_TOTALS = """
-WITH new_users AS (
-    SELECT p.event,
-           count(*) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM clickstream_events e WHERE e.visitorid = p.visitorid AND e.event = p.event)) AS n
-    FROM (SELECT DISTINCT event, visitorid FROM staging_events) p
-    GROUP BY p.event
-), new_items AS (
-    INSERT INTO seen_items (event, itemid)
-    SELECT DISTINCT event, itemid FROM staging_events ORDER BY 1, 2
-    ON CONFLICT DO NOTHING
-    RETURNING event
-), events AS (
-    SELECT event, count(*) AS n FROM staging_events GROUP BY event
-)
-INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
-SELECT ev.event, ev.n, coalesce(u.n, 0), (SELECT count(*) FROM new_items i WHERE i.event = ev.event)
-FROM events ev LEFT JOIN new_users u ON u.event = ev.event
+INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items, visitors, items)
+SELECT * FROM unnest(%(events)s::text[], %(counts)s::bigint[], %(users)s::bigint[], %(items)s::bigint[],
+                     %(visitor_sets)s::bytea[], %(item_sets)s::bytea[])
 ON CONFLICT (event) DO UPDATE
 SET event_count = t.event_count + EXCLUDED.event_count,
     unique_users = t.unique_users + EXCLUDED.unique_users,
-    unique_items = t.unique_items + EXCLUDED.unique_items
+    unique_items = t.unique_items + EXCLUDED.unique_items,
+    visitors = EXCLUDED.visitors,
+    items = EXCLUDED.items
 """
 
-# The same totals for a batch that is large next to the table, after it is inserted: unique visitors per
-# event type recounted from clickstream_events_visitor_event_idx (one index-only pass) instead of one probe per
-# new (event, visitor) pair; items as above. Measured at 2.66M stored rows: the recount 1.1 s, the probes for
-# 100k events 0.7 s.
-ADD_EVENT_TOTALS_BY_SCAN = """
-WITH new_items AS (
-    INSERT INTO seen_items (event, itemid)
-    SELECT DISTINCT event, itemid FROM staging_events ORDER BY 1, 2
-    ON CONFLICT DO NOTHING
-    RETURNING event
-), users AS (
-    SELECT event, count(*) AS n FROM (SELECT DISTINCT visitorid, event FROM clickstream_events) p GROUP BY event
-), events AS (
-    SELECT event, count(*) AS n FROM staging_events GROUP BY event
-)
-INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items)
-SELECT ev.event, ev.n, u.n, (SELECT count(*) FROM new_items i WHERE i.event = ev.event)
-FROM events ev JOIN users u ON u.event = ev.event
-ON CONFLICT (event) DO UPDATE
-SET event_count = t.event_count + EXCLUDED.event_count,
-    unique_users = EXCLUDED.unique_users,
-    unique_items = t.unique_items + EXCLUDED.unique_items
-"""
-
-# After a batch loaded by scans: its pages marked all-visible, so the next scan reads the indexes alone
-# (VACUUM visits only pages not yet all-visible; SKIP_LOCKED: never wait for autovacuum).
-VACUUM_EVENTS = "VACUUM (SKIP_LOCKED) clickstream_events"
-
-# For the passes, in the loading transaction only: read the stored rows in index order (an index-only scan
-# merged with the sorted batch) rather than a sequential scan sorted or hashed afterwards, which the planner
-# prefers while the table's statistics lag behind a fast-growing table (measured at 600k rows + 100k: window
-# deltas 1.44 -> 1.05 s, visitor recount 1.25 -> 0.70 s).
-PREFER_INDEX_PASSES = "SET LOCAL enable_seqscan = off"
-
-# Every staged row is new here (stored ones were dropped above; the primary key would refuse a duplicate).
-# Sorted by the window indexes' key: measured, random-order index inserts dominate the cost of a batch.
+# Outside the ingest lock: batches insert concurrently. Stored rows were dropped from staging above; a row
+# another loading transaction stores meanwhile is skipped here (it waits for that one to commit or roll back)
+# and found by STAGED_STORED_BY_OTHERS. In event time order, for the event_time index.
 # event_time and produced_at use the expressions the checks use.
 INSERT_EVENTS_FROM_STAGING = """
 WITH ins AS (
@@ -184,10 +132,21 @@ WITH ins AS (
            CASE WHEN produced_ms > 0 THEN to_timestamp(produced_ms::float8 / 1000) END,
            %(topic)s, kafka_partition, kafka_offset
     FROM staging_events
-    ORDER BY window_start, event, visitorid
+    ORDER BY "timestamp"
+    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING
     RETURNING kafka_partition
 )
 SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
+"""
+
+# The staged rows this transaction did not insert because another one stored them first (rare: two runs
+# loading the same range at once): their stored row was written by another transaction.
+STAGED_STORED_BY_OTHERS = """
+SELECT s.kafka_partition, s.kafka_offset
+FROM staging_events s
+JOIN clickstream_events e
+  ON e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition AND e.kafka_offset = s.kafka_offset
+WHERE e.xmin <> pg_current_xact_id()::xid
 """
 
 CREATE_QUARANTINE_STAGING = """

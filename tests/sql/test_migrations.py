@@ -65,7 +65,8 @@ def test_0005_carries_pending_window_changes_over_exactly(
     every = load_migrations()
     monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 5])
     apply_migrations(url)
-    monkeypatch.setattr(migrate, "load_migrations", lambda: every)
+    # Up to 0006: 0007 drops window_start again (the window sets replace the window index).
+    monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 7])
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
@@ -87,7 +88,7 @@ def test_0005_carries_pending_window_changes_over_exactly(
                FROM window_changes GROUP BY 1, 2 ORDER BY 1, 2"""
         ).fetchall()
     applied = apply_migrations(url)
-    assert [m.version for m in applied] == [m.version for m in every if m.version >= 5]
+    assert [m.version for m in applied] == [m.version for m in every if 5 <= m.version < 7]
     with psycopg.connect(url) as conn:
         deltas = conn.execute(
             "SELECT window_start, event, events, new_users, new_items FROM window_deltas ORDER BY 1, 2"
