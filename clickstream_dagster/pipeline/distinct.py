@@ -1,51 +1,75 @@
-"""Exact distinct counts kept as compressed id sets: the visitors and items each (5-minute window, event type)
-and each event type already has, as roaring bitmaps (pyroaring) stored in PostgreSQL.
+"""Exact distinct counts kept as id sets: the visitors and items each (5-minute window, event type) and each
+event type already has.
 
 A loading transaction adds its newly inserted events to the sets they touch (`add_events`, under the ingest
 lock, so batches are added one at a time): what a set did not have before the batch is exactly what the batch
 adds to that window's or event type's unique_users / unique_items. Over any set of batches these additions
 sum to count(DISTINCT ...), as a plain SQL recount shows (tests/analytics/test_windows.py).
 
-Adding a batch reads and rewrites only the sets it touches: a catching-up batch of 500k events about 20k small
-window sets, a steady stream's batch a few, plus the event types' sets (~200 kB each at full scale). No index
-of clickstream_events is probed or scanned for the counts, so the insert itself does not need the lock.
+Two representations, each for its size:
+- a window's sets are small (tens of ids) and a catching-up batch touches tens of thousands of them, so they
+  are sorted int64 arrays (`window_sets`, big-endian bytes, as PostgreSQL's int8send writes them), merged
+  with the batch for all windows at once with numpy;
+- an event type's sets are large (1.4M visitors at full scale) and few, so they are roaring bitmaps
+  (pyroaring; ~200 kB for 1.4M visitors) next to the totals in `event_totals`.
+
+Adding a batch reads and rewrites only the sets it touches. No index of clickstream_events is probed or
+scanned for the counts, so the insert itself does not need the lock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
+from operator import itemgetter
 
+import numpy as np
+import numpy.typing as npt
 import psycopg
 from pyroaring import BitMap64
 
-from clickstream_dagster.analytics.windows import WINDOW_MS, ms_to_datetime
+from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.sql import queries as q
+
+Ids = npt.NDArray[np.int64]
+STORED_ID = np.dtype(">i8")  # a window set's bytes: its sorted ids, 8 bytes each, big-endian (int8send)
 
 
 @dataclass
-class IdSets:
-    """One (window, event) or one event type: its events and its distinct visitors and items."""
+class Columns:
+    """A batch's events as arrays: window number (start / 5 min), event type code, visitor, item."""
 
-    events: int = 0
-    visitors: BitMap64 = field(default_factory=BitMap64)
-    items: BitMap64 = field(default_factory=BitMap64)
+    window: Ids
+    event: npt.NDArray[np.int64]
+    visitor: Ids
+    item: Ids
+    names: list[str]  # event type by code
 
     @classmethod
-    def stored(cls, visitors: bytes | None, items: bytes | None) -> IdSets:
+    def of(cls, events: Sequence[Sequence[object]]) -> Columns:
+        n = len(events)
+        names = sorted(map(str, set(map(itemgetter(2), events))))
+        code = {name: k for k, name in enumerate(names)}
         return cls(
-            visitors=BitMap64.deserialize(visitors) if visitors else BitMap64(),
-            items=BitMap64.deserialize(items) if items else BitMap64(),
+            window=np.fromiter(map(itemgetter(0), events), np.int64, n) // WINDOW_MS,
+            event=np.fromiter(map(code.__getitem__, map(itemgetter(2), events)), np.int64, n),
+            visitor=np.fromiter(map(itemgetter(1), events), np.int64, n),
+            item=np.fromiter(map(itemgetter(3), events), np.int64, n),
+            names=names,
         )
 
-    def add(self, other: IdSets) -> tuple[int, int]:
-        """Add `other` in place; returns how many visitors and items were new here."""
-        users, items = len(self.visitors), len(self.items)
-        self.events += other.events
-        self.visitors |= other.visitors
-        self.items |= other.items
-        return len(self.visitors) - users, len(self.items) - items
+    def group(self) -> Ids:
+        """One number per (window, event type)."""
+        return self.window * len(self.names) + self.event
+
+
+@dataclass
+class Merged:
+    """Per touched group (sorted group keys): how many ids the batch added, and the group's ids after it."""
+
+    groups: Ids
+    added: Ids
+    sets: list[bytes]
 
 
 def add_events(cur: psycopg.Cursor, events: Sequence[Sequence[object]]) -> None:
@@ -56,9 +80,9 @@ def add_events(cur: psycopg.Cursor, events: Sequence[Sequence[object]]) -> None:
     """
     if not events:
         return
-    windows = _group_by_window(events)
-    _queue_window_deltas(cur, windows, len(events))
-    _add_event_totals(cur, windows)
+    cols = Columns.of(events)
+    _queue_window_deltas(cur, cols)
+    _add_event_totals(cur, cols)
 
 
 def sets_missing(cur: psycopg.Cursor) -> bool:
@@ -72,105 +96,109 @@ def rebuild_sets(cur: psycopg.Cursor) -> None:
 
     The caller holds the ingest lock and has not inserted anything yet in this transaction.
     """
-    cur.execute(q.TRUNCATE_WINDOW_SETS)
-    totals: dict[str, IdSets] = {}
-    with cur.connection.cursor(name="stored_window_sets") as stored:  # server-side: streamed, not all at once
-        stored.execute(q.WINDOW_SETS_OF_STORED_ROWS)
-        while rows := stored.fetchmany(10_000):
-            windows = {
-                (start, event): IdSets(int(n), BitMap64(visitors), BitMap64(items))
-                for start, event, n, visitors, items in rows
-            }
-            _write_window_sets(cur, windows)
-            for (_, event), sets in windows.items():
-                totals.setdefault(event, IdSets()).add(sets)
+    cur.execute(q.REBUILD_WINDOW_SETS)
+    events = [str(e) for (e,) in cur.execute(q.EVENT_TYPES_STORED).fetchall()]
+    visitor_sets, item_sets = [], []
+    for event in events:
+        visitors = BitMap64(v for (v,) in cur.execute(q.DISTINCT_VISITORS_OF_EVENT, (event,)))
+        items = BitMap64(i for (i,) in cur.execute(q.DISTINCT_ITEMS_OF_EVENT, (event,)))
+        visitor_sets.append(visitors)
+        item_sets.append(items)
     cur.execute(
         q.REPLACE_EVENT_SETS,
         {
-            "events": list(totals),
-            "users": [len(s.visitors) for s in totals.values()],
-            "items": [len(s.items) for s in totals.values()],
-            "visitor_sets": [s.visitors.serialize() for s in totals.values()],
-            "item_sets": [s.items.serialize() for s in totals.values()],
+            "events": events,
+            "users": [len(s) for s in visitor_sets],
+            "items": [len(s) for s in item_sets],
+            "visitor_sets": [s.serialize() for s in visitor_sets],
+            "item_sets": [s.serialize() for s in item_sets],
         },
     )
 
 
-def _group_by_window(events: Sequence[Sequence[object]]) -> dict[tuple[datetime, str], IdSets]:
-    ids: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
-    for row in events:
-        timestamp, visitorid, event, itemid = row[0], row[1], row[2], row[3]
-        key = (int(timestamp) // WINDOW_MS, str(event))  # type: ignore[call-overload]
-        found = ids.get(key)
-        if found is None:
-            found = ids[key] = ([], [])
-        found[0].append(visitorid)  # type: ignore[arg-type]
-        found[1].append(itemid)  # type: ignore[arg-type]
-    return {
-        (ms_to_datetime(window * WINDOW_MS), event): IdSets(
-            len(visitors), BitMap64(visitors), BitMap64(items)
-        )
-        for (window, event), (visitors, items) in ids.items()
-    }
-
-
-def _queue_window_deltas(cur: psycopg.Cursor, batch: dict[tuple[datetime, str], IdSets], events: int) -> None:
-    """Add the batch to the window sets it touches and queue what it added for windowed_stats."""
-    starts = sorted({start for start, _ in batch})
-    stored = {
-        (start, event): IdSets.stored(visitors, items)
-        for start, event, visitors, items in cur.execute(q.WINDOW_SETS_OF, {"starts": starts})
-    }
-    deltas: dict[tuple[datetime, str], tuple[int, int, int]] = {}
-    for key, added in batch.items():
-        sets = stored.setdefault(key, IdSets())
-        new_users, new_items = sets.add(added)
-        deltas[key] = (added.events, new_users, new_items)
-    _write_window_sets(cur, {key: stored[key] for key in batch}, deltas, events)
-
-
-def _write_window_sets(
-    cur: psycopg.Cursor,
-    windows: dict[tuple[datetime, str], IdSets],
-    deltas: dict[tuple[datetime, str], tuple[int, int, int]] | None = None,
-    events: int = 0,
-) -> None:
-    """Upsert these window sets; with `deltas` (and the batch's `events`), queue those for windowed_stats too."""
+def _queue_window_deltas(cur: psycopg.Cursor, cols: Columns) -> None:
+    """Merge the batch into the window sets it touches and queue what it added to each for windowed_stats."""
+    group = cols.group()
+    touched, counts = np.unique(group, return_counts=True)
+    n_events = len(cols.names)
+    stored: dict[int, tuple[bytes, bytes]] = {}
+    for window, event, visitors, items in cur.execute(
+        q.WINDOW_SETS_OF,
+        {"windows": (touched // n_events).tolist(), "events": [cols.names[k] for k in touched % n_events]},
+    ):
+        stored[int(window) * n_events + cols.names.index(event)] = (visitors, items)
+    visitors = _merge(touched, group, cols.visitor, [stored.get(int(g), (b"", b""))[0] for g in touched])
+    items = _merge(touched, group, cols.item, [stored.get(int(g), (b"", b""))[1] for g in touched])
     cur.execute(q.CREATE_WINDOW_SETS_STAGING)
     with cur.copy(q.COPY_WINDOW_SETS_STAGING) as copy:
         copy.set_types(q.WINDOW_SETS_STAGING_TYPES)
-        for key, sets in windows.items():
-            added = deltas[key] if deltas is not None else (0, 0, 0)
-            copy.write_row((*key, *added, sets.visitors.serialize(), sets.items.serialize()))
+        for k, g in enumerate(touched.tolist()):
+            window, event = divmod(g, n_events)
+            copy.write_row(
+                (
+                    window,
+                    cols.names[event],
+                    int(counts[k]),
+                    int(visitors.added[k]),
+                    int(items.added[k]),
+                    visitors.sets[k],
+                    items.sets[k],
+                )
+            )
     cur.execute(q.UPSERT_WINDOW_SETS)
-    if deltas is not None:
-        cur.execute(q.QUEUE_WINDOW_DELTAS, {"events": events})
+    cur.execute(q.QUEUE_WINDOW_DELTAS, {"events": int(counts.sum())})
     cur.execute(q.DROP_WINDOW_SETS_STAGING)
 
 
-def _add_event_totals(cur: psycopg.Cursor, windows: dict[tuple[datetime, str], IdSets]) -> None:
-    batch: dict[str, IdSets] = {}
-    for (_, event), sets in windows.items():
-        batch.setdefault(event, IdSets()).add(sets)
-    stored = {event: IdSets.stored(visitors, items) for event, visitors, items in cur.execute(q.EVENT_SETS)}
-    events, counts, users, items, visitor_sets, item_sets = [], [], [], [], [], []
-    for event, added in batch.items():
-        sets = stored.setdefault(event, IdSets())
-        new_users, new_items = sets.add(added)
-        events.append(event)
-        counts.append(added.events)
-        users.append(new_users)
-        items.append(new_items)
-        visitor_sets.append(sets.visitors.serialize())
-        item_sets.append(sets.items.serialize())
-    cur.execute(
-        q.ADD_EVENT_TOTALS,
-        {
-            "events": events,
-            "counts": counts,
-            "users": users,
-            "items": items,
-            "visitor_sets": visitor_sets,
-            "item_sets": item_sets,
-        },
-    )
+def _merge(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -> Merged:
+    """Union each touched group's stored ids (sorted, distinct) with the batch's, for all groups at once.
+
+    Stored and batch ids are sorted together by (group, id, stored first); an id equal to the one before it is
+    already there. So the first of each (group, id) is the union, and it is new when it comes from the batch.
+    """
+    arrays = [np.frombuffer(s, STORED_ID).astype(np.int64) for s in stored]
+    sizes = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    all_groups = np.concatenate([np.repeat(touched, sizes), group])
+    all_ids = np.concatenate([*arrays, ids]) if arrays else ids
+    from_batch = np.concatenate([np.zeros(int(sizes.sum()), np.int8), np.ones(len(ids), np.int8)])
+    order = np.lexsort((from_batch, all_ids, all_groups))
+    g, i, b = all_groups[order], all_ids[order], from_batch[order]
+    first = np.ones(len(g), bool)
+    first[1:] = (g[1:] != g[:-1]) | (i[1:] != i[:-1])
+    new = first & (b == 1)
+    added = np.bincount(np.searchsorted(touched, g[new]), minlength=len(touched)).astype(np.int64)
+    union_groups, union_ids = g[first], i[first].astype(STORED_ID)
+    bounds = np.searchsorted(union_groups, touched, side="right")
+    starts = np.concatenate([[0], bounds[:-1]])
+    return Merged(touched, added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])
+
+
+def _add_event_totals(cur: psycopg.Cursor, cols: Columns) -> None:
+    stored = {
+        str(event): (
+            BitMap64.deserialize(visitors) if visitors else BitMap64(),
+            BitMap64.deserialize(items) if items else BitMap64(),
+        )
+        for event, visitors, items in cur.execute(q.EVENT_SETS)
+    }
+    rows: dict[str, list[object]] = {
+        "events": [],
+        "counts": [],
+        "users": [],
+        "items": [],
+        "visitor_sets": [],
+        "item_sets": [],
+    }
+    for code, name in enumerate(cols.names):
+        mine = cols.event == code
+        visitors, items = stored.get(name, (BitMap64(), BitMap64()))
+        users_before, items_before = len(visitors), len(items)
+        visitors.update(cols.visitor[mine])
+        items.update(cols.item[mine])
+        rows["events"].append(name)
+        rows["counts"].append(int(mine.sum()))
+        rows["users"].append(len(visitors) - users_before)
+        rows["items"].append(len(items) - items_before)
+        rows["visitor_sets"].append(visitors.serialize())
+        rows["item_sets"].append(items.serialize())
+    cur.execute(q.ADD_EVENT_TOTALS, rows)

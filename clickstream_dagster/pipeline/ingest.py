@@ -30,6 +30,9 @@ from clickstream_dagster.sql import queries as q
 # Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
 CONSUME_CHUNK = 10_000
 
+# Inserts of one batch that other transactions' rows of the same offsets may interrupt before it gives up.
+MAX_INSERT_ATTEMPTS = 5
+
 # Messages per loading transaction (raw_events' default too): a whole catching-up run; a steady stream's runs
 # are far smaller.
 DEFAULT_BATCH_SIZE = 500_000
@@ -185,11 +188,8 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             stored = cur.execute(q.STAGED_ALREADY_STORED, {**params, **_offset_bounds(batch)}).fetchone()
             if stored and stored[0]:  # a re-run of stored offsets
                 skipped = _coordinates(cur.execute(q.DROP_STAGED_ALREADY_STORED, params))
-            cur.execute(q.INSERT_EVENTS_FROM_STAGING, params)
-            result.inserted_by_partition = Counter(dict(cur.fetchall()))
+            result.inserted_by_partition = _insert_staged(conn, cur, params, skipped)
             result.inserted = sum(result.inserted_by_partition.values())
-            if result.inserted != len(batch.events) - len(skipped):  # another run stored some meanwhile
-                skipped |= _coordinates(cur.execute(q.STAGED_STORED_BY_OTHERS, params))
             new_events = [e for e in batch.events if (e[6], e[7]) not in skipped] if skipped else batch.events
             if len(new_events) != result.inserted:
                 raise RuntimeError(
@@ -211,6 +211,24 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             cur.execute(q.INGEST_LOCK)
             distinct.add_events(cur, new_events)
     return result
+
+
+def _insert_staged(
+    conn: psycopg.Connection, cur: psycopg.Cursor, params: dict[str, str], skipped: set[tuple[int, int]]
+) -> Counter[int]:
+    """Insert the staged events; rows inserted per partition. Should another loading transaction store some of
+    the same offsets meanwhile (two runs of one range at once), the insert waits for it, fails on the unique
+    key and is rolled back to its savepoint; those offsets are dropped (added to `skipped`) and the rest
+    inserted again."""
+    for _ in range(MAX_INSERT_ATTEMPTS):
+        try:
+            with conn.transaction():  # a savepoint: only the insert is undone
+                return Counter(dict(cur.execute(q.INSERT_EVENTS_FROM_STAGING, params).fetchall()))
+        except psycopg.errors.UniqueViolation:
+            skipped |= _coordinates(cur.execute(q.DROP_STAGED_ALREADY_STORED, params))
+    raise RuntimeError(
+        f"other loading transactions kept storing these offsets; gave up after {MAX_INSERT_ATTEMPTS}"
+    )
 
 
 def _coordinates(cur: psycopg.Cursor) -> set[tuple[int, int]]:

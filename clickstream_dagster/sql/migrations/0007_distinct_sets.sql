@@ -1,9 +1,10 @@
 -- Exact distinct counts from compressed id sets instead of indexes on clickstream_events.
 --
--- Which visitors and items each (5-minute window, event type) and each event type already has are kept as
--- roaring bitmaps (pyroaring's portable 64-bit serialization; pipeline/distinct.py reads and writes them). A
--- loading transaction adds its new events to the sets it touches, under the ingest lock; what a set did not
--- have before is exactly what the batch adds to unique_users / unique_items. No index of clickstream_events
+-- Which visitors and items each (5-minute window, event type) and each event type already has: a window's as
+-- its sorted ids (8 bytes each, big-endian, as int8send writes them), an event type's as roaring bitmaps
+-- (pyroaring's portable 64-bit serialization); pipeline/distinct.py reads and writes them. A loading
+-- transaction adds its new events to the sets it touches, under the ingest lock; what a set did not have
+-- before is exactly what the batch adds to unique_users / unique_items. No index of clickstream_events
 -- is probed or scanned for the counts any more, so its insert runs outside the lock, and the window index
 -- that served the probes goes (measured: bench/README.md, seventh round).
 
