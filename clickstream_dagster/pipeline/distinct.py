@@ -65,9 +65,8 @@ class Columns:
 
 @dataclass
 class Merged:
-    """Per touched group (sorted group keys): how many ids the batch added, and the group's ids after it."""
+    """Per touched group (in sorted order): how many ids the batch added, and the group's ids after it."""
 
-    groups: Ids
     added: Ids
     sets: list[bytes]
 
@@ -96,6 +95,7 @@ def rebuild_sets(cur: psycopg.Cursor) -> None:
 
     The caller holds the ingest lock and has not inserted anything yet in this transaction.
     """
+    cur.execute(q.TRUNCATE_WINDOW_SETS)
     cur.execute(q.REBUILD_WINDOW_SETS)
     events = [str(e) for (e,) in cur.execute(q.EVENT_TYPES_STORED).fetchall()]
     visitor_sets, item_sets = [], []
@@ -171,16 +171,16 @@ def _merge(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -> Merged:
     union_groups, union_ids = g[first], i[first].astype(STORED_ID)
     bounds = np.searchsorted(union_groups, touched, side="right")
     starts = np.concatenate([[0], bounds[:-1]])
-    return Merged(touched, added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])
+    return Merged(added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])
 
 
 def _add_event_totals(cur: psycopg.Cursor, cols: Columns) -> None:
     stored = {
         str(event): (
-            BitMap64.deserialize(visitors) if visitors else BitMap64(),
-            BitMap64.deserialize(items) if items else BitMap64(),
+            BitMap64.deserialize(bytes(visitors)) if visitors else BitMap64(),
+            BitMap64.deserialize(bytes(items)) if items else BitMap64(),
         )
-        for event, visitors, items in cur.execute(q.EVENT_SETS)
+        for event, visitors, items in cur.execute(q.EVENT_SETS, binary=True)
     }
     rows: dict[str, list[object]] = {
         "events": [],
