@@ -129,8 +129,10 @@ def _queue_window_deltas(cur: psycopg.Cursor, cols: Columns) -> None:
     ):
         stored[int(window) * n_events + cols.names.index(event)] = (bytes(visitors), bytes(items))
     none = (b"", b"")
-    visitors = _merge(touched, group, cols.visitor, [stored.get(g, none)[0] for g in touched.tolist()])
-    items = _merge(touched, group, cols.item, [stored.get(g, none)[1] for g in touched.tolist()])
+    visitors = merge_window_sets(
+        touched, group, cols.visitor, [stored.get(g, none)[0] for g in touched.tolist()]
+    )
+    items = merge_window_sets(touched, group, cols.item, [stored.get(g, none)[1] for g in touched.tolist()])
     cur.execute(q.CREATE_WINDOW_SETS_STAGING)
     with cur.copy(q.COPY_WINDOW_SETS_STAGING) as copy:
         copy.set_types(q.WINDOW_SETS_STAGING_TYPES)
@@ -152,24 +154,27 @@ def _queue_window_deltas(cur: psycopg.Cursor, cols: Columns) -> None:
     cur.execute(q.DROP_WINDOW_SETS_STAGING)
 
 
-def _merge(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -> Merged:
+def merge_window_sets(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -> Merged:
     """Union each touched group's stored ids (sorted, distinct) with the batch's, for all groups at once.
 
-    Stored and batch ids are sorted together by (group, id, stored first); an id equal to the one before it is
-    already there. So the first of each (group, id) is the union, and it is new when it comes from the batch.
+    Every id in play is replaced by its rank among them, so a (group, id) pair becomes one number,
+    group index * ranks + rank, ordered as the pairs are. The stored pairs come out sorted already (groups in
+    order, each one's ids sorted); the batch's new pairs are those not found among them by binary search.
     """
     sizes = np.fromiter(map(len, stored), np.int64, len(stored)) // STORED_ID.itemsize
-    all_groups = np.concatenate([np.repeat(touched, sizes), group])
-    all_ids = np.concatenate([np.frombuffer(b"".join(stored), STORED_ID).astype(np.int64), ids])
-    from_batch = np.concatenate([np.zeros(int(sizes.sum()), np.int8), np.ones(len(ids), np.int8)])
-    order = np.lexsort((from_batch, all_ids, all_groups))
-    g, i, b = all_groups[order], all_ids[order], from_batch[order]
-    first = np.ones(len(g), bool)
-    first[1:] = (g[1:] != g[:-1]) | (i[1:] != i[:-1])
-    new = first & (b == 1)
-    added = np.bincount(np.searchsorted(touched, g[new]), minlength=len(touched)).astype(np.int64)
-    union_groups, union_ids = g[first], i[first].astype(STORED_ID)
-    bounds = np.searchsorted(union_groups, touched, side="right")
+    stored_ids = np.frombuffer(b"".join(stored), STORED_ID).astype(np.int64)
+    values, rank = np.unique(np.concatenate([stored_ids, ids]), return_inverse=True)
+    width = len(values)
+    stored_keys = np.repeat(np.arange(len(touched), dtype=np.int64), sizes) * width + rank[: len(stored_ids)]
+    batch_keys = np.unique(np.searchsorted(touched, group) * width + rank[len(stored_ids) :])
+    at = np.searchsorted(stored_keys, batch_keys)
+    found = at < len(stored_keys)
+    found[found] = stored_keys[at[found]] == batch_keys[found]
+    new_keys = batch_keys[~found]
+    union = np.insert(stored_keys, at[~found], new_keys)
+    added = np.bincount(new_keys // width, minlength=len(touched)).astype(np.int64)
+    union_ids = values[union % width].astype(STORED_ID)
+    bounds = np.searchsorted(union // width, np.arange(len(touched)), side="right")
     starts = np.concatenate([[0], bounds[:-1]])
     return Merged(added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from pyspark.sql import SparkSession
@@ -27,6 +28,7 @@ from clickstream_dagster.analytics.windows import (
     read_window_deltas,
     windows_touched,
 )
+from clickstream_dagster.pipeline.distinct import STORED_ID, merge_window_sets
 from clickstream_dagster.pipeline.ingest import Batch, LoadResult, load_batch
 from clickstream_dagster.resources.spark import (
     JdbcConnection,
@@ -78,6 +80,29 @@ def test_windows_touched_boundaries() -> None:
     ]
     assert windows_touched([0, 299_999, 300_000]) == [0, 300_000]
     assert windows_touched([-1]) == [-w]  # floor, not truncation
+
+
+def test_merge_of_window_sets_matches_python_sets() -> None:
+    """The numpy merge against plain Python sets: random groups, repeats, empty and full overlaps."""
+    rng = random.Random(3)
+    for _ in range(50):
+        touched = sorted(rng.sample(range(1_000), rng.randrange(1, 12)))
+        old = {g: set(rng.sample(range(40), rng.randrange(0, 15))) for g in touched}
+        batch = [
+            (g, rng.randrange(40) * 2**40) if rng.random() < 0.1 else (g, rng.randrange(40)) for g in touched
+        ]
+        batch += [(rng.choice(touched), rng.randrange(40)) for _ in range(rng.randrange(0, 60))]
+        stored = [np.array(sorted(old[g]), STORED_ID).tobytes() for g in touched]
+        merged = merge_window_sets(
+            np.array(touched, np.int64),
+            np.array([g for g, _ in batch], np.int64),
+            np.array([i for _, i in batch], np.int64),
+            stored,
+        )
+        for k, g in enumerate(touched):
+            mine = {i for h, i in batch if h == g}
+            assert merged.added[k] == len(mine - old[g])
+            assert np.frombuffer(merged.sets[k], STORED_ID).tolist() == sorted(old[g] | mine)
 
 
 def test_batch_predicates_group_whole_batches() -> None:
