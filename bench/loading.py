@@ -10,6 +10,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from bench.pipeline import _dataset
+from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
 from clickstream_dagster.pipeline.ingest import Batch, load_and_commit
 from clickstream_dagster.sql import queries as q
@@ -34,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=1_500_000, help="rows to load per batch size")
     parser.add_argument(
         "--batch-sizes", default="100000,250000,500000", help="comma-separated rows per transaction"
+    )
+    parser.add_argument(
+        "--stream-batches",
+        type=int,
+        default=0,
+        help="then, on the first size's database, this many batches of 10k events in time order (one "
+        "5-minute window each, after the data's last): a steady stream once the backlog is in",
     )
 
 
@@ -66,6 +75,25 @@ def _load(url: str, rows: list[Row], batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+def _stream(url: str, rows: list[Row], batches: int, size: int = 10_000) -> list[float]:
+    """Seconds per batch of a time-ordered stream after the backlog: each batch is `size` of the rows' visitors
+    and items again, with timestamps inside one new 5-minute window and new offsets."""
+    window = (max(r[0] for r in rows) // WINDOW_MS + 1) * WINDOW_MS
+    offset = max(r[7] for r in rows) + 1
+    seconds = []
+    with psycopg.connect(url) as conn:
+        for b in range(batches):
+            start = window + b * WINDOW_MS
+            events: list[tuple[object, ...]] = [
+                (start + k * (WINDOW_MS // size), v, e, i, t, 0, 0, offset + b * size + k)
+                for k, (_, v, e, i, t, _, _, _) in enumerate(rows[b * size : (b + 1) * size])
+            ]
+            started = time.perf_counter()
+            load_and_commit(conn, Batch("bench", events=events))
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
 def _peer_copy(url: str, rows: list[Row]) -> float:
     with psycopg.connect(url) as conn:
         conn.execute(
@@ -93,10 +121,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         admin = with_database(cfg.database_url, "postgres")
         # A size given twice is measured twice (alternate the sizes to see the machine's drift).
-        results = [
-            (size, _load(_fresh_database(admin, f"load_{k}_{size}"), rows, size))
-            for k, size in enumerate(sizes)
-        ]
+        urls = [_fresh_database(admin, f"load_{k}_{size}") for k, size in enumerate(sizes)]
+        results = [(size, _load(url, rows, size)) for url, size in zip(urls, sizes, strict=True)]
+        stream = _stream(urls[0], rows, args.stream_batches)
         peer = _peer_copy(_fresh_database(admin, "peer"), rows)
     finally:
         server.stop()
@@ -109,4 +136,9 @@ def run(args: argparse.Namespace) -> int:
             f"({seconds / peer:.0f}x the peer)"
         )
     print(f"  peer: one COPY into an unindexed table: {peer:.1f} s ({len(rows) / peer:,.0f} rows/s)")
+    if stream:
+        print(
+            f"then {len(stream)} batches of 10,000 events in time order (one 5-minute window each) into the "
+            f"{len(rows):,} rows: median {statistics.median(stream):.3f} s, max {max(stream):.3f} s per batch"
+        )
     return 0
