@@ -130,32 +130,27 @@ class DagsterServices:
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.cfg.service_env()}
 
+    def _start_server(
+        self, process: ManagedProcess, port: int, what: str, port_env: str, args: list[str], script: str
+    ) -> None:
+        """Start a process that listens on `port` (on the stack's host), unless it is running already."""
+        if process.running():
+            return
+        ensure_port_free(self.cfg.host, port, what, port_env)
+        process.start(
+            [_script(script), *args, "-h", self.cfg.host, "-p", str(port)], self.env(), cwd=self.cfg.root
+        )
+
     def start(self, timeout: float = 120.0) -> None:
         self.prepare_instance()
-        if not self.code_server.running():
-            ensure_port_free(
-                self.cfg.host,
-                self.cfg.ports.dagster_code_server,
-                "the Dagster code server",
-                "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT",
-            )
-            self.code_server.start(
-                [
-                    _script("dagster"),
-                    "code-server",
-                    "start",
-                    "-m",
-                    DEFINITIONS_MODULE,
-                    "--location-name",
-                    LOCATION_NAME,
-                    "-h",
-                    self.cfg.host,
-                    "-p",
-                    str(self.cfg.ports.dagster_code_server),
-                ],
-                self.env(),
-                cwd=self.cfg.root,
-            )
+        self._start_server(
+            self.code_server,
+            self.cfg.ports.dagster_code_server,
+            "the Dagster code server",
+            "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT",
+            ["code-server", "start", "-m", DEFINITIONS_MODULE, "--location-name", LOCATION_NAME],
+            "dagster",
+        )
         # The webserver and the daemon load the location once at start: the server must answer first.
         wait_until(
             lambda: port_open(self.cfg.host, self.cfg.ports.dagster_code_server),
@@ -164,23 +159,14 @@ class DagsterServices:
             self.code_server.running,
             lambda: self.code_server.log_tail(40),
         )
-        if not self.webserver.running():
-            ensure_port_free(
-                self.cfg.host, self.cfg.ports.dagster, "the Dagster webserver", "CLICKSTREAM_DAGSTER_PORT"
-            )
-            self.webserver.start(
-                [
-                    _script("dagster-webserver"),
-                    "-w",
-                    str(self.workspace),
-                    "-h",
-                    self.cfg.host,
-                    "-p",
-                    str(self.cfg.ports.dagster),
-                ],
-                self.env(),
-                cwd=self.cfg.root,
-            )
+        self._start_server(
+            self.webserver,
+            self.cfg.ports.dagster,
+            "the Dagster webserver",
+            "CLICKSTREAM_DAGSTER_PORT",
+            ["-w", str(self.workspace)],
+            "dagster-webserver",
+        )
         if not self.daemon.running():
             self.daemon.start(
                 [_script("dagster-daemon"), "run", "-w", str(self.workspace)], self.env(), cwd=self.cfg.root

@@ -275,14 +275,10 @@ def assert_matches_full_recomputation(conn: psycopg.Connection) -> None:
 def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_url: str) -> None:
     jdbc = jdbc_from_libpq(pg_url)
     events = EventFactory(seed=7)
-
-    def load(rows: list[tuple[Any, ...]]) -> None:
-        load_events(conn, rows)
-
     with psycopg.connect(pg_url, autocommit=True) as conn:
         first = events.in_windows(list(range(12)), 3000) + events.on_edges([0, 3, 11, 12])
-        load(first[:1500])
-        load(first[1500:])
+        load_events(conn, first[:1500])
+        load_events(conn, first[1500:])
         assert len(apply_pending(spark, jdbc, conn)) == 2
         assert_matches_full_recomputation(conn)
 
@@ -295,9 +291,9 @@ def test_initial_and_incremental_runs_match_plain_sql(spark: SparkSession, pg_ur
             )
             if run % 4 == 0:
                 batch += events.on_edges([new[0]])
-            load(batch)
+            load_events(conn, batch)
             if run % 3 == 0:
-                load(batch)  # a re-run of the same offsets: nothing new, nothing counted twice
+                load_events(conn, batch)  # a re-run of the same offsets: nothing new, nothing counted twice
             before: dict[datetime, datetime] = dict(
                 conn.execute("SELECT window_start, max(updated_at) FROM windowed_stats GROUP BY 1").fetchall()
             )
