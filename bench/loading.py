@@ -21,7 +21,6 @@ from bench.pipeline import _dataset
 from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
 from clickstream_dagster.pipeline.ingest import Batch, load_and_commit
-from clickstream_dagster.sql import queries as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
@@ -103,7 +102,7 @@ def _peer_copy(url: str, rows: list[Row]) -> float:
         conn.commit()
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy("COPY peer FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(q.EVENT_STAGING_TYPES)
+            copy.set_types(("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8"))
             for row in rows:
                 copy.write_row(row)
         conn.commit()

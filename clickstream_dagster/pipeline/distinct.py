@@ -19,9 +19,7 @@ scanned for the counts, so the insert itself does not need the lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -29,38 +27,16 @@ import psycopg
 from pyroaring import BitMap64
 
 from clickstream_dagster.analytics.windows import WINDOW_MS
+from clickstream_dagster.pipeline.columns import EventColumns
 from clickstream_dagster.sql import queries as q
 
 Ids = npt.NDArray[np.int64]
 STORED_ID = np.dtype(">i8")  # a window set's bytes: its sorted ids, 8 bytes each, big-endian (int8send)
 
 
-@dataclass
-class Columns:
-    """A batch's events as arrays: window number (start / 5 min), event type code, visitor, item."""
-
-    window: Ids
-    event: npt.NDArray[np.int64]
-    visitor: Ids
-    item: Ids
-    names: list[str]  # event type by code
-
-    @classmethod
-    def of(cls, events: Sequence[Sequence[object]]) -> Columns:
-        n = len(events)
-        names = sorted(map(str, set(map(itemgetter(2), events))))
-        code = {name: k for k, name in enumerate(names)}
-        return cls(
-            window=np.fromiter(map(itemgetter(0), events), np.int64, n) // WINDOW_MS,
-            event=np.fromiter(map(code.__getitem__, map(itemgetter(2), events)), np.int64, n),
-            visitor=np.fromiter(map(itemgetter(1), events), np.int64, n),
-            item=np.fromiter(map(itemgetter(3), events), np.int64, n),
-            names=names,
-        )
-
-    def group(self) -> Ids:
-        """One number per (window, event type)."""
-        return self.window * len(self.names) + self.event
+def _groups(events: EventColumns) -> Ids:
+    """One number per (window, event type): window number (start / 5 minutes) * event types + type code."""
+    return (events.timestamp // WINDOW_MS) * len(events.names) + events.event
 
 
 @dataclass
@@ -71,17 +47,15 @@ class Merged:
     sets: list[bytes]
 
 
-def add_events(cur: psycopg.Cursor, events: Sequence[Sequence[object]]) -> None:
+def add_events(cur: psycopg.Cursor, events: EventColumns) -> None:
     """Queue the window deltas of newly inserted events and add them to the per event type totals.
 
-    `events` are rows as `Batch.events` holds them: (timestamp ms, visitorid, event, itemid, ...). The caller
-    holds the ingest lock until it commits.
+    The caller holds the ingest lock until it commits.
     """
-    if not events:
+    if not len(events):
         return
-    cols = Columns.of(events)
-    _queue_window_deltas(cur, cols)
-    _add_event_totals(cur, cols)
+    _queue_window_deltas(cur, events)
+    _add_event_totals(cur, events)
 
 
 def sets_missing(cur: psycopg.Cursor) -> bool:
@@ -116,9 +90,9 @@ def rebuild_sets(cur: psycopg.Cursor) -> None:
     )
 
 
-def _queue_window_deltas(cur: psycopg.Cursor, cols: Columns) -> None:
+def _queue_window_deltas(cur: psycopg.Cursor, cols: EventColumns) -> None:
     """Merge the batch into the window sets it touches and queue what it added to each for windowed_stats."""
-    group = cols.group()
+    group = _groups(cols)
     touched, counts = np.unique(group, return_counts=True)
     n_events = len(cols.names)
     stored: dict[int, tuple[bytes, bytes]] = {}
@@ -179,7 +153,7 @@ def merge_window_sets(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -
     return Merged(added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])
 
 
-def _add_event_totals(cur: psycopg.Cursor, cols: Columns) -> None:
+def _add_event_totals(cur: psycopg.Cursor, cols: EventColumns) -> None:
     stored = {
         str(event): (
             BitMap64.deserialize(bytes(visitors)) if visitors else BitMap64(),
@@ -194,6 +168,7 @@ def _add_event_totals(cur: psycopg.Cursor, cols: Columns) -> None:
         "items": [],
         "visitor_sets": [],
         "item_sets": [],
+        "last": [],
     }
     for code, name in enumerate(cols.names):
         mine = cols.event == code
@@ -207,4 +182,5 @@ def _add_event_totals(cur: psycopg.Cursor, cols: Columns) -> None:
         rows["items"].append(len(items) - items_before)
         rows["visitor_sets"].append(visitors.serialize())
         rows["item_sets"].append(items.serialize())
+        rows["last"].append(int(cols.timestamp[mine].max()))
     cur.execute(q.ADD_EVENT_TOTALS, rows)

@@ -1,12 +1,13 @@
 """Reading exact Kafka offset ranges and loading them into PostgreSQL, effectively once.
 
 `read_ranges` assigns exact offsets (no consumer group, no commits) with librdkafka and stops at each range's
-end offset, so the same range always yields the same messages. `load_batch` COPYs them into temp staging
-tables, drops the ones already stored (source coordinates), and inserts the rest in one transaction together
-with the quarantine rows, the batch's window deltas, the per event type totals and the range ledger: a run
-killed anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
+end offset, so the same range always yields the same messages. `load_batch` COPYs the events whose source
+coordinates are not stored yet straight into clickstream_events (`pipeline.columns`), in one transaction
+together with the quarantine rows, the batch's window deltas and the per event type totals; the range ledger
+follows once every batch of the ranges is in. A run killed anywhere leaves either all of a batch or none of
+it, and re-running any range never duplicates.
 
-The insert runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
+The COPY runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
 transaction take the ingest lock, to add the events it inserted to the distinct sets (`pipeline.distinct`):
 one batch at a time, each counted against every batch committed before it.
 """
@@ -18,13 +19,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 import confluent_kafka
+import numpy as np
 import psycopg
 
 from clickstream_dagster.messages import MessageError, decode_fields
 from clickstream_dagster.pipeline import distinct
+from clickstream_dagster.pipeline.columns import EventColumns
 from clickstream_dagster.sql import queries as q
 
 # Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
@@ -175,26 +177,16 @@ def _stage(
 def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
     """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
     result = LoadResult(messages=batch.size)
-    params = {"topic": batch.topic}
     with conn.cursor() as cur:
         if batch.events and distinct.sets_missing(cur):
             cur.execute(q.INGEST_LOCK)  # built once, before this batch's rows are in the table
             if distinct.sets_missing(cur):
                 distinct.rebuild_sets(cur)
-        new_events: list[tuple[object, ...]] = []
-        if batch.events:
-            _stage(cur, q.CREATE_EVENT_STAGING, q.COPY_EVENT_STAGING, q.EVENT_STAGING_TYPES, batch.events)
-            skipped: set[tuple[int, int]] = set()
-            stored = cur.execute(q.STAGED_ALREADY_STORED, {**params, **_offset_bounds(batch)}).fetchone()
-            if stored and stored[0]:  # a re-run of stored offsets
-                skipped = _coordinates(cur.execute(q.DROP_STAGED_ALREADY_STORED, params))
-            result.inserted_by_partition = _insert_staged(conn, cur, params, skipped)
-            result.inserted = sum(result.inserted_by_partition.values())
-            new_events = [e for e in batch.events if (e[6], e[7]) not in skipped] if skipped else batch.events
-            if len(new_events) != result.inserted:
-                raise RuntimeError(
-                    f"inserted {result.inserted:,} rows of a batch but found {len(new_events):,} of its events new"
-                )
+        new_events = EventColumns.of(batch.events) if batch.events else None
+        if new_events is not None:
+            new_events = _copy_new(conn, cur, batch.topic, new_events)
+            result.inserted_by_partition = new_events.per_partition()
+            result.inserted = len(new_events)
         if batch.rejects:
             _stage(
                 cur,
@@ -203,51 +195,53 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
                 q.QUARANTINE_STAGING_TYPES,
                 batch.rejects,
             )
-            cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, params)
+            cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, {"topic": batch.topic})
             result.quarantined_by_partition = Counter(dict(cur.fetchall()))
             result.quarantined = sum(result.quarantined_by_partition.values())
             result.reasons.update(str(reject[3]).split(":", 1)[0] for reject in batch.rejects)
-        if new_events:
+        if new_events is not None and len(new_events):
             cur.execute(q.INGEST_LOCK)
             distinct.add_events(cur, new_events)
     return result
 
 
-def _insert_staged(
-    conn: psycopg.Connection, cur: psycopg.Cursor, params: dict[str, str], skipped: set[tuple[int, int]]
-) -> Counter[int]:
-    """Insert the staged events; rows inserted per partition. Should another loading transaction store some of
-    the same offsets meanwhile (two runs of one range at once), the insert waits for it, fails on the unique
-    key and is rolled back to its savepoint; those offsets are dropped (added to `skipped`) and the rest
-    inserted again."""
+def _copy_new(
+    conn: psycopg.Connection, cur: psycopg.Cursor, topic: str, events: EventColumns
+) -> EventColumns:
+    """COPY the events whose offsets are not stored yet into clickstream_events; returns those it copied.
+
+    A batch normally holds only new offsets (one probe per partition says so); a re-run of stored offsets
+    leaves them out. Should another loading transaction store some of the same offsets meanwhile (two runs of
+    one range at once), the COPY waits for it, fails on the unique key and is rolled back to its savepoint;
+    the offsets stored by then are left out and the rest copied again.
+    """
+    params = {"topic": topic, **_offset_bounds(events)}
+    row = cur.execute(q.ANY_STORED, params).fetchone()
+    check = bool(row and row[0])
     for _ in range(MAX_INSERT_ATTEMPTS):
+        if check:
+            events = events.without({(int(p), int(o)) for p, o in cur.execute(q.STORED_OFFSETS, params)})
+        if not len(events):
+            return events
         try:
-            with conn.transaction():  # a savepoint: only the insert is undone
-                return Counter(dict(cur.execute(q.INSERT_EVENTS_FROM_STAGING, params).fetchall()))
+            with conn.transaction(), cur.copy(q.COPY_EVENTS) as copy:  # a savepoint: only the COPY is undone
+                copy.write(events.copy_data(topic))
+            return events
         except psycopg.errors.UniqueViolation:
-            skipped |= _coordinates(cur.execute(q.DROP_STAGED_ALREADY_STORED, params))
+            check = True
     raise RuntimeError(
         f"other loading transactions kept storing these offsets; gave up after {MAX_INSERT_ATTEMPTS}"
     )
 
 
-def _coordinates(cur: psycopg.Cursor) -> set[tuple[int, int]]:
-    """(partition, offset) of each row a statement returned."""
-    return {(int(partition), int(offset)) for partition, offset in cur}
-
-
-def _offset_bounds(batch: Batch) -> dict[str, list[int]]:
-    """The lowest and highest offset of the batch's events in each partition: its first and last one, since
-    a batch holds each partition's messages in offset order (as `read_ranges` yields them). Were that ever not
-    so, a stored offset missed here would still be refused by the table's unique key, loudly."""
-    partitions = list(map(itemgetter(6), batch.events))
-    offsets = list(map(itemgetter(7), batch.events))
-    last = dict(zip(partitions, offsets, strict=True))
-    first = dict(zip(reversed(partitions), reversed(offsets), strict=True))
+def _offset_bounds(events: EventColumns) -> dict[str, list[int]]:
+    """The lowest and highest offset of the events in each partition (they are in source-key order)."""
+    partitions, first = np.unique(events.partition, return_index=True)
+    last = np.append(first[1:], len(events)) - 1
     return {
-        "partitions": list(last),
-        "lows": [first[p] for p in last],
-        "highs": list(last.values()),
+        "partitions": partitions.tolist(),
+        "lows": events.offset[first].tolist(),
+        "highs": events.offset[last].tolist(),
     }
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 # ---- live traffic ------------------------------------------------------------------------------------------
 
-# Separate sub-selects, each cheap at any scale: the latest event from the event_time index, and the
-# ingestion ledger records when each range landed.
+# Separate sub-selects, each cheap at any scale: the number of events and the latest one's time from the
+# event_statistics asset, and the ingestion ledger records when each range landed.
 EVENT_TOTALS = """
-SELECT (SELECT count(*) FROM clickstream_events)      AS events,
-       (SELECT max(event_time) FROM clickstream_events)  AS last_event_time,
+SELECT (SELECT coalesce(sum(event_count), 0)::bigint FROM event_statistics) AS events,
+       (SELECT max(last_event_time) FROM event_statistics)                  AS last_event_time,
        (SELECT max(ingested_at) FROM ingested_ranges)  AS last_ingested_at,
        (SELECT count(*) FROM quarantine)               AS quarantined
 """

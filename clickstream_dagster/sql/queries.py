@@ -3,46 +3,35 @@ never formatted into the text. Tables themselves are created only by the migrati
 
 from __future__ import annotations
 
-# ---- raw_events: staging + idempotent insert ---------------------------------------------------------------
-
-CREATE_EVENT_STAGING = """
-CREATE TEMP TABLE staging_events (
-    "timestamp" bigint, visitorid bigint, event text, itemid bigint, transactionid bigint,
-    produced_ms bigint, kafka_partition integer, kafka_offset bigint
-) ON COMMIT DROP
-"""
-
-COPY_EVENT_STAGING = """
-COPY staging_events ("timestamp", visitorid, event, itemid, transactionid, produced_ms, kafka_partition,
-                     kafka_offset) FROM STDIN (FORMAT BINARY)
-"""
-
-EVENT_STAGING_TYPES = ("int8", "int8", "text", "int8", "int8", "int8", "int4", "int8")
+# ---- raw_events: idempotent load ---------------------------------------------------------------------------
 
 # Loading transactions take this lock after their insert, to add their events to the distinct sets and the
 # totals: one batch at a time, each seeing every batch committed before it. Held until commit.
 INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
 
 # A batch normally holds only new offsets: one index range probe per partition (its lowest and highest offset
-# in the batch, bound as arrays) says so. Only a re-run of stored offsets pays for a per-row anti-join. (Computed
-# from the staging table instead, the planner joined its per-partition bounds with a scan: 0.49 s per batch.)
-STAGED_ALREADY_STORED = """
-SELECT EXISTS (
-    SELECT 1
+# in the batch, bound as arrays) says so. Only a re-run of stored offsets lists them (STORED_OFFSETS).
+_BATCH_BOUNDS = """
     FROM unnest(%(partitions)s::int[], %(lows)s::bigint[], %(highs)s::bigint[]) AS s(part, lo, hi)
     CROSS JOIN LATERAL (
-        SELECT 1 FROM clickstream_events e
+        SELECT e.kafka_partition, e.kafka_offset FROM clickstream_events e
         WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.part AND e.kafka_offset BETWEEN s.lo AND s.hi
-        LIMIT 1
+        {limit}
     ) stored
-)
 """
 
-DROP_STAGED_ALREADY_STORED = """
-DELETE FROM staging_events s
-USING clickstream_events e
-WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.kafka_partition AND e.kafka_offset = s.kafka_offset
-RETURNING s.kafka_partition, s.kafka_offset
+ANY_STORED = "SELECT EXISTS (SELECT 1" + _BATCH_BOUNDS.format(limit="LIMIT 1") + ")"
+
+STORED_OFFSETS = "SELECT stored.kafka_partition, stored.kafka_offset" + _BATCH_BOUNDS.format(limit="")
+
+# Straight into the table, without a staging table: the data is built by pipeline/columns.py, in this column
+# order. Outside the ingest lock, so batches insert concurrently. Should another loading transaction store
+# some of the same offsets meanwhile, the COPY waits for it and fails on the unique key, and `load_batch`
+# leaves those out and copies again. (INSERT ... ON CONFLICT DO NOTHING from a staging table cost 8-10 us
+# per row more, measured.)
+COPY_EVENTS = """
+COPY clickstream_events ("timestamp", event_time, visitorid, itemid, kafka_partition, kafka_offset, produced_at,
+                         transactionid, event, kafka_topic) FROM STDIN (FORMAT BINARY)
 """
 
 # ---- raw_events: distinct sets (pipeline/distinct.py) -------------------------------------------------------
@@ -126,34 +115,16 @@ FROM staging_window_sets s CROSS JOIN batch b
 EVENT_SETS = "SELECT event, visitors, items FROM event_totals"
 
 ADD_EVENT_TOTALS = """
-INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items, visitors, items)
+INSERT INTO event_totals AS t (event, event_count, unique_users, unique_items, visitors, items, last_timestamp)
 SELECT * FROM unnest(%(events)s::text[], %(counts)s::bigint[], %(users)s::bigint[], %(items)s::bigint[],
-                     %(visitor_sets)s::bytea[], %(item_sets)s::bytea[])
+                     %(visitor_sets)s::bytea[], %(item_sets)s::bytea[], %(last)s::bigint[])
 ON CONFLICT (event) DO UPDATE
 SET event_count = t.event_count + EXCLUDED.event_count,
     unique_users = t.unique_users + EXCLUDED.unique_users,
     unique_items = t.unique_items + EXCLUDED.unique_items,
     visitors = EXCLUDED.visitors,
-    items = EXCLUDED.items
-"""
-
-# Outside the ingest lock: batches insert concurrently. Stored rows were dropped from staging above; should
-# another loading transaction store some of the same offsets meanwhile, this insert waits for it and fails on
-# the unique key, and `load_batch` drops those too and inserts again. (ON CONFLICT DO NOTHING would cost
-# speculative insertion on every row: 16-20 -> 26-27 us per row, measured.) In event time order, for the
-# event_time index. event_time and produced_at use the expressions the checks use.
-INSERT_EVENTS_FROM_STAGING = """
-WITH ins AS (
-    INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,
-                                    produced_at, kafka_topic, kafka_partition, kafka_offset)
-    SELECT "timestamp", to_timestamp("timestamp"::float8 / 1000), visitorid, event, itemid, transactionid,
-           CASE WHEN produced_ms > 0 THEN to_timestamp(produced_ms::float8 / 1000) END,
-           %(topic)s, kafka_partition, kafka_offset
-    FROM staging_events
-    ORDER BY "timestamp"
-    RETURNING kafka_partition
-)
-SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
+    items = EXCLUDED.items,
+    last_timestamp = greatest(t.last_timestamp, EXCLUDED.last_timestamp)
 """
 
 CREATE_QUARANTINE_STAGING = """
@@ -267,16 +238,22 @@ FROM windowed_stats ORDER BY window_start DESC, event LIMIT 9
 
 # event_totals is maintained by the loading transaction; this publishes it (rows unchanged are left alone).
 REFRESH_EVENT_STATISTICS = """
-WITH upsert AS (
-    INSERT INTO event_statistics (event, event_count, unique_users, unique_items, updated_at)
-    SELECT event, event_count, unique_users, unique_items, now() FROM event_totals
+WITH totals AS (
+    SELECT event, event_count, unique_users, unique_items, to_timestamp(last_timestamp / 1000.0) AS last_event_time
+    FROM event_totals
+), upsert AS (
+    INSERT INTO event_statistics (event, event_count, unique_users, unique_items, last_event_time, updated_at)
+    SELECT event, event_count, unique_users, unique_items, last_event_time, now() FROM totals
     ON CONFLICT (event) DO UPDATE
     SET event_count = EXCLUDED.event_count, unique_users = EXCLUDED.unique_users,
-        unique_items = EXCLUDED.unique_items, updated_at = EXCLUDED.updated_at
-    WHERE (event_statistics.event_count, event_statistics.unique_users, event_statistics.unique_items)
-          IS DISTINCT FROM (EXCLUDED.event_count, EXCLUDED.unique_users, EXCLUDED.unique_items)
+        unique_items = EXCLUDED.unique_items, last_event_time = EXCLUDED.last_event_time,
+        updated_at = EXCLUDED.updated_at
+    WHERE (event_statistics.event_count, event_statistics.unique_users, event_statistics.unique_items,
+           event_statistics.last_event_time)
+          IS DISTINCT FROM (EXCLUDED.event_count, EXCLUDED.unique_users, EXCLUDED.unique_items,
+                            EXCLUDED.last_event_time)
 )
-SELECT event, event_count, unique_users, unique_items FROM event_totals ORDER BY event
+SELECT event, event_count, unique_users, unique_items FROM totals ORDER BY event
 """
 
 # ---- asset checks ------------------------------------------------------------------------------------------

@@ -59,10 +59,12 @@ ORDER BY 1, 3
 """
 # Per event type totals, which the loading transaction keeps, against the same independent recount.
 EXPECTED_TOTALS_SQL = """
-SELECT event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid) FROM clickstream_events
+SELECT event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid), max("timestamp") FROM clickstream_events
 GROUP BY 1 ORDER BY 1
 """
-ACTUAL_TOTALS_SQL = "SELECT event, event_count, unique_users, unique_items FROM event_totals ORDER BY 1"
+ACTUAL_TOTALS_SQL = (
+    "SELECT event, event_count, unique_users, unique_items, last_timestamp FROM event_totals ORDER BY 1"
+)
 
 
 # ---- pure functions -----------------------------------------------------------------------------------

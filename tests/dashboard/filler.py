@@ -67,7 +67,8 @@ FROM STDIN (FORMAT BINARY)
 """
 WINDOW_TYPES_SQL = ("timestamptz", "timestamptz", "text", "int8", "int8", "int8")
 INSERT_EVENT_STATISTICS = """
-INSERT INTO event_statistics (event, event_count, unique_users, unique_items) VALUES (%s, %s, %s, %s)
+INSERT INTO event_statistics (event, event_count, unique_users, unique_items, last_event_time)
+VALUES (%s, %s, %s, %s, %s)
 """
 MODEL_VERSIONS = 3
 PROMOTED_VERSION = 3
@@ -163,12 +164,18 @@ def _windows(conn: psycopg.Connection, events: pd.DataFrame) -> None:
         for (w, e), n, u, i in zip(grouped.index, grouped["n"], grouped["users"], grouped["items"], strict=True)
     )  # fmt: skip
     totals = events.groupby("event").agg(
-        n=("timestamp", "size"), users=("visitorid", "nunique"), items=("itemid", "nunique")
+        n=("timestamp", "size"),
+        users=("visitorid", "nunique"),
+        items=("itemid", "nunique"),
+        last=("timestamp", "max"),
     )
     with conn.cursor() as cur:
         _copy(cur, COPY_WINDOWS, WINDOW_TYPES_SQL, windows)
-        for event, n, u, i in zip(totals.index, totals["n"], totals["users"], totals["items"], strict=True):
-            cur.execute(INSERT_EVENT_STATISTICS, (str(event), int(n), int(u), int(i)))
+        for event, n, u, i, last in zip(
+            totals.index, totals["n"], totals["users"], totals["items"], totals["last"], strict=True
+        ):
+            last_time = datetime.fromtimestamp(int(last) / 1000, UTC)
+            cur.execute(INSERT_EVENT_STATISTICS, (str(event), int(n), int(u), int(i), last_time))
     conn.commit()
 
 

@@ -101,3 +101,44 @@ def test_0005_carries_pending_window_changes_over_exactly(
     assert len(expected) == 2 and sum(r[2] for r in expected) == 60
     assert stale == (0,)
     assert "window_changes" not in _tables(url)
+
+
+def test_0008_keeps_the_latest_event_time_of_stored_rows(
+    database_factory: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database loaded before 0008: the latest event of each type, which the dropped event_time index
+    used to give, is in event_totals and event_statistics afterwards."""
+    url = database_factory(migrate=False)
+    every = load_migrations()
+    monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 8])
+    apply_migrations(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
+                   kafka_topic, kafka_partition, kafka_offset)
+               SELECT ts, to_timestamp(ts / 1000.0), n, CASE WHEN n % 3 = 0 THEN 'addtocart' ELSE 'view' END, n,
+                      't', 0, n
+               FROM (SELECT n, 1433000000000 + n * 7919 AS ts FROM generate_series(1, 40) n) s"""
+        )
+        for table in ("event_totals", "event_statistics"):
+            conn.execute(
+                f"""INSERT INTO {table} (event, event_count, unique_users, unique_items)
+                    SELECT event, count(*), count(DISTINCT visitorid), count(DISTINCT itemid)
+                    FROM clickstream_events GROUP BY event"""
+            )
+    monkeypatch.setattr(migrate, "load_migrations", lambda: every)
+    assert [m.version for m in apply_migrations(url)] == [m.version for m in every if m.version >= 8]
+    with psycopg.connect(url) as conn:
+        totals = conn.execute("SELECT event, last_timestamp FROM event_totals ORDER BY event").fetchall()
+        shown = conn.execute("SELECT event, last_event_time FROM event_statistics ORDER BY event").fetchall()
+        expected = conn.execute(
+            """SELECT event, max("timestamp"), to_timestamp(max("timestamp") / 1000.0)
+               FROM clickstream_events GROUP BY event ORDER BY event"""
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'clickstream_events'"
+        ).fetchall()
+    assert totals == [(e, ts) for e, ts, _ in expected]
+    assert shown == [(e, t) for e, _, t in expected]
+    assert [e for e, *_ in expected] == ["addtocart", "view"]
+    assert ("clickstream_events_event_time_idx",) not in indexes
