@@ -1,9 +1,9 @@
 """Ingestion: exact Kafka offset ranges into `clickstream_events`, and the live slice for the dashboard."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
-import psycopg
 from pydantic import Field
 
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
@@ -126,8 +126,8 @@ def live_clickstream_events(
 
 
 # ---- checks: the prototype's data-validation DAG ------------------------------------------------------------
-# One step evaluates every rule (one connection, one pass over the rows for the four row rules): six separate
-# steps cost about a second more per run, and each run is on the path from produce to windowed_stats.
+# One step evaluates every rule in one pass over the rows (queries.CHECK_RUN_RANGES): six separate steps cost
+# about a second more per run, and each run is on the path from produce to windowed_stats.
 # Each check covers the ranges this run ingested; executed on its own (no ranges in this run) it covers the table.
 
 ROW_RULES = {
@@ -135,6 +135,7 @@ ROW_RULES = {
     "event_type_allowed": "with an unknown event type",
     "timestamps_in_range": "with a timestamp out of range",
     "transactionid_only_on_transactions": "where transactionid disagrees with the event type",
+    "no_duplicate_source_coordinates": "with duplicated source coordinates",
 }
 
 CHECK_SPECS = [
@@ -181,35 +182,42 @@ CHECK_SPECS = [
 def validate_raw_events(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> Iterator[dg.AssetCheckResult]:
-    run_id = context.run.run_id
+    params = {"run_id": context.run.run_id, "min_ts": MIN_TIMESTAMP_MS, "max_ts": MAX_TIMESTAMP_MS}
     with postgres.connection() as conn:
-        params = _range_params(conn, run_id)
-        scope = "this run's ranges" if params["topics"] is not None else "the whole table"
-        rules = conn.execute(
-            q.CHECK_ROW_RULES, {**params, "min_ts": MIN_TIMESTAMP_MS, "max_ts": MAX_TIMESTAMP_MS}
-        ).fetchone()
-        duplicates = conn.execute(q.CHECK_DUPLICATE_COORDINATES, params).fetchone()
-        ranges = conn.execute(
-            q.CHECK_RECONCILIATION, {"run_id": run_id if params["topics"] is not None else None}
-        ).fetchall()
-    counts = [int(v) for v in rules] if rules else [0] * len(ROW_RULES)
-    for (name, what), bad in zip(ROW_RULES.items(), counts, strict=True):
-        yield _count_result(name, bad, what, scope)
-    yield _count_result(
-        "no_duplicate_source_coordinates",
-        int(duplicates[0]) if duplicates else 0,
-        "duplicated source coordinates",
-        scope,
-    )
+        ranges = [RangeCheck.of_run(*row) for row in conn.execute(q.CHECK_RUN_RANGES, params).fetchall()]
+        if ranges:
+            scope = "this run's ranges"
+            violations = [sum(col) for col in zip(*(r.violations for r in ranges), strict=True)]
+        else:
+            scope = "the whole table"
+            ranges = [RangeCheck(*row) for row in conn.execute(q.CHECK_ALL_RANGES).fetchall()]
+            row = conn.execute(q.CHECK_ALL_ROWS, params).fetchone()
+            violations = list(row) if row else [0] * len(ROW_RULES)
+    for (name, what), bad in zip(ROW_RULES.items(), violations, strict=True):
+        yield _count_result(name, int(bad), what, scope)
     yield _reconciliation_result(ranges)
 
 
-def _range_params(conn: psycopg.Connection, run_id: str) -> dict[str, object]:
-    rows = conn.execute(q.RANGES_OF_RUN, (run_id,)).fetchall()
-    if not rows:
-        return {"topics": None, "partitions": None, "starts": None, "ends": None}
-    topics, partitions, starts, ends = (list(col) for col in zip(*rows, strict=True))
-    return {"topics": topics, "partitions": partitions, "starts": starts, "ends": ends}
+@dataclass(frozen=True)
+class RangeCheck:
+    """One offset range of the ledger: what it holds, and (in a run's checks) its rows' violations of each
+    rule in ROW_RULES order."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    stored: int
+    quarantined: int
+    violations: tuple[int, ...] = ()
+
+    @classmethod
+    def of_run(
+        cls, topic: str, partition: int, start: int, end: int, stored: int, *rest: int
+    ) -> "RangeCheck":
+        """A row of queries.CHECK_RUN_RANGES."""
+        *violations, quarantined = rest
+        return cls(topic, partition, start, end, stored, quarantined, tuple(violations))
 
 
 def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckResult:
@@ -221,20 +229,27 @@ def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckRe
     )
 
 
-def _reconciliation_result(rows: list[tuple[str, int, int, int, int, int]]) -> dg.AssetCheckResult:
+def _reconciliation_result(ranges: list[RangeCheck]) -> dg.AssetCheckResult:
     mismatched = [
-        {"topic": t, "partition": p, "start": s, "end": e, "stored": st, "quarantined": qu}
-        for t, p, s, e, st, qu in rows
-        if st + qu != e - s
+        {
+            "topic": r.topic,
+            "partition": r.partition,
+            "start": r.start,
+            "end": r.end,
+            "stored": r.stored,
+            "quarantined": r.quarantined,
+        }
+        for r in ranges
+        if r.stored + r.quarantined != r.end - r.start
     ]
     return dg.AssetCheckResult(
         check_name="offsets_reconcile",
         passed=not mismatched,
         metadata={
-            "ranges_checked": len(rows),
-            "consumed": sum(e - s for _, _, s, e, _, _ in rows),
-            "stored": sum(st for *_, st, _ in rows),
-            "quarantined": sum(qu for *_, qu in rows),
+            "ranges_checked": len(ranges),
+            "consumed": sum(r.end - r.start for r in ranges),
+            "stored": sum(r.stored for r in ranges),
+            "quarantined": sum(r.quarantined for r in ranges),
             "mismatched_ranges": dg.MetadataValue.json(mismatched[:20]),
         },
         description=f"{len(mismatched)} ranges do not reconcile" if mismatched else None,

@@ -214,6 +214,52 @@ def test_checks_catch_rows_written_around_validation(
         assert outcomes[name].metadata["violations"].value == 1
 
 
+def test_duplicate_coordinates_are_caught_once_the_unique_key_is_gone(
+    kafka: KafkaResource,
+    postgres: PostgresResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    full_ranges: Callable[[], list[dict[str, int]]],
+) -> None:
+    produce(kafka, random_events(300, seed=10))
+    ranges = full_ranges()
+    assert _materialize_raw(resources, instance, kafka.topic, ranges).success
+    with postgres.connection() as conn:  # the key dropped, one stored row written again
+        conn.execute("ALTER TABLE clickstream_events DROP CONSTRAINT clickstream_events_source_uq")
+        conn.execute(
+            """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,
+                   produced_at, kafka_topic, kafka_partition, kafka_offset)
+               SELECT "timestamp", event_time, visitorid, event, itemid, transactionid, produced_at, kafka_topic,
+                      kafka_partition, kafka_offset
+               FROM clickstream_events WHERE kafka_offset = 7 AND kafka_partition = %s""",
+            (ranges[0]["partition"],),
+        )
+
+    # The same ranges again (a run's scope: nothing new is inserted) and the checks on their own (the table).
+    again = dg.materialize(
+        [raw_events, *raw_events_checks],
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"raw_events": {"config": {"topic": kafka.topic, "ranges": ranges}}}},
+        raise_on_error=False,
+    )
+    alone = dg.materialize(
+        [raw_events, *raw_events_checks],
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.checks(*raw_events_checks),
+        raise_on_error=False,
+    )
+    for result, scope in ((again, "this run's ranges"), (alone, "the whole table")):
+        outcomes = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        duplicates = outcomes["no_duplicate_source_coordinates"]
+        assert not duplicates.passed
+        assert duplicates.metadata["violations"].value == 1
+        assert duplicates.metadata["scope"].value == scope
+        assert not outcomes["offsets_reconcile"].passed  # one range holds a row more than its offsets
+        assert outcomes["event_type_allowed"].passed
+
+
 def test_blocking_check_failure_stops_downstream(
     kafka: KafkaResource,
     postgres: PostgresResource,

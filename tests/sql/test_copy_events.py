@@ -4,7 +4,7 @@ SQL expressions the checks use would compute it, NULLs included, and a batch's r
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import psycopg
 import pytest
@@ -34,7 +34,7 @@ LEFT JOIN clickstream_events e ON e.kafka_partition = s.part AND e.kafka_offset 
 
 def _events(n: int, seed: int) -> list[tuple[object, ...]]:
     rng = random.Random(seed)
-    events = []
+    events: list[tuple[object, ...]] = []
     for k in range(n):
         event = rng.choice(["view", "view", "addtocart", "transaction"])
         events.append(
@@ -52,7 +52,7 @@ def _events(n: int, seed: int) -> list[tuple[object, ...]]:
     return events
 
 
-def _load(url: str, events: list[tuple[object, ...]]) -> list[tuple[int, ...]]:
+def _load(url: str, events: Sequence[tuple[object, ...]]) -> list[int]:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE source (ts bigint, visitorid bigint, event text, itemid bigint, "
