@@ -278,6 +278,40 @@ def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
     return "\n".join(lines)
 
 
+def _run_timeline(cfg: StackConfig, since: float, until: float) -> str:
+    """Each ingest run created in [since, until), in order: its events, and when (seconds after `since`) it
+    was created, started its first step, finished raw_events and ended (Dagster's own event log)."""
+    import dagster as dg
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    os.environ["DAGSTER_HOME"] = str(cfg.dagster_home)
+    instance = dg.DagsterInstance.get()
+    lines = []
+    records = instance.get_run_records(filters=RunsFilter(job_name="ingest_events"), limit=10_000)
+    for record in sorted(records, key=lambda r: r.create_timestamp):
+        created = record.create_timestamp.timestamp()
+        if not since <= created < until or record.end_time is None:
+            continue
+        first_step = raw_done = None
+        for entry in instance.all_logs(record.dagster_run.run_id):
+            event = entry.dagster_event
+            if event is None or event.step_key is None:
+                continue
+            if event.event_type_value == "STEP_START" and first_step is None:
+                first_step = entry.timestamp
+            if event.event_type_value == "STEP_SUCCESS" and event.step_key == "raw_events":
+                raw_done = entry.timestamp
+        marks = [
+            f"{name} {t - since:6.1f}" if t is not None else f"{name}    -  "
+            for name, t in (("created", created), ("first step", first_step), ("raw_events done", raw_done))
+        ]
+        events = int(record.dagster_run.tags.get("clickstream/events", 0))
+        lines.append(
+            f"      {events:>9,} events: " + "   ".join(marks) + f"   end {record.end_time - since:6.1f}"
+        )
+    return "\n".join(lines)
+
+
 def _windowed_materializations(cfg: StackConfig) -> dict[str, float]:
     """run id -> time windowed_stats was materialized in that run (from Dagster's own event log)."""
     import dagster as dg
@@ -336,6 +370,7 @@ def run(args: argparse.Namespace) -> int:
         wall = done - t0
         a_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, wall)
         a_steps = _step_breakdown(cfg, a_started, time.time())
+        a_timeline = _run_timeline(cfg, a_started, time.time())
         copy_s, group_s = _peer(cfg, events_csv)
 
         # (b) latency at a steady rate
@@ -377,6 +412,7 @@ def run(args: argparse.Namespace) -> int:
         f"{len(latencies):,} events measured)"
     )
     print(f"    where (a)'s run time went:\n{a_steps}")
+    print(f"    (a)'s runs (seconds after the first message):\n{a_timeline}")
     print(f"    (a)'s CPU by process tree:\n{a_cpu}")
     print(f"    where (b)'s run time went:\n{b_steps}")
     print(f"    (b)'s CPU by process tree:\n{b_cpu}")

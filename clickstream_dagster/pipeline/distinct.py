@@ -131,23 +131,30 @@ def _queue_window_deltas(cur: psycopg.Cursor, cols: EventColumns) -> None:
 def merge_window_sets(touched: Ids, group: Ids, ids: Ids, stored: list[bytes]) -> Merged:
     """Union each touched group's stored ids (sorted, distinct) with the batch's, for all groups at once.
 
-    Every id in play is replaced by its rank among them, so a (group, id) pair becomes one number,
-    group index * ranks + rank, ordered as the pairs are. The stored pairs come out sorted already (groups in
-    order, each one's ids sorted); the batch's new pairs are those not found among them by binary search.
+    Each (group, id) pair becomes one number, group index * width + id, ordered as the pairs are; so the
+    stored pairs come out sorted already (groups in order, each one's ids sorted), and the batch's new pairs
+    are those not found among them by binary search. Ids too large for that (width * groups past int64) are
+    first replaced by their rank among all ids in play, which keeps the order (a sort of every stored id).
     """
     sizes = np.fromiter(map(len, stored), np.int64, len(stored)) // STORED_ID.itemsize
     stored_ids = np.frombuffer(b"".join(stored), STORED_ID).astype(np.int64)
-    values, rank = np.unique(np.concatenate([stored_ids, ids]), return_inverse=True)
-    width = len(values)
-    stored_keys = np.repeat(np.arange(len(touched), dtype=np.int64), sizes) * width + rank[: len(stored_ids)]
-    batch_keys = np.unique(np.searchsorted(touched, group) * width + rank[len(stored_ids) :])
+    lowest = min(int(stored_ids.min(initial=0)), int(ids.min(initial=0)))
+    highest = max(int(stored_ids.max(initial=0)), int(ids.max(initial=0)))
+    values: Ids | None = None
+    if lowest >= 0 and (highest + 1) * len(touched) < 2**63:
+        width, stored_rank, batch_rank = highest + 1, stored_ids, ids
+    else:
+        values, rank = np.unique(np.concatenate([stored_ids, ids]), return_inverse=True)
+        width, stored_rank, batch_rank = len(values), rank[: len(stored_ids)], rank[len(stored_ids) :]
+    stored_keys = np.repeat(np.arange(len(touched), dtype=np.int64), sizes) * width + stored_rank
+    batch_keys = np.unique(np.searchsorted(touched, group) * width + batch_rank)
     at = np.searchsorted(stored_keys, batch_keys)
     found = at < len(stored_keys)
     found[found] = stored_keys[at[found]] == batch_keys[found]
     new_keys = batch_keys[~found]
     union = np.insert(stored_keys, at[~found], new_keys)
     added = np.bincount(new_keys // width, minlength=len(touched)).astype(np.int64)
-    union_ids = values[union % width].astype(STORED_ID)
+    union_ids = (union % width if values is None else values[union % width]).astype(STORED_ID)
     bounds = np.searchsorted(union // width, np.arange(len(touched)), side="right")
     starts = np.concatenate([[0], bounds[:-1]])
     return Merged(added, [union_ids[s:e].tobytes() for s, e in zip(starts, bounds, strict=True)])

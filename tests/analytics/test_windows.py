@@ -84,14 +84,15 @@ def test_windows_touched_boundaries() -> None:
     assert windows_touched([-1]) == [-w]  # floor, not truncation
 
 
-def test_merge_of_window_sets_matches_python_sets() -> None:
+@pytest.mark.parametrize("large", [2**40, 2**57])  # ids as they come / too large for one key: ranked first
+def test_merge_of_window_sets_matches_python_sets(large: int) -> None:
     """The numpy merge against plain Python sets: random groups, repeats, empty and full overlaps."""
     rng = random.Random(3)
     for _ in range(50):
         touched = sorted(rng.sample(range(1_000), rng.randrange(1, 12)))
         old = {g: set(rng.sample(range(40), rng.randrange(0, 15))) for g in touched}
         batch = [
-            (g, rng.randrange(40) * 2**40) if rng.random() < 0.1 else (g, rng.randrange(40)) for g in touched
+            (g, rng.randrange(40) * large) if rng.random() < 0.1 else (g, rng.randrange(40)) for g in touched
         ]
         batch += [(rng.choice(touched), rng.randrange(40)) for _ in range(rng.randrange(0, 60))]
         stored = [np.array(sorted(old[g]), STORED_ID).tobytes() for g in touched]
