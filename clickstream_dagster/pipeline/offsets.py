@@ -27,27 +27,20 @@ def plan_runs(
 ) -> tuple[list[list[OffsetRange]], dict[int, int]]:
     """Split the backlog into at most `max_runs` runs of at most `max_events_per_run` events each.
 
-    As few runs as the cap allows, of equal size: a backlog of 1.05 runs' worth with two runs allowed becomes two
-    runs of half that, which finish together, instead of a full one and a small one that leave a core idle
-    while the full one ends (bench (a): the last runs of a replay). A backlog beyond `max_runs` full runs gives
-    full-size runs. Within a run the budget is shared fairly between partitions that have a backlog. Returns the
-    runs and the advanced cursor (partitions new to the cursor start at 0).
+    Every run but possibly the last is full-size; within a run the budget is shared fairly between partitions
+    that have a backlog. Returns the runs and the advanced cursor (partitions new to the cursor start at 0).
     """
     if max_events_per_run < 1 or max_runs < 1:
         raise ValueError("max_events_per_run and max_runs must be positive")
     position = {p: cursor.get(p, 0) for p in end_offsets}
-    total = sum(max(0, end_offsets[p] - position[p]) for p in end_offsets)
-    count = min(max_runs, -(-total // max_events_per_run))
-    if count * max_events_per_run > total:
-        sizes = [total // count + (1 if k < total % count else 0) for k in range(count)]
-    else:
-        sizes = [max_events_per_run] * count
     runs: list[list[OffsetRange]] = []
-    for size in sizes:
+    while len(runs) < max_runs:
         backlog = {
             p: end_offsets[p] - position[p] for p in sorted(end_offsets) if end_offsets[p] > position[p]
         }
-        take = fair_shares(backlog, size)
+        if not backlog:
+            break
+        take = fair_shares(backlog, max_events_per_run)
         run = [OffsetRange(p, position[p], position[p] + n) for p, n in take.items() if n > 0]
         for r in run:
             position[r.partition] = r.end
