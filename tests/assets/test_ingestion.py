@@ -23,6 +23,7 @@ def _materialize_raw(
     instance: dg.DagsterInstance,
     topic: str,
     ranges: list[dict[str, int]],
+    raise_on_error: bool = True,
     **cfg: Any,
 ) -> dg.ExecuteInJobResult:
     return dg.materialize(
@@ -30,7 +31,22 @@ def _materialize_raw(
         resources=resources,
         instance=instance,
         run_config={"ops": {"raw_events": {"config": {"topic": topic, "ranges": ranges, **cfg}}}},
+        raise_on_error=raise_on_error,
     )
+
+
+def _checks_alone(
+    resources: dict[str, Any], instance: dg.DagsterInstance
+) -> dict[str, dg.AssetCheckEvaluation]:
+    """The checks executed on their own (no ranges in their run): they cover the whole table."""
+    result = dg.materialize(
+        [raw_events, *raw_events_checks],
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.checks(*raw_events_checks),
+        raise_on_error=False,
+    )
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
 def _one(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
@@ -195,15 +211,7 @@ def test_checks_catch_rows_written_around_validation(
         conn.execute(insert, (1433000000000, 1433000000000, 1, "view", 5, 99, 4))
         conn.execute("DELETE FROM clickstream_events WHERE id = (SELECT min(id) FROM clickstream_events)")
 
-    # Executed on their own (no ranges in the run), the checks cover the whole table.
-    result = dg.materialize(
-        [raw_events, *raw_events_checks],
-        resources=resources,
-        instance=instance,
-        selection=dg.AssetSelection.checks(*raw_events_checks),
-        raise_on_error=False,
-    )
-    outcomes = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    outcomes = _checks_alone(resources, instance)
     assert not outcomes["ids_present_and_non_negative"].passed
     assert not outcomes["event_type_allowed"].passed
     assert not outcomes["timestamps_in_range"].passed
@@ -236,22 +244,12 @@ def test_duplicate_coordinates_are_caught_once_the_unique_key_is_gone(
         )
 
     # The same ranges again (a run's scope: nothing new is inserted) and the checks on their own (the table).
-    again = dg.materialize(
-        [raw_events, *raw_events_checks],
-        resources=resources,
-        instance=instance,
-        run_config={"ops": {"raw_events": {"config": {"topic": kafka.topic, "ranges": ranges}}}},
-        raise_on_error=False,
-    )
-    alone = dg.materialize(
-        [raw_events, *raw_events_checks],
-        resources=resources,
-        instance=instance,
-        selection=dg.AssetSelection.checks(*raw_events_checks),
-        raise_on_error=False,
-    )
-    for result, scope in ((again, "this run's ranges"), (alone, "the whole table")):
-        outcomes = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    again = _materialize_raw(resources, instance, kafka.topic, ranges, raise_on_error=False)
+    in_run = {e.check_name: e for e in again.get_asset_check_evaluations()}
+    for outcomes, scope in (
+        (in_run, "this run's ranges"),
+        (_checks_alone(resources, instance), "the whole table"),
+    ):
         duplicates = outcomes["no_duplicate_source_coordinates"]
         assert not duplicates.passed
         assert duplicates.metadata["violations"].value == 1
