@@ -280,7 +280,8 @@ def _step_breakdown(cfg: StackConfig, since: float, until: float) -> str:
 
 def _run_timeline(cfg: StackConfig, since: float, until: float) -> str:
     """Each ingest run created in [since, until), in order: its events, and when (seconds after `since`) it
-    was created, started its first step, finished raw_events and ended (Dagster's own event log)."""
+    was created, started its first step, finished raw_events and ended (Dagster's own event log). A run can
+    still be finishing its last steps when (a) is complete: another run's windowed_stats applied its rows."""
     import dagster as dg
     from dagster._core.storage.dagster_run import RunsFilter
 
@@ -290,7 +291,7 @@ def _run_timeline(cfg: StackConfig, since: float, until: float) -> str:
     records = instance.get_run_records(filters=RunsFilter(job_name="ingest_events"), limit=10_000)
     for record in sorted(records, key=lambda r: r.create_timestamp):
         created = record.create_timestamp.timestamp()
-        if not since <= created < until or record.end_time is None:
+        if not since <= created < until:
             continue
         first_step = raw_done = None
         for entry in instance.all_logs(record.dagster_run.run_id):
