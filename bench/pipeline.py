@@ -307,9 +307,8 @@ def _run_timeline(cfg: StackConfig, since: float, until: float) -> str:
             for name, t in (("created", created), ("first step", first_step), ("raw_events done", raw_done))
         ]
         events = int(record.dagster_run.tags.get("clickstream/events", 0))
-        lines.append(
-            f"      {events:>9,} events: " + "   ".join(marks) + f"   end {record.end_time - since:6.1f}"
-        )
+        end = f"end {record.end_time - since:6.1f}" if record.end_time is not None else "still running"
+        lines.append(f"      {events:>9,} events: " + "   ".join(marks) + f"   {end}")
     return "\n".join(lines)
 
 
