@@ -182,11 +182,11 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             cur.execute(q.INGEST_LOCK)  # built once, before this batch's rows are in the table
             if distinct.sets_missing(cur):
                 distinct.rebuild_sets(cur)
-        new_events = EventColumns.of(batch.events) if batch.events else None
-        if new_events is not None:
-            new_events = _copy_new(conn, cur, batch.topic, new_events)
-            result.inserted_by_partition = new_events.per_partition()
-            result.inserted = len(new_events)
+        copied: EventColumns | None = None
+        if batch.events:
+            copied = _copy_new(conn, cur, batch.topic, EventColumns.of(batch.events))
+            result.inserted_by_partition = copied.per_partition()
+            result.inserted = len(copied)
         if batch.rejects:
             _stage(
                 cur,
@@ -199,9 +199,9 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             result.quarantined_by_partition = Counter(dict(cur.fetchall()))
             result.quarantined = sum(result.quarantined_by_partition.values())
             result.reasons.update(str(reject[3]).split(":", 1)[0] for reject in batch.rejects)
-        if new_events is not None and len(new_events):
+        if copied is not None and len(copied):
             cur.execute(q.INGEST_LOCK)
-            distinct.add_events(cur, new_events)
+            distinct.add_events(cur, copied)
     return result
 
 
