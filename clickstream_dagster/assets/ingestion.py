@@ -4,11 +4,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import dagster as dg
+from psycopg.rows import class_row
 from pydantic import Field
 
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE, OffsetRange, ingest_ranges, lag_after
 from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.sensors.ledger import LedgerState, ledger_state
 from clickstream_dagster.sql import queries as q
 
 RAW_EVENTS = dg.AssetKey("raw_events")
@@ -173,7 +175,25 @@ CHECK_SPECS = [
         "offsets_reconcile",
         asset=RAW_EVENTS,
         blocking=True,
-        description="per ingested offset range: messages consumed = rows stored + rows quarantined",
+        description=(
+            "per ingested offset range: messages read = rows stored + rows quarantined, and messages read + "
+            "offsets without a message (transaction markers, aborted, compacted) + offsets lost = end - start"
+        ),
+    ),
+    dg.AssetCheckSpec(
+        "no_offsets_lost",
+        asset=RAW_EVENTS,
+        blocking=True,
+        description="no offset was deleted from the topic (retention, DeleteRecords) before it was read",
+    ),
+    dg.AssetCheckSpec(
+        "ledger_contiguous",
+        asset=RAW_EVENTS,
+        blocking=True,
+        description=(
+            "per partition, the ledger covers every offset the sensor requested, from where ingestion started "
+            "up to its cursor, with no gap and no overlap (ranges still being ingested or retried excepted)"
+        ),
     ),
 ]
 
@@ -183,41 +203,71 @@ def validate_raw_events(
     context: dg.AssetCheckExecutionContext, postgres: PostgresResource
 ) -> Iterator[dg.AssetCheckResult]:
     params = {"run_id": context.run.run_id, "min_ts": MIN_TIMESTAMP_MS, "max_ts": MAX_TIMESTAMP_MS}
-    with postgres.connection() as conn:
-        ranges = [RangeCheck.of_run(*row) for row in conn.execute(q.CHECK_RUN_RANGES, params).fetchall()]
+    with postgres.connection() as conn, conn.cursor(row_factory=class_row(RangeCheck)) as cur:
+        ranges = cur.execute(q.CHECK_RUN_RANGES, params).fetchall()
         if ranges:
             scope = "this run's ranges"
-            violations = [sum(col) for col in zip(*(r.violations for r in ranges), strict=True)]
+            violations = [sum(getattr(r, name) for r in ranges) for name in ROW_RULES]
         else:
             scope = "the whole table"
-            ranges = [RangeCheck(*row) for row in conn.execute(q.CHECK_ALL_RANGES).fetchall()]
+            ranges = cur.execute(q.CHECK_ALL_RANGES).fetchall()
             row = conn.execute(q.CHECK_ALL_ROWS, params).fetchone()
             violations = list(row) if row else [0] * len(ROW_RULES)
+        topics = sorted({r.topic for r in ranges} | {t for (t,) in conn.execute(q.PLANNED_TOPICS)})
+        ledgers = {
+            t: ledger_state(conn, context.instance, t, exclude_run_id=context.run.run_id) for t in topics
+        }
     for (name, what), bad in zip(ROW_RULES.items(), violations, strict=True):
         yield _count_result(name, int(bad), what, scope)
     yield _reconciliation_result(ranges)
+    yield _lost_result(ranges, scope)
+    yield _contiguity_result(ledgers)
 
 
 @dataclass(frozen=True)
 class RangeCheck:
-    """One offset range of the ledger: what it holds, and (in a run's checks) its rows' violations of each
-    rule in ROW_RULES order."""
+    """One offset range of the ledger (queries.CHECK_RUN_RANGES / CHECK_ALL_RANGES): what it read and how
+    every offset is accounted for, the rows it holds and (in a run's checks) their violations of each rule."""
 
     topic: str
     partition: int
     start: int
     end: int
+    read: int
+    control: int
+    aborted: int
+    compacted: int
+    lost: int
     stored: int
     quarantined: int
-    violations: tuple[int, ...] = ()
+    ids_present_and_non_negative: int = 0
+    event_type_allowed: int = 0
+    timestamps_in_range: int = 0
+    transactionid_only_on_transactions: int = 0
+    no_duplicate_source_coordinates: int = 0
 
-    @classmethod
-    def of_run(
-        cls, topic: str, partition: int, start: int, end: int, stored: int, *rest: int
-    ) -> "RangeCheck":
-        """A row of queries.CHECK_RUN_RANGES."""
-        *violations, quarantined = rest
-        return cls(topic, partition, start, end, stored, quarantined, tuple(violations))
+    @property
+    def reconciles(self) -> bool:
+        offsets = self.read + self.control + self.aborted + self.compacted + self.lost
+        return self.stored + self.quarantined == self.read and offsets == self.end - self.start
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "topic",
+                "partition",
+                "start",
+                "end",
+                "read",
+                "stored",
+                "quarantined",
+                "control",
+                "aborted",
+                "compacted",
+                "lost",
+            )
+        }
 
 
 def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckResult:
@@ -230,29 +280,71 @@ def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckRe
 
 
 def _reconciliation_result(ranges: list[RangeCheck]) -> dg.AssetCheckResult:
-    mismatched = [
-        {
-            "topic": r.topic,
-            "partition": r.partition,
-            "start": r.start,
-            "end": r.end,
-            "stored": r.stored,
-            "quarantined": r.quarantined,
-        }
-        for r in ranges
-        if r.stored + r.quarantined != r.end - r.start
-    ]
+    mismatched = [r.as_json() for r in ranges if not r.reconciles]
     return dg.AssetCheckResult(
         check_name="offsets_reconcile",
         passed=not mismatched,
         metadata={
             "ranges_checked": len(ranges),
-            "consumed": sum(r.end - r.start for r in ranges),
+            "offsets": sum(r.end - r.start for r in ranges),
+            "read": sum(r.read for r in ranges),
             "stored": sum(r.stored for r in ranges),
             "quarantined": sum(r.quarantined for r in ranges),
+            "skipped_control": sum(r.control for r in ranges),
+            "skipped_aborted": sum(r.aborted for r in ranges),
+            "skipped_compacted": sum(r.compacted for r in ranges),
+            "lost_retention": sum(r.lost for r in ranges),
             "mismatched_ranges": dg.MetadataValue.json(mismatched[:20]),
         },
         description=f"{len(mismatched)} ranges do not reconcile" if mismatched else None,
+    )
+
+
+def _lost_result(ranges: list[RangeCheck], scope: str) -> dg.AssetCheckResult:
+    lost = [r.as_json() for r in ranges if r.lost]
+    total = sum(r.lost for r in ranges)
+    return dg.AssetCheckResult(
+        check_name="no_offsets_lost",
+        passed=total == 0,
+        metadata={
+            "lost_offsets": total,
+            "scope": scope,
+            "ranges_with_losses": dg.MetadataValue.json(lost[:20]),
+        },
+        description=(
+            f"{total:,} offsets were deleted from the topic before they were read (retention or DeleteRecords): "
+            "raise the topic's retention.ms or catch up faster"
+            if total
+            else None
+        ),
+    )
+
+
+def _contiguity_result(ledgers: dict[str, LedgerState]) -> dg.AssetCheckResult:
+    def spans(kind: str) -> list[dict[str, object]]:
+        return [
+            {"topic": t, "partition": r.partition, "start": r.start, "end": r.end}
+            for t, state in ledgers.items()
+            for r in getattr(state, kind)
+        ]
+
+    gaps, overlaps = spans("gaps"), spans("overlaps")
+    problems = [f"gap {g['topic']}/{g['partition']} [{g['start']}, {g['end']})" for g in gaps] + [
+        f"overlap {o['topic']}/{o['partition']} [{o['start']}, {o['end']})" for o in overlaps
+    ]
+    return dg.AssetCheckResult(
+        check_name="ledger_contiguous",
+        passed=not problems,
+        metadata={
+            "topics": len(ledgers),
+            "gap_offsets": sum(int(g["end"]) - int(g["start"]) for g in gaps),  # type: ignore[call-overload]
+            "gaps": dg.MetadataValue.json(gaps[:20]),
+            "overlaps": dg.MetadataValue.json(overlaps[:20]),
+            "ranges_in_flight": sum(len(s.in_flight) for s in ledgers.values()),
+        },
+        description="; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+        if problems
+        else None,
     )
 
 

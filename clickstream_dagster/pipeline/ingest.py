@@ -77,6 +77,7 @@ class LoadResult:
     reasons: Counter[str] = field(default_factory=Counter)
     inserted_by_partition: Counter[int] = field(default_factory=Counter)
     quarantined_by_partition: Counter[int] = field(default_factory=Counter)
+    ranges: list[RangeRead] = field(default_factory=list)  # how each range was read (ingest_ranges)
 
     def add(self, other: LoadResult) -> None:
         self.messages += other.messages
@@ -100,6 +101,203 @@ def parse_record(partition: int, offset: int, value: bytes | None, produced_ms: 
     batch.events.append((timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset))
 
 
+@dataclass
+class RangeRead:
+    """How one partition's range was read. Offsets are not dense: transaction markers, aborted transactions,
+    compaction and retention all leave offsets that carry no message, so a range is finished by the
+    consumer's position, never by counting messages. Once read (and `failure` is None):
+
+        read + skipped_control + skipped_aborted + skipped_compacted + lost_retention = end - start
+    """
+
+    range: OffsetRange
+    read: int = 0  # messages the consumer received (valid or not)
+    lost_retention: int = 0  # offsets already deleted from the log (retention, DeleteRecords) when read
+    skipped_control: int = 0
+    skipped_aborted: int = 0
+    skipped_compacted: int = 0
+    next_offset: int = 0
+    done: bool = False
+    failure: str | None = None
+
+    @property
+    def skipped(self) -> int:
+        return self.skipped_control + self.skipped_aborted + self.skipped_compacted
+
+    @property
+    def unaccounted(self) -> int:
+        return self.range.size - self.read - self.lost_retention - self.skipped
+
+
+class RangeReader:
+    """Reads exact offset ranges (at most one per partition) under read_committed and accounts for every
+    offset of them. A partition that cannot be read is marked failed and given up; the other partitions
+    are read to the end all the same.
+
+    `consumer` must be created with isolation.level=read_committed, enable.partition.eof=true and
+    auto.offset.reset=error (KafkaResource.bulk_consumer).
+    """
+
+    def __init__(
+        self,
+        consumer: confluent_kafka.Consumer,
+        topic: str,
+        ranges: Sequence[OffsetRange],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        stall_timeout_s: float = 60.0,
+    ) -> None:
+        partitions = [r.partition for r in ranges]
+        if len(set(partitions)) != len(partitions):
+            raise ValueError(f"at most one range per partition in one read: {ranges}")
+        self.consumer = consumer
+        self.topic = topic
+        self.batch_size = batch_size
+        self.stall_timeout_s = stall_timeout_s
+        self.ranges = {r.partition: RangeRead(r, next_offset=r.start) for r in ranges}
+
+    def batches(self) -> Iterator[Batch]:
+        """Yield parsed batches covering what the ranges hold (each message once, in offset order per
+        partition); afterwards every range is done or failed, with its offsets accounted for."""
+        todo = {p: r for p, r in self.ranges.items() if r.range.size > 0}
+        for empty in self.ranges.values():
+            if empty.range.size == 0:
+                empty.done = True
+        self._skip_deleted(todo)
+        if not todo:
+            return
+        tp = confluent_kafka.TopicPartition
+        self.consumer.assign([tp(self.topic, p, r.next_offset) for p, r in todo.items()])
+        batch = Batch(self.topic)
+        progress = {p: time.monotonic() for p in todo}
+        while todo:
+            # Ask for no more than the ranges can still hold: consume() returns as soon as it has that many,
+            # instead of waiting out its timeout for a chunk a small range can never fill.
+            remaining = sum(r.range.end - r.next_offset for r in todo.values())
+            messages = self.consumer.consume(num_messages=max(1, min(CONSUME_CHUNK, remaining)), timeout=1.0)
+            for msg in messages:
+                partition: int = msg.partition()  # type: ignore[assignment]
+                rr = todo.get(partition)
+                error = msg.error()
+                if error is not None:
+                    self._on_error(error, msg, todo)
+                    continue
+                if rr is None:
+                    continue  # a partition already done
+                offset: int = msg.offset()  # type: ignore[assignment]
+                if offset >= rr.range.end or offset < rr.next_offset:
+                    if offset >= rr.range.end:
+                        self._finish(rr, todo)
+                    continue
+                parse_record(partition, offset, msg.value(), msg.timestamp()[1], batch)
+                rr.read += 1
+                rr.next_offset = offset + 1
+                progress[partition] = time.monotonic()
+                if rr.next_offset >= rr.range.end:
+                    self._finish(rr, todo)
+            # The position moves past offsets that carry no message (markers, aborted records, compacted
+            # holes) without delivering anything: that, not a count, says when a range is done.
+            if todo:
+                now = time.monotonic()
+                for pos in self.consumer.position([tp(self.topic, p) for p in todo]):
+                    waiting = todo.get(pos.partition)
+                    if waiting is None:
+                        continue
+                    if pos.offset >= waiting.range.end:
+                        self._finish(waiting, todo)
+                    elif pos.offset > waiting.next_offset:
+                        progress[pos.partition] = now
+                    elif now - progress[pos.partition] > self.stall_timeout_s:
+                        self._fail(
+                            waiting,
+                            todo,
+                            f"no message for {self.stall_timeout_s:.0f} s at offset {waiting.next_offset} "
+                            f"(position {pos.offset}, range end {waiting.range.end})",
+                        )
+            if batch.size >= self.batch_size:
+                yield batch
+                batch = Batch(self.topic)
+        if batch.size:
+            yield batch
+
+    def _skip_deleted(self, todo: dict[int, RangeRead]) -> None:
+        """Offsets below a partition's log start are gone (retention or DeleteRecords): count them as lost
+        and start reading at the log start."""
+        for p, rr in list(todo.items()):
+            low, _high = self.consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(self.topic, p), timeout=10, cached=False
+            )
+            if low > rr.next_offset:
+                first = min(int(low), rr.range.end)
+                rr.lost_retention += first - rr.next_offset
+                rr.next_offset = first
+                if first >= rr.range.end:
+                    rr.done = True
+                    del todo[p]
+
+    def _on_error(
+        self, error: confluent_kafka.KafkaError, msg: confluent_kafka.Message, todo: dict[int, RangeRead]
+    ) -> None:
+        partition = msg.partition()
+        rr = todo.get(partition) if partition is not None and partition >= 0 else None
+        if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+            if rr is not None and (msg.offset() or 0) >= rr.range.end:
+                self._finish(rr, todo)
+            return
+        if rr is None:
+            # Client-wide errors (a broker down, a connection lost) are retried by librdkafka itself; only a
+            # fatal one ends the read.
+            if error.fatal():
+                raise RangeReadError(f"reading {self.topic}: {error.str()}")
+            return
+        # Offset out of range (the log start moved past the read position while reading), or any other
+        # error of this partition alone: give it up; the other partitions go on. The gap it leaves is
+        # requested again, and the next read counts what retention took as lost.
+        self._fail(rr, todo, f"{error.name()}: {error.str()}")
+
+    def _finish(self, rr: RangeRead, todo: dict[int, RangeRead]) -> None:
+        rr.done = True
+        todo.pop(rr.range.partition, None)
+        self.consumer.pause([confluent_kafka.TopicPartition(self.topic, rr.range.partition)])
+
+    def _fail(self, rr: RangeRead, todo: dict[int, RangeRead], reason: str) -> None:
+        rr.failure = reason
+        todo.pop(rr.range.partition, None)
+        self.consumer.pause([confluent_kafka.TopicPartition(self.topic, rr.range.partition)])
+
+    def account_for_gaps(self) -> None:
+        """For each range read in full that received fewer messages than it has offsets, find out from the
+        log why (`pipeline.kafka_log`), and check that the log agrees with what was received."""
+        gapped = [rr for rr in self.ranges.values() if rr.done and rr.failure is None and rr.unaccounted]
+        if not gapped:
+            return
+        from clickstream_dagster.pipeline.kafka_log import KafkaLogError, classify_offsets
+
+        metadata = self.consumer.list_topics(self.topic, timeout=10)
+        partitions = metadata.topics[self.topic].partitions
+        for rr in gapped:
+            leader = metadata.brokers.get(partitions[rr.range.partition].leader)
+            if leader is None:
+                rr.failure = f"no leader for partition {rr.range.partition}"
+                continue
+            start = rr.range.start + rr.lost_retention
+            try:
+                kinds = classify_offsets(
+                    leader.host, leader.port, self.topic, rr.range.partition, start, rr.range.end
+                )
+            except (KafkaLogError, OSError) as exc:
+                rr.failure = f"could not tell why offsets carry no message: {exc}"
+                continue
+            if kinds.delivered != rr.read or kinds.undecided:
+                rr.failure = (
+                    f"the log holds {kinds.delivered} committed messages in [{start}, {rr.range.end}) and "
+                    f"{kinds.undecided} of undecided transactions, but the consumer received {rr.read}"
+                )
+                continue
+            rr.skipped_control = kinds.control
+            rr.skipped_aborted = kinds.aborted
+            rr.skipped_compacted = kinds.compacted
+
+
 def read_ranges(
     consumer: confluent_kafka.Consumer,
     topic: str,
@@ -107,57 +305,21 @@ def read_ranges(
     batch_size: int = DEFAULT_BATCH_SIZE,
     stall_timeout_s: float = 60.0,
 ) -> Iterator[Batch]:
-    """Yield parsed batches covering exactly `ranges` (each message once, in offset order per partition)."""
-    todo = {r.partition: r for r in ranges if r.size > 0}
-    if not todo:
-        return
-    consumer.assign([confluent_kafka.TopicPartition(topic, p, r.start) for p, r in todo.items()])
-    next_offset = {p: r.start for p, r in todo.items()}
-    batch = Batch(topic)
-    last_progress = time.monotonic()
-    while todo:
-        # Ask for no more than is still expected: consume() returns as soon as it has that many, instead of
-        # waiting out its timeout for a chunk a small range can never fill (a second per call, per run).
-        remaining = sum(r.end - next_offset[p] for p, r in todo.items())
-        messages = consumer.consume(num_messages=max(1, min(CONSUME_CHUNK, remaining)), timeout=1.0)
-        if not messages:
-            if time.monotonic() - last_progress > stall_timeout_s:
-                missing = {p: (next_offset[p], r.end) for p, r in todo.items()}
-                raise RangeReadError(
-                    f"no messages from {topic} for {stall_timeout_s:.0f} s while offsets {missing} "
-                    "(partition: (next, end)) were still expected; are they deleted by retention?"
-                )
-            continue
-        last_progress = time.monotonic()
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                if error.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                    continue
-                raise RangeReadError(f"reading {topic}: {error.str()}")
-            partition = msg.partition()
-            offset = msg.offset()
-            wanted = todo.get(partition)  # type: ignore[arg-type]
-            if wanted is None or offset >= wanted.end or offset < next_offset[partition]:  # type: ignore[index,operator]
-                continue  # a partition already done, past its range, or a repeated tail
-            parse_record(partition, offset, msg.value(), msg.timestamp()[1], batch)  # type: ignore[arg-type]
-            next_offset[partition] = offset + 1  # type: ignore[index,operator]
-            if offset + 1 >= wanted.end:  # type: ignore[operator]
-                del todo[partition]  # type: ignore[arg-type]
-                consumer.pause([confluent_kafka.TopicPartition(topic, partition)])  # type: ignore[arg-type]
-        if batch.size >= batch_size:
-            yield batch
-            batch = Batch(topic)
-    if batch.size:
-        yield batch
+    """Yield parsed batches covering exactly `ranges`; raises RangeReadError if any range could not be read."""
+    reader = RangeReader(consumer, topic, ranges, batch_size, stall_timeout_s)
+    yield from reader.batches()
+    failed = {p: rr.failure for p, rr in reader.ranges.items() if rr.failure}
+    if failed:
+        raise RangeReadError(f"could not read {topic} partitions {failed}")
 
 
 def lag_after(consumer: confluent_kafka.Consumer, topic: str, ranges: Sequence[OffsetRange]) -> int:
-    """Messages in the topic's partitions beyond the ranges just read (what is still to be scheduled)."""
+    """Offsets in the topic's partitions beyond the ranges just read, up to the last stable offset (what is
+    still to be scheduled; an upper bound on its messages)."""
     lag = 0
     for r in ranges:
         _, high = consumer.get_watermark_offsets(
-            confluent_kafka.TopicPartition(topic, r.partition), timeout=10
+            confluent_kafka.TopicPartition(topic, r.partition), timeout=10, cached=False
         )
         lag += max(0, int(high) - r.end)
     return lag
@@ -259,38 +421,62 @@ def ingest_ranges(
     run_id: str | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> LoadResult:
-    """Read `ranges` and load them batch by batch (one transaction each), then record them in the ledger.
+    """Read `ranges` and load them batch by batch (one transaction each), then record each range read in
+    full in the ledger, with every offset accounted for. A range that could not be read is left out of the
+    ledger (a gap, which the contiguity check names and the sensor requests again) and RangeReadError is
+    raised after the other ranges are recorded.
 
     `inserted` counts rows new to the table: a re-run of a loaded range inserts 0 and quarantines 0.
     """
     total = LoadResult()
+    reader = RangeReader(consumer, topic, ranges, batch_size=batch_size)
     # One batch loads (in PostgreSQL, on a worker thread) while the next one is read and decoded (here):
     # decoding is Python work, loading mostly waits on the server, so the two overlap. At most two batches
     # are in memory; the connection is only used by the worker until the loads are done.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch") as loader:
         loading: Future[LoadResult] | None = None
-        for batch in read_ranges(consumer, topic, ranges, batch_size=batch_size):
+        for batch in reader.batches():
             if loading is not None:
                 total.add(loading.result())
             loading = loader.submit(load_and_commit, conn, batch)
         if loading is not None:
             total.add(loading.result())
-    expected = sum(r.size for r in ranges)
-    if total.messages != expected:
-        raise RangeReadError(f"read {total.messages} messages from {topic}, expected {expected} for {ranges}")
+    reader.account_for_gaps()
+    read = [rr for rr in reader.ranges.values() if rr.failure is None]
+    for rr in read:
+        if rr.unaccounted:  # a bug, never a state to record
+            rr.failure = f"{rr.unaccounted} offsets of {rr.range} not accounted for"
     with conn.transaction():
-        for r in ranges:
-            conn.execute(
-                q.RECORD_INGESTED_RANGE,
-                (
-                    topic,
-                    r.partition,
-                    r.start,
-                    r.end,
-                    r.size,
-                    total.inserted_by_partition[r.partition],
-                    total.quarantined_by_partition[r.partition],
-                    run_id,
-                ),
-            )
+        for rr in reader.ranges.values():
+            if rr.failure is None:
+                record_range(conn, topic, rr, total, run_id)
+    total.ranges = list(reader.ranges.values())
+    failed = {p: rr.failure for p, rr in reader.ranges.items() if rr.failure}
+    if failed:
+        raise RangeReadError(
+            f"could not read {topic} partitions {failed}; the other partitions' ranges are loaded and recorded"
+        )
     return total
+
+
+def record_range(
+    conn: psycopg.Connection, topic: str, rr: RangeRead, total: LoadResult, run_id: str | None
+) -> None:
+    r = rr.range
+    conn.execute(
+        q.RECORD_INGESTED_RANGE,
+        {
+            "topic": topic,
+            "partition": r.partition,
+            "start": r.start,
+            "end": r.end,
+            "read": rr.read,
+            "inserted": total.inserted_by_partition[r.partition],
+            "quarantined": total.quarantined_by_partition[r.partition],
+            "control": rr.skipped_control,
+            "aborted": rr.skipped_aborted,
+            "compacted": rr.skipped_compacted,
+            "lost": rr.lost_retention,
+            "run_id": run_id,
+        },
+    )

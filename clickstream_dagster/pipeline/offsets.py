@@ -69,5 +69,37 @@ def fair_shares(backlog: Mapping[int, int], budget: int) -> dict[int, int]:
 
 def run_key(topic: str, ranges: list[OffsetRange]) -> str:
     """Deterministic: the same ranges always give the same key, so Dagster never launches them twice."""
-    parts = ",".join(f"{r.partition}:{r.start}-{r.end}" for r in sorted(ranges, key=lambda r: r.partition))
-    return f"{topic}/{parts}"
+    return f"{topic}/{format_ranges(ranges)}"
+
+
+def format_ranges(ranges: list[OffsetRange]) -> str:
+    """`p:start-end,...` in partition order: the run key's tail and the runs' ranges tag."""
+    return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in sorted(ranges, key=lambda r: r.partition))
+
+
+def parse_ranges(text: str) -> list[OffsetRange]:
+    """The inverse of `format_ranges`."""
+    out = []
+    for part in filter(None, text.split(",")):
+        partition, span = part.split(":", 1)
+        start, end = span.split("-", 1)
+        out.append(OffsetRange(int(partition), int(start), int(end)))
+    return out
+
+
+def subtract(spans: list[OffsetRange], covering: list[OffsetRange]) -> list[OffsetRange]:
+    """The parts of `spans` that no range of `covering` (of the same partition) covers."""
+    out: list[OffsetRange] = []
+    for span in spans:
+        pieces = [(span.start, span.end)]
+        for c in covering:
+            if c.partition != span.partition:
+                continue
+            pieces = [
+                piece
+                for s, e in pieces
+                for piece in ((s, min(e, c.start)), (max(s, c.end), e))
+                if piece[1] > piece[0]
+            ]
+        out.extend(OffsetRange(span.partition, s, e) for s, e in pieces)
+    return out

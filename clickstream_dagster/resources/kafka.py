@@ -106,7 +106,12 @@ class KafkaResource(dg.ConfigurableResource):
             "group.id": f"{self.client_id}-ranges",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
+            # Offsets are not dense: ranges are read under read_committed (markers and aborted records are
+            # skipped) and finished by position or end-of-partition; an offset deleted under the reader is
+            # an error to account for, never a silent jump to the log start.
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "error",
             "socket.timeout.ms": self.request_timeout_ms,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
@@ -135,13 +140,25 @@ class KafkaResource(dg.ConfigurableResource):
             return True
 
     def end_offsets(self, topic: str | None = None, timeout_ms: int | None = None) -> dict[int, int]:
-        """Next offset to be written, per partition. Empty if the topic does not exist."""
+        """The last stable offset per partition: where committed data ends, never past an open transaction
+        (ListOffsets under read_committed; without transactions, the next offset to be written). Empty if
+        the topic does not exist."""
         name = topic or self.topic
         limits = {"request_timeout_ms": timeout_ms, "bootstrap_timeout_ms": timeout_ms} if timeout_ms else {}
-        with self.consumer(**limits) as consumer:
+        with self.consumer(isolation_level="read_committed", **limits) as consumer:
             partitions = consumer.partitions_for_topic(name)
             if not partitions:
                 return {}
             tps = [TopicPartition(name, p) for p in sorted(partitions)]
             ends = consumer.end_offsets(tps)
             return {tp.partition: int(offset) for tp, offset in ends.items()}
+
+    def log_start_offsets(self, topic: str | None = None) -> dict[int, int]:
+        """The first offset still in the log per partition (retention and DeleteRecords move it)."""
+        name = topic or self.topic
+        with self.consumer() as consumer:
+            partitions = consumer.partitions_for_topic(name)
+            if not partitions:
+                return {}
+            starts = consumer.beginning_offsets([TopicPartition(name, p) for p in sorted(partitions)])
+            return {tp.partition: int(offset) for tp, offset in starts.items()}

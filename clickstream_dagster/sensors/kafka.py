@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import dagster as dg
+import psycopg
 from kafka.errors import KafkaError
 
-from clickstream_dagster.pipeline.offsets import dump_cursor, parse_cursor, plan_runs, run_key
+from clickstream_dagster.pipeline.ingest import OffsetRange
+from clickstream_dagster.pipeline.offsets import dump_cursor, format_ranges, parse_cursor, plan_runs, run_key
 from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
+from clickstream_dagster.resources.postgres import PostgresResource
+from clickstream_dagster.sensors.ledger import (
+    ACTIVE_STATUSES,
+    DEFAULT_GRACE_S,
+    INGEST_JOB_NAME,
+    RANGES_TAG,
+    TOPIC_TAG,
+    ledger_state,
+)
+from clickstream_dagster.sql import queries as q
 
-INGEST_JOB_NAME = "ingest_events"
 SENSOR_NAME = "kafka_offsets"
-ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 # The daemon evaluates sensors in a loop every 5 s and skips a sensor whose last tick *ended* less than its
@@ -34,6 +39,10 @@ def build_kafka_sensor(
     max_active_runs_catching_up: int = 3,
     interval_seconds: int = 5,
     broker_timeout_ms: int = 3_000,
+    repair_grace_s: float = DEFAULT_GRACE_S,
+    max_repair_attempts: int = 5,
+    repair_backoff_s: float = 30.0,
+    max_repairs_per_tick: int = 2,
 ) -> dg.SensorDefinition:
     """A sensor that turns each tick's backlog into at most `max_runs_per_tick` runs of bounded size.
 
@@ -45,6 +54,12 @@ def build_kafka_sensor(
     the 2 cores busy while a finished run's slot waits for the next tick (bench (a), eighth round); when runs
     waited on one another for the ingest lock (the fourth round), two did better (340.8 s with 3 vs 307.4 s
     with 2), so `max_active_runs_catching_up` stays a separate setting.
+
+    Ranges end at the last stable offset, never inside an open transaction. Every tick records in PostgreSQL
+    how far the previous tick planned (its runs exist by now), so the contiguity check can prove the ledger
+    against it, and requests again each gap a run left behind for good (self-healing): one run per gap, with
+    a deterministic run key per attempt, at most `max_repair_attempts` attempts, `repair_backoff_s` doubling
+    between them. Repairs never hold back new work: they come on top of the runs planned for new offsets.
     """
 
     @dg.sensor(
@@ -55,23 +70,34 @@ def build_kafka_sensor(
         description="New offsets in the event topic -> ingest_events runs over exact offset ranges",
     )
     def kafka_offsets(
-        context: dg.SensorEvaluationContext, kafka: KafkaResource
+        context: dg.SensorEvaluationContext, kafka: KafkaResource, postgres: PostgresResource
     ) -> dg.SensorResult | dg.SkipReason:
         try:
             ends = kafka.end_offsets(timeout_ms=broker_timeout_ms)
+            cursor = parse_cursor(context.cursor)
+            # A partition new to the cursor starts where its log starts (retention may have moved it).
+            if any(p not in cursor for p in ends):
+                starts = kafka.log_start_offsets()
+                cursor = {**{p: starts.get(p, 0) for p in ends if p not in cursor}, **cursor}
         except (KafkaUnavailable, KafkaError, OSError) as exc:
             return dg.SkipReason(f"Kafka not reachable at {kafka.bootstrap_servers}: {exc}")
         if not ends:
             return dg.SkipReason(f"topic `{kafka.topic}` does not exist yet (no producer has written to it)")
-        cursor = parse_cursor(context.cursor)
+        with postgres.connection() as conn:
+            _record_plan(conn, kafka.topic, parse_cursor(context.cursor), cursor)
+            repairs = _repairs(context, conn, kafka.topic)
         backlog = sum(max(0, end - cursor.get(p, 0)) for p, end in ends.items())
         if backlog == 0:
-            return dg.SkipReason(f"no new messages in `{kafka.topic}` (end offsets {ends})")
+            if repairs:
+                return dg.SensorResult(run_requests=repairs, cursor=dump_cursor(cursor))
+            return dg.SkipReason(f"no new messages in `{kafka.topic}` (last stable offsets {ends})")
         catching_up = backlog > max_events_per_run
         limit = min(max_active_runs, max_active_runs_catching_up) if catching_up else max_active_runs
         active = context.instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_STATUSES))
         slots = limit - active
         if slots <= 0:
+            if repairs:
+                return dg.SensorResult(run_requests=repairs, cursor=dump_cursor(cursor))
             return dg.SkipReason(
                 f"{active} ingestion runs still in progress (at most {limit} while {backlog:,} messages are "
                 f"waiting); waiting before launching more"
@@ -80,25 +106,100 @@ def build_kafka_sensor(
         requests = [
             dg.RunRequest(
                 run_key=run_key(kafka.topic, ranges),
-                run_config={
-                    "ops": {
-                        "raw_events": {
-                            "config": {
-                                "topic": kafka.topic,
-                                "ranges": [
-                                    {"partition": r.partition, "start": r.start, "end": r.end} for r in ranges
-                                ],
-                            }
-                        }
-                    }
-                },
-                tags={
-                    "clickstream/events": str(sum(r.size for r in ranges)),
-                    "clickstream/topic": kafka.topic,
-                },
+                run_config=_run_config(kafka.topic, ranges),
+                tags=_tags(kafka.topic, ranges),
             )
             for ranges in runs
         ]
-        return dg.SensorResult(run_requests=requests, cursor=dump_cursor(new_cursor))
+        return dg.SensorResult(run_requests=repairs + requests, cursor=dump_cursor(new_cursor))
+
+    def _repairs(
+        context: dg.SensorEvaluationContext, conn: psycopg.Connection, topic: str
+    ) -> list[dg.RunRequest]:
+        """Runs for the gaps that failed runs left in the ledger, within the attempts and their backoff."""
+        gaps = ledger_state(conn, context.instance, topic, repair_grace_s).gaps
+        if not gaps:
+            return []
+        attempts = {
+            (p, s, e): (n, elapsed)
+            for p, s, e, n, elapsed in conn.execute(q.REPAIR_ATTEMPTS, (topic,)).fetchall()
+        }
+        out: list[dg.RunRequest] = []
+        for gap in gaps:
+            if len(out) >= max_repairs_per_tick:
+                break
+            done, elapsed = attempts.get((gap.partition, gap.start, gap.end), (0, None))
+            if done >= max_repair_attempts:
+                context.log.warning(f"gap {gap} of {topic}: {done} repair attempts failed; giving up")
+                continue
+            if elapsed is not None and elapsed < repair_backoff_s * 2 ** (done - 1):
+                continue
+            attempt = done + 1
+            key = f"repair/{run_key(topic, [gap])}/{attempt}"
+            conn.execute(
+                q.RECORD_REPAIR_ATTEMPT,
+                {
+                    "topic": topic,
+                    "partition": gap.partition,
+                    "start": gap.start,
+                    "end": gap.end,
+                    "attempt": attempt,
+                    "run_key": key,
+                },
+            )
+            context.log.info(
+                f"requesting gap {gap} of {topic} again (attempt {attempt}/{max_repair_attempts})"
+            )
+            out.append(
+                dg.RunRequest(
+                    run_key=key,
+                    run_config=_run_config(topic, [gap]),
+                    # The sensor's attempts, with their backoff, are the only retries of a repair.
+                    tags={
+                        **_tags(topic, [gap]),
+                        "dagster/max_retries": "0",
+                        "clickstream/repair": str(attempt),
+                    },
+                )
+            )
+        return out
 
     return kafka_offsets
+
+
+def _run_config(topic: str, ranges: list[OffsetRange]) -> dict[str, object]:
+    return {
+        "ops": {
+            "raw_events": {
+                "config": {
+                    "topic": topic,
+                    "ranges": [{"partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
+                }
+            }
+        }
+    }
+
+
+def _tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:
+    return {
+        "clickstream/events": str(sum(r.size for r in ranges)),
+        TOPIC_TAG: topic,
+        RANGES_TAG: format_ranges(ranges),
+    }
+
+
+def _record_plan(
+    conn: psycopg.Connection, topic: str, previous: dict[int, int], cursor: dict[int, int]
+) -> None:
+    """How far the previous tick planned each partition (its runs exist by now), and where each partition
+    starts; a partition new this tick is recorded as planned up to its start."""
+    parts = sorted(cursor)
+    conn.execute(
+        q.RECORD_PLAN,
+        {
+            "topic": topic,
+            "partitions": parts,
+            "starts": [previous.get(p, cursor[p]) for p in parts],
+            "ends": [previous.get(p, cursor[p]) for p in parts],
+        },
+    )

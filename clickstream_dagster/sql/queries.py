@@ -151,10 +151,20 @@ SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
 
 RECORD_INGESTED_RANGE = """
 INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset,
-                             messages_read, rows_inserted, rows_quarantined, dagster_run_id)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                             messages_read, rows_inserted, rows_quarantined,
+                             skipped_control, skipped_aborted, skipped_compacted, lost_retention, dagster_run_id)
+VALUES (%(topic)s, %(partition)s, %(start)s, %(end)s, %(read)s, %(inserted)s, %(quarantined)s,
+        %(control)s, %(aborted)s, %(compacted)s, %(lost)s, %(run_id)s)
 ON CONFLICT (kafka_topic, kafka_partition, start_offset, end_offset) DO UPDATE
-SET messages_read = EXCLUDED.messages_read,
+-- A re-read keeps the accounting of the more complete read: one after retention moved the log start finds
+-- offsets gone whose rows the first read stored.
+SET (messages_read, skipped_control, skipped_aborted, skipped_compacted, lost_retention) = (
+        SELECT CASE WHEN keep THEN ingested_ranges.messages_read ELSE EXCLUDED.messages_read END,
+               CASE WHEN keep THEN ingested_ranges.skipped_control ELSE EXCLUDED.skipped_control END,
+               CASE WHEN keep THEN ingested_ranges.skipped_aborted ELSE EXCLUDED.skipped_aborted END,
+               CASE WHEN keep THEN ingested_ranges.skipped_compacted ELSE EXCLUDED.skipped_compacted END,
+               CASE WHEN keep THEN ingested_ranges.lost_retention ELSE EXCLUDED.lost_retention END
+        FROM (SELECT EXCLUDED.lost_retention > ingested_ranges.lost_retention AS keep) k),
     rows_inserted = ingested_ranges.rows_inserted + EXCLUDED.rows_inserted,
     rows_quarantined = ingested_ranges.rows_quarantined + EXCLUDED.rows_quarantined,
     dagster_run_id = EXCLUDED.dagster_run_id,
@@ -263,22 +273,26 @@ SELECT event, event_count, unique_users, unique_items FROM totals ORDER BY event
 # and held). A range's rows are read through the source-coordinates key, in offset order, so a run's checks
 # cost what the run loaded, not what the table holds, and need no sort.
 
-# Per range of one run: topic, partition, start, end, rows stored, then the violations of the four row rules
-# and the duplicated coordinates (in ingestion.ROW_RULES order), then rows quarantined.
+# Per range of one run: its ledger row, the rows stored, the violations of the four row rules and the
+# duplicated coordinates (named as in ingestion.ROW_RULES), then rows quarantined (rows: ingestion.RangeCheck).
 CHECK_RUN_RANGES = """
-SELECT r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset, c.*,
+SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
+       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost, c.*,
        (SELECT count(*) FROM quarantine q
          WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
            AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset) AS quarantined
 FROM ingested_ranges r
 CROSS JOIN LATERAL (
     SELECT count(*) AS stored,
-           count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0),
-           count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')),
+           count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0)
+               AS ids_present_and_non_negative,
+           count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')) AS event_type_allowed,
            count(*) FILTER (WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-                               OR event_time <> to_timestamp("timestamp"::float8 / 1000)),
-           count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0),
-           count(*) FILTER (WHERE kafka_offset = previous_offset)
+                               OR event_time <> to_timestamp("timestamp"::float8 / 1000)) AS timestamps_in_range,
+           count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0)
+               AS transactionid_only_on_transactions,
+           count(*) FILTER (WHERE kafka_offset = previous_offset) AS no_duplicate_source_coordinates
     FROM (SELECT e.*, lag(e.kafka_offset) OVER (ORDER BY e.kafka_offset) AS previous_offset
           FROM clickstream_events e
           WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
@@ -302,9 +316,11 @@ FROM (SELECT e.*, lag(e.kafka_offset) OVER (PARTITION BY e.kafka_topic, e.kafka_
       FROM clickstream_events e) e
 """
 
-# ... and every range of the ledger for the reconciliation: topic, partition, start, end, stored, quarantined.
+# ... and every range of the ledger for the reconciliation (rows: ingestion.RangeCheck).
 CHECK_ALL_RANGES = """
-SELECT r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset,
+SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
+       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost,
        (SELECT count(*) FROM clickstream_events e
          WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
            AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,
@@ -313,6 +329,69 @@ SELECT r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset,
            AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset) AS quarantined
 FROM ingested_ranges r
 ORDER BY 1, 2, 3
+"""
+
+# ---- the ledger proven gap-free, and self-healing ------------------------------------------------------------
+
+# The sensor records how far it has planned each partition (its cursor) and where ingestion started there.
+RECORD_PLAN = """
+INSERT INTO ingestion_plan (kafka_topic, kafka_partition, first_offset, planned_to)
+SELECT %(topic)s, p, s, e FROM unnest(%(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[]) AS t(p, s, e)
+ON CONFLICT (kafka_topic, kafka_partition) DO UPDATE
+SET first_offset = least(ingestion_plan.first_offset, EXCLUDED.first_offset),
+    planned_to = greatest(ingestion_plan.planned_to, EXCLUDED.planned_to),
+    updated_at = now()
+"""
+
+# Per partition of the plan: the offsets in [first_offset, planned_to) that no ledger range covers (gaps), and
+# the ledger ranges that overlap the one before them (overlaps). Ranges are walked in start order; a range
+# starting past the furthest end so far leaves a gap, one starting before it overlaps.
+LEDGER_GAPS = """
+WITH ranges AS (
+    SELECT p.kafka_topic, p.kafka_partition, p.first_offset, p.planned_to, r.start_offset, r.end_offset,
+           max(r.end_offset) OVER (PARTITION BY p.kafka_topic, p.kafka_partition ORDER BY r.start_offset, r.end_offset
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS covered_to
+    FROM ingestion_plan p
+    JOIN ingested_ranges r ON r.kafka_topic = p.kafka_topic AND r.kafka_partition = p.kafka_partition
+    WHERE p.kafka_topic = %(topic)s
+), edges AS (
+    -- before the first range, between ranges, after the last one
+    SELECT kafka_topic, kafka_partition, coalesce(covered_to, first_offset) AS gap_start, start_offset AS gap_end
+    FROM ranges
+    UNION ALL
+    SELECT p.kafka_topic, p.kafka_partition, coalesce(max(r.end_offset), p.first_offset), p.planned_to
+    FROM ingestion_plan p
+    LEFT JOIN ingested_ranges r ON r.kafka_topic = p.kafka_topic AND r.kafka_partition = p.kafka_partition
+    WHERE p.kafka_topic = %(topic)s
+    GROUP BY p.kafka_topic, p.kafka_partition, p.first_offset, p.planned_to
+)
+SELECT kafka_topic AS topic, kafka_partition AS partition, 'gap' AS kind,
+       greatest(gap_start, 0) AS start, gap_end AS "end"
+FROM edges WHERE gap_end > gap_start
+UNION ALL
+SELECT kafka_topic, kafka_partition, 'overlap', start_offset, least(end_offset, covered_to)
+FROM ranges WHERE start_offset < covered_to
+ORDER BY 1, 2, 4
+"""
+
+PLANNED_TOPICS = "SELECT DISTINCT kafka_topic FROM ingestion_plan"
+
+PLAN_OF_TOPIC = """
+SELECT kafka_partition, first_offset, planned_to FROM ingestion_plan WHERE kafka_topic = %s ORDER BY 1
+"""
+
+REPAIR_ATTEMPTS = """
+SELECT kafka_partition, start_offset, end_offset, attempts, extract(epoch FROM now() - last_attempt_at)
+FROM ingestion_repairs WHERE kafka_topic = %s
+"""
+
+RECORD_REPAIR_ATTEMPT = """
+INSERT INTO ingestion_repairs AS r (kafka_topic, kafka_partition, start_offset, end_offset, attempts,
+                                    last_run_key, last_attempt_at)
+VALUES (%(topic)s, %(partition)s, %(start)s, %(end)s, %(attempt)s, %(run_key)s, now())
+ON CONFLICT (kafka_topic, kafka_partition, start_offset, end_offset) DO UPDATE
+SET attempts = greatest(r.attempts, EXCLUDED.attempts), last_run_key = EXCLUDED.last_run_key,
+    last_attempt_at = EXCLUDED.last_attempt_at
 """
 
 RANGES_OF_RUN = """
