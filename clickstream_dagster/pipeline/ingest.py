@@ -420,6 +420,7 @@ def ingest_ranges(
     ranges: Sequence[OffsetRange],
     run_id: str | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    stall_timeout_s: float = 60.0,
 ) -> LoadResult:
     """Read `ranges` and load them batch by batch (one transaction each), then record each range read in
     full in the ledger, with every offset accounted for. A range that could not be read is left out of the
@@ -429,7 +430,7 @@ def ingest_ranges(
     `inserted` counts rows new to the table: a re-run of a loaded range inserts 0 and quarantines 0.
     """
     total = LoadResult()
-    reader = RangeReader(consumer, topic, ranges, batch_size=batch_size)
+    reader = RangeReader(consumer, topic, ranges, batch_size=batch_size, stall_timeout_s=stall_timeout_s)
     # One batch loads (in PostgreSQL, on a worker thread) while the next one is read and decoded (here):
     # decoding is Python work, loading mostly waits on the server, so the two overlap. At most two batches
     # are in memory; the connection is only used by the worker until the loads are done.

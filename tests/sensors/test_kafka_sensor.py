@@ -10,32 +10,55 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from clickstream_dagster.pipeline.offsets import fair_shares, plan_runs, run_key
-from clickstream_dagster.resources import KafkaResource
+from clickstream_dagster.pipeline.ingest import OffsetRange
+from clickstream_dagster.pipeline.offsets import (
+    fair_shares,
+    format_ranges,
+    parse_ranges,
+    plan_runs,
+    run_key,
+)
+from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor
 from tests.assets.conftest import produce, random_events
 
 
 def _tick(
-    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, kafka: KafkaResource, cursor: str | None
+    sensor: dg.SensorDefinition,
+    instance: dg.DagsterInstance,
+    kafka: KafkaResource,
+    cursor: str | None,
+    postgres: PostgresResource | None = None,
 ) -> Any:
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"kafka": kafka})
-    return sensor(context)
+    # Kafka is asked first: a test of an unreachable broker never reaches this database.
+    pg = postgres or PostgresResource(url="postgresql://nobody@127.0.0.1:1/none")
+    with dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"kafka": kafka, "postgres": pg}
+    ) as context:
+        return sensor(context)
+
+
+def _launch(instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
+    """What the daemon does with a tick's requests: the runs exist (here: started, never finishing)."""
+    for request in requests:
+        create_run_for_test(
+            instance, job_name="ingest_events", tags=dict(request.tags), status=dg.DagsterRunStatus.STARTED
+        )
 
 
 def _ranges(request: dg.RunRequest) -> list[dict[str, int]]:
     return request.run_config["ops"]["raw_events"]["config"]["ranges"]
 
 
-def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource) -> None:
+def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource, postgres: PostgresResource) -> None:
     sensor = build_kafka_sensor(max_events_per_run=1_000, max_runs_per_tick=2, max_active_runs=10)
     with dg.instance_for_test() as instance:
-        first = _tick(sensor, instance, kafka, None)
+        first = _tick(sensor, instance, kafka, None, postgres)
         assert isinstance(first, dg.SkipReason) and "no new messages" in (first.skip_message or "")
 
         produce(kafka, random_events(2_500, seed=31))
         ends = kafka.end_offsets()
-        result = _tick(sensor, instance, kafka, None)
+        result = _tick(sensor, instance, kafka, None, postgres)
         assert isinstance(result, dg.SensorResult) and result.cursor
         requests = list(result.run_requests or [])
         assert len(requests) == 2, "capped: two full-size runs this tick"
@@ -50,15 +73,22 @@ def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource) -> None:
             assert mine[-1][1] == cursor[str(p)]
         # Payloads never travel in run config: only offsets.
         assert set(requests[0].run_config["ops"]["raw_events"]["config"]) == {"topic", "ranges"}
+        # The ranges travel as a tag too (what the ledger's contiguity check knows to be in flight).
+        tagged = parse_ranges(requests[0].tags["clickstream/ranges"])
+        assert [(r.partition, r.start, r.end) for r in tagged] == [
+            (r["partition"], r["start"], r["end"]) for r in _ranges(requests[0])
+        ]
 
         # Deterministic keys: evaluating the same tick again yields the same run keys.
-        again = _tick(sensor, instance, kafka, None)
+        again = _tick(sensor, instance, kafka, None, postgres)
         assert [r.run_key for r in again.run_requests] == [r.run_key for r in requests]
 
-        rest = _tick(sensor, instance, kafka, result.cursor)
+        _launch(instance, requests)
+        rest = _tick(sensor, instance, kafka, result.cursor, postgres)
         assert sum(sum(r["end"] - r["start"] for r in _ranges(req)) for req in rest.run_requests) == 500
         assert json.loads(rest.cursor) == {str(p): e for p, e in ends.items()}
-        assert isinstance(_tick(sensor, instance, kafka, rest.cursor), dg.SkipReason)
+        _launch(instance, list(rest.run_requests or []))
+        assert isinstance(_tick(sensor, instance, kafka, rest.cursor, postgres), dg.SkipReason)
 
 
 def test_unreachable_broker_is_a_skip_not_a_crash() -> None:
@@ -90,26 +120,33 @@ def test_plan_runs_is_fair_and_bounded() -> None:
         plan_runs({}, {0: 1}, 0, 1)
 
 
-def test_third_run_in_flight_only_when_not_catching_up(kafka: KafkaResource) -> None:
+def test_third_run_in_flight_only_when_not_catching_up(
+    kafka: KafkaResource, postgres: PostgresResource
+) -> None:
     sensor = build_kafka_sensor(max_events_per_run=1_000, max_active_runs=3, max_active_runs_catching_up=2)
     produce(kafka, random_events(2_500, seed=32))
     ends = kafka.end_offsets()
     with dg.instance_for_test() as instance:
-        for _ in range(2):
-            create_run_for_test(instance, job_name="ingest_events", status=dg.DagsterRunStatus.STARTED)
+        # Two runs in flight; between them they are reading everything up to 100 before each end.
+        in_flight = [OffsetRange(p, 0, max(0, e - 100)) for p, e in ends.items()]
+        for ranges in (in_flight[:1], in_flight[1:]):
+            tags = {"clickstream/topic": kafka.topic, "clickstream/ranges": format_ranges(ranges)}
+            create_run_for_test(
+                instance, job_name="ingest_events", status=dg.DagsterRunStatus.STARTED, tags=tags
+            )
 
         # 2,500 waiting, more than one run's worth: catching up, two runs in flight are enough.
-        behind = _tick(sensor, instance, kafka, None)
+        behind = _tick(sensor, instance, kafka, None, postgres)
         assert isinstance(behind, dg.SkipReason)
         assert "at most 2 while 2,500 messages are waiting" in (behind.skip_message or "")
 
         # 300 waiting: live, the third slot takes them.
         near_end = json.dumps({str(p): max(0, e - 100) for p, e in ends.items()})
-        live = _tick(sensor, instance, kafka, near_end)
+        live = _tick(sensor, instance, kafka, near_end, postgres)
         assert isinstance(live, dg.SensorResult)
         (request,) = live.run_requests or []
         assert sum(r["end"] - r["start"] for r in _ranges(request)) == sum(min(100, e) for e in ends.values())
 
         create_run_for_test(instance, job_name="ingest_events", status=dg.DagsterRunStatus.STARTED)
-        full = _tick(sensor, instance, kafka, near_end)
+        full = _tick(sensor, instance, kafka, near_end, postgres)
         assert isinstance(full, dg.SkipReason) and "at most 3" in (full.skip_message or "")

@@ -1,0 +1,344 @@
+"""Offsets are not dense: transactions, aborts, open transactions, compaction and retention on the real broker.
+
+An external client (confluent-kafka, as any exactly-once upstream) writes valid events with Kafka
+transactions. Every case ends with a recount against what the topic holds, read independently, and the
+ledger's identity read + skipped + lost = end - start for every range.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import confluent_kafka
+import dagster as dg
+import psycopg
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
+from clickstream_dagster.messages import encode_key, encode_value
+from clickstream_dagster.pipeline.ingest import OffsetRange, RangeReadError, ingest_ranges
+from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.sensors.kafka import build_kafka_sensor
+from tests.assets.conftest import random_events
+
+Event = tuple[int, int, str, int, int | None]
+
+
+def _message(e: Event) -> tuple[bytes, bytes]:
+    return encode_key(e[1]), encode_value(*e)
+
+
+class Transactions:
+    """A transactional producer writing to explicit partitions."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.producer = confluent_kafka.Producer(
+            {"bootstrap.servers": bootstrap, "transactional.id": f"tx-{uuid.uuid4().hex[:8]}"}
+        )
+        self.producer.init_transactions(30)
+
+    def write(self, events: list[Event], partition: int, commit: bool | None) -> None:
+        """One transaction; commit=None leaves it open."""
+        self.producer.begin_transaction()
+        for e in events:
+            key, value = _message(e)
+            self.producer.produce(self.topic, key=key, value=value, partition=partition)
+        self.producer.flush(30)
+        if commit is True:
+            self.producer.commit_transaction(30)
+        elif commit is False:
+            self.producer.abort_transaction(30)
+
+    def commit(self) -> None:
+        self.producer.commit_transaction(30)
+
+
+def _plain(bootstrap: str, topic: str, events: list[Event], partition: int) -> None:
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
+    for e in events:
+        key, value = _message(e)
+        producer.produce(topic, key=key, value=value, partition=partition)
+    producer.flush(30)
+
+
+def _committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], bytes]:
+    """Every message a read_committed consumer gets from the topic, by (partition, offset): the independent
+    side of the recount (a plain consumer read to the end of each partition)."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"recount-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign(
+        [
+            confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+            for p in range(partitions)
+        ]
+    )
+    out: dict[tuple[int, int], bytes] = {}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 60
+    while len(at_end) < partitions and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, 1.0):
+            err = msg.error()
+            if err is not None:
+                if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())  # type: ignore[arg-type]
+                continue
+            out[(msg.partition(), msg.offset())] = msg.value()  # type: ignore[index]
+    consumer.close()
+    assert len(at_end) == partitions, "the recount read every partition to its end"
+    return out
+
+
+def _stored(conn: psycopg.Connection, topic: str) -> dict[tuple[int, int], tuple[Any, ...]]:
+    rows = conn.execute(
+        'SELECT kafka_partition, kafka_offset, "timestamp", visitorid, event, itemid, transactionid '
+        "FROM clickstream_events WHERE kafka_topic = %s",
+        (topic,),
+    ).fetchall()
+    return {(p, o): tuple(rest) for p, o, *rest in rows}
+
+
+def _ledger(conn: psycopg.Connection, topic: str) -> list[dict[str, int]]:
+    cur = conn.cursor(row_factory=psycopg.rows.dict_row)
+    return cur.execute(
+        "SELECT kafka_partition AS partition, start_offset AS start, end_offset AS end, messages_read AS read, "
+        "rows_inserted AS inserted, rows_quarantined AS quarantined, skipped_control AS control, "
+        "skipped_aborted AS aborted, skipped_compacted AS compacted, lost_retention AS lost "
+        "FROM ingested_ranges WHERE kafka_topic = %s ORDER BY 1, 2",
+        (topic,),
+    ).fetchall()
+
+
+def _tick(
+    sensor: dg.SensorDefinition, instance: dg.DagsterInstance, resources: dict[str, Any], cursor: str | None
+) -> Any:
+    with dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"kafka": resources["kafka"], "postgres": resources["postgres"]},
+    ) as context:
+        return sensor(context)
+
+
+def _run(
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    request: dg.RunRequest,
+    raise_on_error: bool = True,
+) -> dg.ExecuteInJobResult:
+    """What the daemon does with a request: a run with its tags and config."""
+    return dg.materialize(
+        [raw_events, *raw_events_checks],
+        resources=resources,
+        instance=instance,
+        run_config=request.run_config,
+        tags=dict(request.tags),
+        raise_on_error=raise_on_error,
+    )
+
+
+def _checks(result: dg.ExecuteInJobResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def _assert_identity(ledger: list[dict[str, int]]) -> None:
+    for r in ledger:
+        assert (
+            r["read"] + r["control"] + r["aborted"] + r["compacted"] + r["lost"] == r["end"] - r["start"]
+        ), r
+
+
+def test_transactions_aborts_and_open_transactions_lose_nothing(
+    bootstrap_servers: str,
+    topic_factory: Callable[..., str],
+    postgres: PostgresResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+) -> None:
+    topic = topic_factory(partitions=3)
+    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    resources = {**resources, "kafka": kafka}
+    events = iter(random_events(2_000, seed=71))
+
+    def take(n: int) -> list[Event]:
+        return [next(events) for _ in range(n)]
+
+    tx = Transactions(bootstrap_servers, topic)
+    # Partition 0: committed, aborted, plain, committed; then a transaction left open.
+    tx.write(take(40), 0, commit=True)  # 40 + marker
+    tx.write(take(25), 0, commit=False)  # 25 aborted + marker
+    _plain(bootstrap_servers, topic, take(10), 0)
+    tx.write(take(5), 0, commit=True)  # 5 + marker
+    # Partition 1: interleaved with partition 0's open transaction below; partition 2: plain writes only.
+    tx.write(take(30), 1, commit=False)  # 30 aborted + marker
+    tx.write(take(20), 1, commit=True)  # 20 + marker
+    _plain(bootstrap_servers, topic, take(50), 2)
+    tx.write(take(7), 0, commit=None)  # open: nothing past its first offset may be planned
+
+    sensor = build_kafka_sensor(max_events_per_run=10_000)
+    first = _tick(sensor, instance, resources, None)
+    (request,) = first.run_requests
+    planned = {
+        r["partition"]: (r["start"], r["end"])
+        for r in request.run_config["ops"]["raw_events"]["config"]["ranges"]
+    }
+    # The last stable offset: partition 0 stops where its open transaction begins (40+1+25+1+10+5+1 = 83).
+    assert planned == {0: (0, 83), 1: (0, 52), 2: (0, 50)}
+
+    started = time.monotonic()
+    result = _run(resources, instance, request)
+    assert time.monotonic() - started < 30, "markers and aborted records never stall a read"
+    checks = _checks(result)
+    assert all(c.passed for c in checks.values()), {
+        n: c.description for n, c in checks.items() if not c.passed
+    }
+    with postgres.connection() as conn:
+        ledger = _ledger(conn, topic)
+    _assert_identity(ledger)
+    by_partition = {r["partition"]: r for r in ledger}
+    assert (by_partition[0]["read"], by_partition[0]["control"], by_partition[0]["aborted"]) == (55, 3, 25)
+    assert (by_partition[1]["read"], by_partition[1]["control"], by_partition[1]["aborted"]) == (20, 2, 30)
+    assert (by_partition[2]["read"], by_partition[2]["control"], by_partition[2]["aborted"]) == (50, 0, 0)
+
+    # The open transaction commits; the next tick plans the rest, and everything committed is stored once.
+    tx.commit()
+    _run(resources, instance, request)  # a re-run of the same range adds nothing
+    second = _tick(sensor, instance, resources, first.cursor)
+    for req in second.run_requests:
+        assert _run(resources, instance, req).success
+    committed = _committed_in_topic(bootstrap_servers, topic, 3)
+    with postgres.connection() as conn:
+        stored = _stored(conn, topic)
+        ledger = _ledger(conn, topic)
+    _assert_identity(ledger)
+    assert set(stored) == set(committed), "exactly the committed messages, by source coordinates"
+    assert len(stored) == 40 + 10 + 5 + 7 + 20 + 50
+    aborted_visitors = sum(r["aborted"] for r in ledger)
+    assert aborted_visitors == 25 + 30
+
+
+def test_compacted_topic_accounts_for_removed_offsets(
+    bootstrap_servers: str,
+    postgres: PostgresResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+) -> None:
+    topic = f"compacted-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    config = {
+        "cleanup.policy": "compact",
+        "segment.ms": "100",
+        "min.cleanable.dirty.ratio": "0.001",
+        "min.compaction.lag.ms": "0",
+        "delete.retention.ms": "0",
+    }
+    admin.create_topics([NewTopic(topic, 1, 1, config=config)])[topic].result(30)
+    # 400 events of 20 visitors (keys): compaction keeps about the last one per key of each cleaned segment.
+    events = [(1_433_000_000_000 + i, i % 20, "view", i, None) for i in range(400)]
+    _plain(bootstrap_servers, topic, events[:200], 0)
+    time.sleep(0.5)
+    _plain(bootstrap_servers, topic, events[200:], 0)  # rolls the first segment: it can be cleaned
+    deadline = time.monotonic() + 90
+    while len(_committed_in_topic(bootstrap_servers, topic, 1)) == 400:
+        assert time.monotonic() < deadline, "the log cleaner compacted the topic within 90 s"
+        _plain(bootstrap_servers, topic, events[:1], 0)  # keep rolling segments
+        time.sleep(2)
+    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    end = kafka.end_offsets()[0]
+    in_topic = _committed_in_topic(bootstrap_servers, topic, 1)
+    request = dg.RunRequest(
+        run_config={
+            "ops": {
+                "raw_events": {
+                    "config": {"topic": topic, "ranges": [{"partition": 0, "start": 0, "end": end}]}
+                }
+            }
+        },
+        tags={"clickstream/topic": topic, "clickstream/ranges": f"0:0-{end}"},
+    )
+    result = _run({**resources, "kafka": kafka}, instance, request)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    with postgres.connection() as conn:
+        (row,) = _ledger(conn, topic)
+        stored = _stored(conn, topic)
+    _assert_identity([row])
+    assert row["compacted"] == end - len(in_topic) > 0
+    assert row["read"] == len(in_topic) and set(stored) == set(in_topic)
+
+
+def test_offsets_deleted_by_retention_are_lost_loudly(
+    bootstrap_servers: str,
+    topic_factory: Callable[..., str],
+    postgres: PostgresResource,
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+) -> None:
+    topic = topic_factory(partitions=2)
+    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    _plain(bootstrap_servers, topic, random_events(300, seed=72), 0)
+    _plain(bootstrap_servers, topic, random_events(100, seed=73), 1)
+    # Retention (here DeleteRecords, which moves the log start the same way) takes partition 0's first 120.
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    futures = admin.delete_records([confluent_kafka.TopicPartition(topic, 0, 120)])
+    for f in futures.values():
+        f.result(30)
+    request = dg.RunRequest(
+        run_config={
+            "ops": {
+                "raw_events": {
+                    "config": {
+                        "topic": topic,
+                        "ranges": [
+                            {"partition": 0, "start": 0, "end": 300},
+                            {"partition": 1, "start": 0, "end": 100},
+                        ],
+                    }
+                }
+            }
+        },
+        tags={"clickstream/topic": topic, "clickstream/ranges": "0:0-300,1:0-100"},
+    )
+    result = _run({**resources, "kafka": kafka}, instance, request, raise_on_error=False)
+    checks = _checks(result)
+    assert not checks["no_offsets_lost"].passed, "a blocking check fails on offsets lost to retention"
+    assert checks["no_offsets_lost"].metadata["lost_offsets"].value == 120
+    assert checks["offsets_reconcile"].passed and checks["ledger_contiguous"].passed
+    assert not result.success, "the run fails (and the failure alert fires)"
+    with postgres.connection() as conn:
+        ledger = _ledger(conn, topic)
+        stored = _stored(conn, topic)
+    _assert_identity(ledger)
+    assert [(r["partition"], r["read"], r["lost"]) for r in ledger] == [(0, 180, 120), (1, 100, 0)]
+    assert len(stored) == 280 and min(o for p, o in stored if p == 0) == 120
+
+
+def test_an_unreadable_partition_never_holds_back_the_others(
+    kafka: KafkaResource, postgres: PostgresResource
+) -> None:
+    _plain(kafka.bootstrap_servers, kafka.topic, random_events(200, seed=74), 0)
+    _plain(kafka.bootstrap_servers, kafka.topic, random_events(150, seed=75), 1)
+    # Partition 0's range reaches past anything that will ever be written (a broken plan): it cannot finish.
+    ranges = [OffsetRange(0, 0, 250), OffsetRange(1, 0, 150)]
+    with kafka.bulk_consumer() as consumer, postgres.connection() as conn:
+        with pytest.raises(RangeReadError, match="partitions \\{0: 'no message for 3 s"):
+            ingest_ranges(consumer, conn, kafka.topic, ranges, "run-1", stall_timeout_s=3)
+    with postgres.connection() as conn:
+        ledger = _ledger(conn, kafka.topic)
+        stored = _stored(conn, kafka.topic)
+    assert [(r["partition"], r["start"], r["end"], r["read"]) for r in ledger] == [(1, 0, 150, 150)]
+    assert len([k for k in stored if k[0] == 1]) == 150, "partition 1 is stored and recorded"
+    assert len([k for k in stored if k[0] == 0]) == 200, (
+        "partition 0's messages are stored; its range is a gap"
+    )
