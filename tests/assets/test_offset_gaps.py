@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import confluent_kafka
 import dagster as dg
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
 from clickstream_dagster.messages import encode_key, encode_value
@@ -42,7 +42,7 @@ class Transactions:
         )
         self.producer.init_transactions(30)
 
-    def write(self, events: list[Event], partition: int, commit: bool | None) -> None:
+    def write(self, events: Sequence[Event], partition: int, commit: bool | None) -> None:
         """One transaction; commit=None leaves it open."""
         self.producer.begin_transaction()
         for e in events:
@@ -58,7 +58,7 @@ class Transactions:
         self.producer.commit_transaction(30)
 
 
-def _plain(bootstrap: str, topic: str, events: list[Event], partition: int) -> None:
+def _plain(bootstrap: str, topic: str, events: Sequence[Event], partition: int) -> None:
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap})
     for e in events:
         key, value = _message(e)
@@ -66,7 +66,7 @@ def _plain(bootstrap: str, topic: str, events: list[Event], partition: int) -> N
     producer.flush(30)
 
 
-def _committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], bytes]:
+def _committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], bytes | None]:
     """Every message a read_committed consumer gets from the topic, by (partition, offset): the independent
     side of the recount (a plain consumer read to the end of each partition)."""
     consumer = confluent_kafka.Consumer(
@@ -85,7 +85,7 @@ def _committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tup
             for p in range(partitions)
         ]
     )
-    out: dict[tuple[int, int], bytes] = {}
+    out: dict[tuple[int, int], bytes | None] = {}
     at_end: set[int] = set()
     deadline = time.monotonic() + 60
     while len(at_end) < partitions and time.monotonic() < deadline:
@@ -331,9 +331,12 @@ def test_an_unreadable_partition_never_holds_back_the_others(
     _plain(kafka.bootstrap_servers, kafka.topic, random_events(150, seed=75), 1)
     # Partition 0's range reaches past anything that will ever be written (a broken plan): it cannot finish.
     ranges = [OffsetRange(0, 0, 250), OffsetRange(1, 0, 150)]
-    with kafka.bulk_consumer() as consumer, postgres.connection() as conn:
-        with pytest.raises(RangeReadError, match="partitions \\{0: 'no message for 3 s"):
-            ingest_ranges(consumer, conn, kafka.topic, ranges, "run-1", stall_timeout_s=3)
+    with (
+        kafka.bulk_consumer() as consumer,
+        postgres.connection() as conn,
+        pytest.raises(RangeReadError, match="partitions \\{0: 'no message for 3 s"),
+    ):
+        ingest_ranges(consumer, conn, kafka.topic, ranges, "run-1", stall_timeout_s=3)
     with postgres.connection() as conn:
         ledger = _ledger(conn, kafka.topic)
         stored = _stored(conn, kafka.topic)
@@ -342,3 +345,78 @@ def test_an_unreadable_partition_never_holds_back_the_others(
     assert len([k for k in stored if k[0] == 0]) == 200, (
         "partition 0's messages are stored; its range is a gap"
     )
+
+
+def _checks_alone(
+    resources: dict[str, Any], instance: dg.DagsterInstance
+) -> dict[str, dg.AssetCheckEvaluation]:
+    result = dg.materialize(
+        [raw_events, *raw_events_checks],
+        resources=resources,
+        instance=instance,
+        selection=dg.AssetSelection.checks(*raw_events_checks),
+        raise_on_error=False,
+    )
+    return _checks(result)
+
+
+def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
+    kafka: KafkaResource, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    produce_events = random_events(900, seed=76)
+    for p in range(3):
+        _plain(kafka.bootstrap_servers, kafka.topic, produce_events[p * 300 : (p + 1) * 300], p)
+    sensor = build_kafka_sensor(
+        max_events_per_run=300, repair_grace_s=0, repair_backoff_s=0, max_repair_attempts=2
+    )
+    first = _tick(sensor, instance, resources, None)
+    assert len(first.run_requests) == 3
+    for request in first.run_requests:
+        assert _run(resources, instance, request).success
+    idle = _tick(sensor, instance, resources, first.cursor)  # records the plan up to the cursor
+    assert isinstance(idle, dg.SkipReason)
+    assert _checks_alone(resources, instance)["ledger_contiguous"].passed
+
+    with postgres.connection() as conn:
+        (deleted,) = conn.execute(
+            "DELETE FROM ingested_ranges WHERE kafka_topic = %s AND kafka_partition = 1 "
+            "AND start_offset = (SELECT min(start_offset) FROM ingested_ranges WHERE kafka_topic = %s "
+            "AND kafka_partition = 1) RETURNING start_offset, end_offset",
+            (kafka.topic, kafka.topic),
+        ).fetchall()
+    check = _checks_alone(resources, instance)["ledger_contiguous"]
+    assert not check.passed
+    assert check.description == f"gap {kafka.topic}/1 [{deleted[0]}, {deleted[1]})"
+
+    heal = _tick(sensor, instance, resources, first.cursor)
+    (repair,) = heal.run_requests
+    assert repair.run_key == f"repair/{kafka.topic}/1:{deleted[0]}-{deleted[1]}/1"
+    assert _run(resources, instance, repair).success
+    checks = _checks_alone(resources, instance)
+    assert all(c.passed for c in checks.values()), {
+        n: c.description for n, c in checks.items() if not c.passed
+    }
+    with postgres.connection() as conn:
+        stored = _stored(conn, kafka.topic)
+        _assert_identity(_ledger(conn, kafka.topic))
+    assert set(stored) == set(_committed_in_topic(kafka.bootstrap_servers, kafka.topic, 3))
+    assert len(stored) == 900
+    assert isinstance(_tick(sensor, instance, resources, first.cursor), dg.SkipReason), (
+        "healed: nothing to repair"
+    )
+
+    # Bounded: a gap whose repairs never land is requested max_repair_attempts times, with backoff between.
+    with postgres.connection() as conn:
+        conn.execute(
+            "DELETE FROM ingested_ranges WHERE kafka_topic = %s AND kafka_partition = 2", (kafka.topic,)
+        )
+    patient = build_kafka_sensor(
+        max_events_per_run=300, repair_grace_s=0, repair_backoff_s=3600, max_repair_attempts=2
+    )
+    keys = [r.run_key for r in _tick(patient, instance, resources, first.cursor).run_requests]
+    assert keys == [f"repair/{kafka.topic}/2:0-300/1"]
+    assert isinstance(_tick(patient, instance, resources, first.cursor), dg.SkipReason), "backing off"
+    keys = [r.run_key for r in _tick(sensor, instance, resources, first.cursor).run_requests]
+    assert keys == [f"repair/{kafka.topic}/2:0-300/2"]
+    assert isinstance(_tick(sensor, instance, resources, first.cursor), dg.SkipReason), "attempts exhausted"
+    assert not _checks_alone(resources, instance)["ledger_contiguous"].passed, "and the gap stays named"
