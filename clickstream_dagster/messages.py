@@ -17,6 +17,7 @@ resume exactly after what a previous run got acknowledged, and let anyone trace 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -33,7 +34,12 @@ HEADER_LINE = "line"
 
 
 class MessageError(ValueError):
-    """A message that is not a valid v1 event; the text is the quarantine reason."""
+    """A message that is not a valid v1 event; the text is the quarantine reason, always `kind: detail`, so
+    reasons group by their kind (`split_part(reason, ':', 1)`)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,52 +72,89 @@ def encode_value(timestamp: int, visitorid: int, event: str, itemid: int, transa
 
 def _int_field(doc: dict[str, object], name: str) -> int:
     if name not in doc or doc[name] is None:
-        raise MessageError(f"missing field: {name}")
+        raise MessageError("missing field", name)
     value = doc[name]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise MessageError(f"wrong type: {name} must be an integer, got {type(value).__name__}")
-    if value < 0:
-        raise MessageError(f"negative id: {name}={value}")
-    if value > MAX_ID:
-        raise MessageError(f"id out of range: {name}={value}")
+        raise MessageError("wrong type", f"{name} must be an integer, got {_json_type(value)}")
     return value
+
+
+def _id_field(doc: dict[str, object], name: str) -> int:
+    value = _int_field(doc, name)
+    if value < 0:
+        raise MessageError("negative id", f"{name}={value}")
+    if value > MAX_ID:
+        raise MessageError("id out of range", f"{name}={value}")
+    return value
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise MessageError("ambiguous", f"duplicated key {key!r}")
+        seen[key] = value
+    return seen
 
 
 def decode_value(raw: bytes | None) -> EventMessage:
     """Parse and validate one message value; raises MessageError with the quarantine reason."""
     if raw is None:
-        raise MessageError("empty message (null value)")
+        raise MessageError("empty", "null value (a tombstone)")
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise MessageError(f"oversized: {len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+        raise MessageError("oversized", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(
+            "invalid UTF-8", f"byte 0x{raw[exc.start]:02x} at byte position {exc.start} ({exc.reason})"
+        ) from None
     try:
         doc = orjson.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise MessageError(f"not JSON: {exc}") from None
+    except ValueError as exc:
+        raise MessageError("not JSON", str(exc)) from None
     if not isinstance(doc, dict):
-        raise MessageError(f"not a JSON object: {type(doc).__name__}")
+        raise MessageError("not a JSON object", _json_type(doc))
+    # orjson keeps the last of duplicated keys; such a message means two things at once. (Only messages off
+    # the canonical form come here, so the second parse costs nothing on the producer's messages.)
+    json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
     version = doc.get("v")
-    if version != FORMAT_VERSION:
-        raise MessageError(f"unsupported format version: {version!r}")
+    if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0: the integer 1
+        raise MessageError("unsupported format version", orjson.dumps(version).decode()[:40])
     event = doc.get("event")
     if event is None:
-        raise MessageError("missing field: event")
+        raise MessageError("missing field", "event")
     if not isinstance(event, str):
-        raise MessageError(f"wrong type: event must be a string, got {type(event).__name__}")
+        raise MessageError("wrong type", f"event must be a string, got {_json_type(event)}")
     if event not in EVENT_TYPES:
-        raise MessageError(f"unknown event: {event[:40]!r}")
+        raise MessageError("unknown event", repr(event[:40]))
     timestamp = _int_field(doc, "timestamp")
     if not MIN_TIMESTAMP_MS <= timestamp < MAX_TIMESTAMP_MS:
-        raise MessageError(f"timestamp out of range: {timestamp}")
-    visitorid = _int_field(doc, "visitorid")
-    itemid = _int_field(doc, "itemid")
+        raise MessageError("timestamp out of range", str(timestamp))
+    visitorid = _id_field(doc, "visitorid")
+    itemid = _id_field(doc, "itemid")
     transactionid: int | None
     if event == "transaction":
-        transactionid = _int_field(doc, "transactionid")
+        transactionid = _id_field(doc, "transactionid")
     else:
         if doc.get("transactionid") is not None:
-            raise MessageError(f"transactionid on a {event} event")
+            raise MessageError("unexpected field", f"transactionid on {_article(event)} {event} event")
         transactionid = None
     return EventMessage(timestamp, visitorid, event, itemid, transactionid)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 # The exact bytes `encode_value` writes: no whitespace, fields in order, integers without leading zeros (which

@@ -58,11 +58,20 @@ def _doc(**overrides: object) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        (b"not json at all", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
-        (b"[1, 2]", "not a JSON object"),
-        (None, "empty message"),
-        (_doc(v=2), "unsupported format version"),
+        (b"not json at all", "^not JSON: "),
+        (b'{"v":1,"visitorid":"\xff\xfe"}', "^invalid UTF-8: byte 0xff at byte position 20 "),
+        (b"[1, 2]", "^not a JSON object: array$"),
+        (None, "^empty: "),
+        (_doc(v=2), "^unsupported format version: 2$"),
+        (_doc(v=True), "^unsupported format version: true$"),
+        (_doc(v=1.0), "^unsupported format version: 1.0$"),
+        (
+            b'{"v":1,"timestamp":1433221332117,"visitorid":-1,"event":"view","itemid":1,"transactionid":null,'
+            b'"visitorid":5}',
+            "^ambiguous: duplicated key 'visitorid'$",
+        ),
+        (_doc(timestamp=-5), "^timestamp out of range: -5$"),
+        (_doc(event="addtocart", transactionid=5), "^unexpected field: transactionid on an addtocart event$"),
         (_doc(visitorid="<drop>"), "missing field: visitorid"),
         (_doc(itemid="12"), "wrong type: itemid"),
         (_doc(itemid=True), "wrong type: itemid"),
@@ -70,14 +79,18 @@ def _doc(**overrides: object) -> bytes:
         (_doc(event=5), "wrong type: event"),
         (_doc(visitorid=-3), "negative id: visitorid"),
         (_doc(timestamp=12), "timestamp out of range"),
-        (_doc(transactionid=5), "transactionid on a view event"),
+        (_doc(transactionid=5), "^unexpected field: transactionid on a view event$"),
         (_doc(event="transaction"), "missing field: transactionid"),
         (b'{"v":1,"pad":"' + b"x" * MAX_MESSAGE_BYTES + b'"}', "oversized"),
     ],
 )
 def test_invalid_messages_say_why(raw: bytes | None, reason: str) -> None:
-    with pytest.raises(MessageError, match=reason):
+    with pytest.raises(MessageError, match=reason) as exc:
         decode_value(raw)
+    kind, sep, detail = str(exc.value).partition(": ")
+    assert sep and kind == exc.value.kind and detail, "every reason is `kind: detail`"
+    with pytest.raises(MessageError, match=reason):
+        decode_fields(raw)
 
 
 def test_ids_beyond_bigint_are_quarantined_not_loaded() -> None:

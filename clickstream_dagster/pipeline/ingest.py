@@ -14,6 +14,7 @@ one batch at a time, each counted against every batch committed before it.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -24,10 +25,13 @@ import confluent_kafka
 import numpy as np
 import psycopg
 
-from clickstream_dagster.messages import MessageError, decode_fields
+from clickstream_dagster.messages import MAX_MESSAGE_BYTES, MessageError, decode_fields
 from clickstream_dagster.pipeline import distinct
 from clickstream_dagster.pipeline.columns import EventColumns
 from clickstream_dagster.sql import queries as q
+
+# What the quarantine keeps of an oversized payload (beside its size and sha256).
+QUARANTINE_PREFIX_BYTES = 1024
 
 # Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
 CONSUME_CHUNK = 10_000
@@ -57,7 +61,7 @@ class Batch:
 
     events: (timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset), each
         partition's in offset order
-    rejects: (partition, offset, raw value, reason)
+    rejects: quarantine rows (`quarantine_row`)
     """
 
     topic: str
@@ -92,11 +96,21 @@ class RangeReadError(RuntimeError):
     pass
 
 
+def quarantine_row(partition: int, offset: int, value: bytes | None, reason: str) -> tuple[object, ...]:
+    """A row for the quarantine: an oversized payload keeps only its first QUARANTINE_PREFIX_BYTES, and every
+    payload its original size and sha256 (queries.QUARANTINE_STAGING_TYPES order)."""
+    if value is None:
+        return (partition, offset, None, reason, None, None, False)
+    truncated = len(value) > MAX_MESSAGE_BYTES
+    stored = value[:QUARANTINE_PREFIX_BYTES] if truncated else value
+    return (partition, offset, stored, reason, len(value), hashlib.sha256(value).digest(), truncated)
+
+
 def parse_record(partition: int, offset: int, value: bytes | None, produced_ms: int, batch: Batch) -> None:
     try:
         timestamp, visitorid, event, itemid, transactionid = decode_fields(value)
     except MessageError as exc:
-        batch.rejects.append((partition, offset, value, str(exc)))
+        batch.rejects.append(quarantine_row(partition, offset, value, str(exc)))
         return
     batch.events.append((timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset))
 

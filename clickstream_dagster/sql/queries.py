@@ -129,20 +129,25 @@ SET event_count = t.event_count + EXCLUDED.event_count,
 
 CREATE_QUARANTINE_STAGING = """
 CREATE TEMP TABLE staging_quarantine (
-    kafka_partition integer, kafka_offset bigint, raw_payload bytea, reason text
+    kafka_partition integer, kafka_offset bigint, raw_payload bytea, reason text,
+    payload_bytes integer, payload_sha256 bytea, payload_truncated boolean
 ) ON COMMIT DROP
 """
 
 COPY_QUARANTINE_STAGING = """
-COPY staging_quarantine (kafka_partition, kafka_offset, raw_payload, reason) FROM STDIN (FORMAT BINARY)
+COPY staging_quarantine (kafka_partition, kafka_offset, raw_payload, reason, payload_bytes, payload_sha256,
+                        payload_truncated) FROM STDIN (FORMAT BINARY)
 """
 
-QUARANTINE_STAGING_TYPES = ("int4", "int8", "bytea", "text")
+QUARANTINE_STAGING_TYPES = ("int4", "int8", "bytea", "text", "int4", "bytea", "bool")
 
 INSERT_QUARANTINE_FROM_STAGING = """
 WITH ins AS (
-    INSERT INTO quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason)
-    SELECT 'kafka', %(topic)s, kafka_partition, kafka_offset, raw_payload, reason FROM staging_quarantine
+    INSERT INTO quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason,
+                            payload_bytes, payload_sha256, payload_truncated)
+    SELECT 'kafka', %(topic)s, kafka_partition, kafka_offset, raw_payload, reason,
+           payload_bytes, payload_sha256, payload_truncated
+    FROM staging_quarantine
     ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) WHERE source = 'kafka' DO NOTHING
     RETURNING kafka_partition
 )

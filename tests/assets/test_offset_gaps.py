@@ -7,6 +7,7 @@ ledger's identity read + skipped + lost = end - start for every range.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -420,3 +421,53 @@ def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
     assert keys == [f"repair/{kafka.topic}/2:0-300/2"]
     assert isinstance(_tick(sensor, instance, resources, first.cursor), dg.SkipReason), "attempts exhausted"
     assert not _checks_alone(resources, instance)["ledger_contiguous"].passed, "and the gap stays named"
+
+
+def test_quarantine_reasons_are_kinds_and_oversized_payloads_are_never_stored_whole(
+    kafka: KafkaResource, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
+) -> None:
+    huge = b'{"v":1,"pad":"' + b"x" * 2_000_000 + b'"}'  # compresses to a few KiB: the broker takes it
+    bad = {
+        huge: "oversized: 2000016 bytes > 16384",
+        b'{"v":1,"timestamp":1433000000000,"visitorid":-1,"event":"view","itemid":1,"transactionid":null,'
+        b'"visitorid":5}': "ambiguous: duplicated key 'visitorid'",
+        b'{"v":true,"timestamp":1433000000000,"visitorid":1,"event":"view","itemid":1,"transactionid":null}': (
+            "unsupported format version: true"
+        ),
+        b'{"v":1,"timestamp":-5,"visitorid":1,"event":"view","itemid":1,"transactionid":null}': (
+            "timestamp out of range: -5"
+        ),
+        b'{"v":1,"visitorid":"\xff"}': "invalid UTF-8: byte 0xff at byte position 20 (invalid start byte)",
+    }
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "compression.type": "gzip",
+            "message.max.bytes": 4_000_000,
+        }
+    )
+    for value in bad:
+        producer.produce(kafka.topic, value=value, partition=0)
+    producer.flush(30)
+    request = dg.RunRequest(
+        run_config={
+            "ops": {
+                "raw_events": {
+                    "config": {"topic": kafka.topic, "ranges": [{"partition": 0, "start": 0, "end": 5}]}
+                }
+            }
+        },
+        tags={"clickstream/topic": kafka.topic, "clickstream/ranges": "0:0-5"},
+    )
+    assert _run(resources, instance, request).success
+    with postgres.connection() as conn:
+        rows = conn.execute(
+            "SELECT kafka_offset, reason, raw_payload, payload_bytes, payload_sha256, payload_truncated "
+            "FROM quarantine WHERE kafka_topic = %s ORDER BY kafka_offset",
+            (kafka.topic,),
+        ).fetchall()
+    assert [r[1] for r in rows] == list(bad.values())
+    offset, _, prefix, size, digest, truncated = rows[0]
+    assert (offset, size, truncated) == (0, len(huge), True)
+    assert bytes(prefix) == huge[:1024] and bytes(digest) == hashlib.sha256(huge).digest()
+    assert all(bytes(r[2]) == value and not r[5] for r, value in zip(rows[1:], list(bad)[1:], strict=True))
