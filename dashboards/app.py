@@ -218,7 +218,10 @@ def pipeline_health() -> None:
         "Offset ranges reconciled",
         f"{reconciled:,} of {recon.ranges:,}",
         delta=f"-{recon.mismatched_ranges:,} off" if recon.mismatched_ranges else None,
-        help="Per range in `ingested_ranges`: messages read = rows inserted + rows quarantined",
+        help=(
+            "Per range in `ingested_ranges`: messages read = rows inserted + rows quarantined, and messages "
+            "read + offsets without a message + offsets lost = the range's offsets"
+        ),
     )
 
     left, right = st.columns(2)
@@ -292,6 +295,8 @@ def pipeline_health() -> None:
                     "messages_read",
                     "rows_inserted",
                     "rows_quarantined",
+                    "offsets_skipped",
+                    "offsets_lost",
                     "mismatched_ranges",
                     "ingested_up_to",
                     "kafka_topic",
@@ -303,6 +308,14 @@ def pipeline_health() -> None:
                     "messages_read": st.column_config.NumberColumn("read", format="localized"),
                     "rows_inserted": st.column_config.NumberColumn("inserted", format="localized"),
                     "rows_quarantined": st.column_config.NumberColumn("quarantined", format="localized"),
+                    "offsets_skipped": st.column_config.NumberColumn(
+                        "no message",
+                        format="localized",
+                        help="transaction markers, aborted transactions, compacted away",
+                    ),
+                    "offsets_lost": st.column_config.NumberColumn(
+                        "lost", format="localized", help="deleted by retention before they were read"
+                    ),
                     "mismatched_ranges": st.column_config.NumberColumn("off"),
                     "ingested_up_to": st.column_config.NumberColumn("ingested up to offset", format="%d"),
                     "last_ingested_at": st.column_config.DatetimeColumn(
@@ -321,6 +334,19 @@ def pipeline_health() -> None:
                     icon=":material/error:",
                 )
                 st.dataframe(recon.mismatched, hide_index=True, width="stretch", key="mismatched_ranges")
+            if recon.total("offsets_lost"):
+                st.error(
+                    f"{recon.total('offsets_lost'):,} offsets were deleted by retention before they were read.",
+                    icon=":material/error:",
+                )
+            if recon.open_gaps:
+                st.error(
+                    f"{recon.open_gaps:,} {'gap' if recon.open_gaps == 1 else 'gaps'} in the ledger: offsets "
+                    "the sensor planned that no run ingested (requested again with backoff):",
+                    icon=":material/error:",
+                )
+            if len(recon.gaps):
+                st.dataframe(recon.gaps, hide_index=True, width="stretch", key="ledger_gaps")
 
 
 def models() -> None:

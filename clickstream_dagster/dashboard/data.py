@@ -409,6 +409,11 @@ def quarantine_by_reason(db: Database) -> pd.DataFrame:
 class Reconciliation:
     by_partition: pd.DataFrame
     mismatched: pd.DataFrame
+    gaps: pd.DataFrame  # gaps the sensor found and requested again; `open` while not covered yet
+
+    @property
+    def open_gaps(self) -> int:
+        return int(self.gaps["open"].sum()) if len(self.gaps) else 0
 
     @property
     def ranges(self) -> int:
@@ -426,6 +431,7 @@ def reconciliation(db: Database, limit: int = 50) -> Reconciliation:
     return Reconciliation(
         by_partition=db.frame(sql.RECONCILIATION_BY_PARTITION),
         mismatched=db.frame(sql.MISMATCHED_RANGES, {"limit": limit}),
+        gaps=db.frame(sql.LEDGER_GAPS, {"limit": limit}),
     )
 
 

@@ -78,14 +78,19 @@ GROUP BY 1, 2
 ORDER BY 3 DESC, 1, 2
 """
 
-# The ledger of raw_events: per range, messages read = rows inserted + rows quarantined.
+# The ledger of raw_events: per range, messages read = rows inserted + rows quarantined, and messages read +
+# offsets without a message (transaction markers, aborted records, compacted) + offsets lost = end - start.
 RECONCILIATION_BY_PARTITION = """
 SELECT kafka_topic, kafka_partition,
        count(*)                                                                        AS ranges,
        sum(messages_read)::bigint                                                      AS messages_read,
        sum(rows_inserted)::bigint                                                      AS rows_inserted,
        sum(rows_quarantined)::bigint                                                   AS rows_quarantined,
-       count(*) FILTER (WHERE messages_read <> rows_inserted + rows_quarantined)       AS mismatched_ranges,
+       sum(skipped_control + skipped_aborted + skipped_compacted)::bigint              AS offsets_skipped,
+       sum(lost_retention)::bigint                                                     AS offsets_lost,
+       count(*) FILTER (WHERE messages_read <> rows_inserted + rows_quarantined
+                           OR messages_read + skipped_control + skipped_aborted + skipped_compacted
+                              + lost_retention <> end_offset - start_offset)          AS mismatched_ranges,
        max(end_offset)                                                                 AS ingested_up_to,
        max(ingested_at)                                                                AS last_ingested_at
 FROM ingested_ranges
@@ -95,10 +100,28 @@ ORDER BY 1, 2
 
 MISMATCHED_RANGES = """
 SELECT kafka_topic, kafka_partition, start_offset, end_offset, messages_read, rows_inserted, rows_quarantined,
-       messages_read - rows_inserted - rows_quarantined AS unaccounted, dagster_run_id, ingested_at
+       messages_read - rows_inserted - rows_quarantined AS unaccounted,
+       end_offset - start_offset - messages_read - skipped_control - skipped_aborted - skipped_compacted
+           - lost_retention AS offsets_unaccounted,
+       dagster_run_id, ingested_at
 FROM ingested_ranges
 WHERE messages_read <> rows_inserted + rows_quarantined
+   OR messages_read + skipped_control + skipped_aborted + skipped_compacted + lost_retention
+      <> end_offset - start_offset
 ORDER BY ingested_at DESC
+LIMIT %(limit)s
+"""
+
+# Gaps of the ledger the Kafka sensor found (planned offsets no run is working on any more) and requested
+# again; open while no ledger range covers them yet.
+LEDGER_GAPS = """
+SELECT g.kafka_topic, g.kafka_partition, g.start_offset, g.end_offset, g.end_offset - g.start_offset AS offsets,
+       g.attempts, g.first_seen_at, g.last_attempt_at,
+       NOT EXISTS (SELECT 1 FROM ingested_ranges r
+                   WHERE r.kafka_topic = g.kafka_topic AND r.kafka_partition = g.kafka_partition
+                     AND r.start_offset <= g.start_offset AND r.end_offset >= g.end_offset) AS open
+FROM ingestion_repairs g
+ORDER BY open DESC, g.first_seen_at DESC
 LIMIT %(limit)s
 """
 

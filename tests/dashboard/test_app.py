@@ -221,6 +221,31 @@ def test_a_range_that_does_not_reconcile_is_flagged(monkeypatch: pytest.MonkeyPa
     assert off["unaccounted"].tolist() == [2]
 
 
+def test_offsets_without_messages_lost_offsets_and_gaps_are_shown(
+    monkeypatch: pytest.MonkeyPatch, pg_url: str
+) -> None:
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read,"
+            " rows_inserted, rows_quarantined, skipped_control, skipped_aborted, lost_retention)"
+            " VALUES ('t', 0, 0, 10, 6, 6, 0, 2, 2, 0), ('t', 0, 20, 30, 7, 7, 0, 0, 0, 3),"
+            " ('t', 1, 0, 10, 9, 9, 0, 0, 0, 0)"  # one offset unaccounted for
+        )
+        conn.execute(
+            "INSERT INTO ingestion_repairs (kafka_topic, kafka_partition, start_offset, end_offset, attempts)"
+            " VALUES ('t', 0, 10, 20, 2)"
+        )
+    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    assert metrics(at)["Offset ranges reconciled"] == "2 of 3"
+    errors = texts(at.error)
+    assert "3 offsets were deleted by retention" in errors
+    assert "1 gap in the ledger" in errors
+    off = table(at, "start_offset", "offsets_unaccounted")
+    assert off["offsets_unaccounted"].tolist() == [1]
+    gaps = table(at, "start_offset", "attempts")
+    assert gaps[["start_offset", "end_offset", "attempts", "open"]].values.tolist() == [[10, 20, 2, True]]
+
+
 def test_unreachable_events_database_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_app(monkeypatch, unreachable_url("clickstream"), unreachable_url("dagster"))
     message = texts(at.error)
