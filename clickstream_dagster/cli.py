@@ -294,6 +294,61 @@ def produce(
         sys.exit(130)
 
 
+@main.group()
+def quarantine() -> None:
+    """Inspect the quarantine and replay repaired rows (exactly once)."""
+
+
+@quarantine.command("status")
+def quarantine_status() -> None:
+    """Quarantined Kafka messages by kind: waiting for a repair, repaired, repair invalid, replayed."""
+    import psycopg
+
+    from clickstream_dagster.sql import queries as q
+
+    try:
+        with psycopg.connect(_config().database_url, connect_timeout=10) as conn:
+            rows = conn.execute(q.QUARANTINE_STATES).fetchall()
+    except psycopg.Error as exc:
+        _fail(RuntimeError(f"PostgreSQL not reachable: run `clickstream up` or set DATABASE_URL ({exc})"))
+    click.echo(f"{'kind':<28} {'to repair':>10} {'repaired':>10} {'invalid':>10} {'replayed':>10}")
+    for kind, waiting, repaired, invalid, replayed in rows:
+        click.echo(f"{kind:<28} {waiting:>10,} {repaired:>10,} {invalid:>10,} {replayed:>10,}")
+    if not rows:
+        click.echo("(the quarantine holds no Kafka message)")
+    click.echo(
+        "\nRepair a row by writing its corrected value, e.g.\n"
+        "  UPDATE quarantine SET repaired_payload = convert_to('{\"v\":1,...}', 'UTF8') WHERE id = 42;\n"
+        "then run `clickstream quarantine replay` (with filters to replay only some)."
+    )
+
+
+@quarantine.command("replay")
+@click.option(
+    "--reason", "reason_kind", default="", help="Only rows whose reason kind is this (e.g. 'negative id')."
+)
+@click.option("--topic", default="", help="Only rows of this topic.")
+@click.option("--partition", type=int, default=-1, help="Only rows of this partition.")
+@click.option("--id", "ids", type=int, multiple=True, help="Only these quarantine ids (repeatable).")
+def quarantine_replay(reason_kind: str, topic: str, partition: int, ids: tuple[int, ...]) -> None:
+    """Run the replay_quarantine job: repaired rows go into clickstream_events under their original
+    coordinates, exactly once, and the windows and statistics follow. Replaying again adds nothing."""
+    import json
+
+    from clickstream_dagster.stack.demo import dagster_cli
+
+    cfg = _config()
+    replay = {"reason_kind": reason_kind, "topic": topic, "partition": partition, "ids": list(ids)}
+    config_file = cfg.data_dir / "replay-quarantine-config.json"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(json.dumps({"ops": {"raw_events": {"config": {"replay_quarantine": replay}}}}))
+    try:
+        dagster_cli(cfg, ["job", "execute", "-j", "replay_quarantine", "--config", str(config_file)])
+    except StackError as exc:
+        _fail(exc)
+    click.echo("replay_quarantine finished; `clickstream quarantine status` shows what moved")
+
+
 @main.command(
     "kafka-tool",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},

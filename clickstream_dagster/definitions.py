@@ -36,6 +36,16 @@ ingest_events = dg.define_asset_job(
     description="Ingest an exact set of Kafka offset ranges and refresh everything computed from them",
 )
 
+# Repaired quarantine rows -> clickstream_events (exactly once, original coordinates) -> the same downstream
+# assets. Launched by `clickstream quarantine replay` with filters; from the UI it replays every repaired row.
+replay_quarantine = dg.define_asset_job(
+    "replay_quarantine",
+    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
+    executor_def=dg.in_process_executor,
+    config={"ops": {"raw_events": {"config": {"replay_quarantine": {}}}}},
+    description="Re-ingest repaired quarantine rows exactly once, then refresh everything computed from them",
+)
+
 # Training data -> LightFM against baselines -> promotion gate -> serving tables; the gate blocks everything
 # after it when the candidate is no better. Daily, replacing the prototype's Airflow DAG.
 ml_assets = [
@@ -94,7 +104,7 @@ defs = dg.Definitions(
         *ml_assets,
     ],
     asset_checks=[*raw_events_checks, promotion_gate],
-    jobs=[ingest_events, reference_data, train_recommender],
+    jobs=[ingest_events, replay_quarantine, reference_data, train_recommender],
     sensors=[build_kafka_sensor(), slack_on_run_failure],
     schedules=[daily_retraining],
     resources=resources,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 
+import confluent_kafka
 from kafka import KafkaConsumer, TopicPartition
 
 
@@ -37,3 +40,38 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> l
 
 def header(record: Any, name: str) -> bytes:
     return dict(record.headers or [])[name]
+
+
+def committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], bytes | None]:
+    """Every message a read_committed consumer gets from the topic, by (partition, offset): the independent
+    side of the recount (a plain consumer read to the end of each partition)."""
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"recount-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign(
+        [
+            confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
+            for p in range(partitions)
+        ]
+    )
+    out: dict[tuple[int, int], bytes | None] = {}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 180
+    while len(at_end) < partitions and time.monotonic() < deadline:
+        for msg in consumer.consume(10_000, 1.0):
+            err = msg.error()
+            if err is not None:
+                if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())  # type: ignore[arg-type]
+                continue
+            out[(msg.partition(), msg.offset())] = msg.value()  # type: ignore[index]
+    consumer.close()
+    assert len(at_end) == partitions, "the recount read every partition to its end"
+    return out

@@ -1,7 +1,7 @@
 """Ingestion: exact Kafka offset ranges into `clickstream_events`, and the live slice for the dashboard."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import dagster as dg
 from psycopg.rows import class_row
@@ -9,6 +9,7 @@ from pydantic import Field
 
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE, OffsetRange, ingest_ranges, lag_after
+from clickstream_dagster.pipeline.replay import ReplayFilter, replay_quarantine
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sensors.ledger import LedgerState, ledger_state
 from clickstream_dagster.sql import queries as q
@@ -24,11 +25,32 @@ class OffsetRangeConfig(dg.Config):
     end: int = Field(description="Last offset, exclusive")
 
 
+class QuarantineReplayConfig(dg.Config):
+    """Which repaired quarantine rows to replay (`pipeline.replay`); empty fields match every row."""
+
+    reason_kind: str = Field(default="", description="Only rows whose reason starts with this kind")
+    topic: str = ""
+    partition: int = Field(default=-1, description="Only this partition (-1: all)")
+    ids: list[int] = Field(default_factory=list, description="Only these quarantine ids")
+
+    def to_filter(self) -> ReplayFilter:
+        return ReplayFilter(
+            reason_kind=self.reason_kind or None,
+            topic=self.topic or None,
+            partition=self.partition if self.partition >= 0 else None,
+            ids=tuple(self.ids),
+        )
+
+
 class RawEventsConfig(dg.Config):
-    """Which messages to ingest. The Kafka sensor fills this in; an empty list ingests nothing."""
+    """Which messages to ingest. The Kafka sensor fills in offset ranges; the replay_quarantine job fills in
+    `replay_quarantine` instead. Neither ingests nothing."""
 
     topic: str = ""
     ranges: list[OffsetRangeConfig] = Field(default_factory=list)
+    replay_quarantine: QuarantineReplayConfig | None = Field(
+        default=None, description="Replay repaired quarantine rows (exactly once) instead of reading Kafka"
+    )
     batch_size: int = Field(
         default=DEFAULT_BATCH_SIZE,
         description=(
@@ -54,6 +76,8 @@ def raw_events(
     kafka: KafkaResource,
     postgres: PostgresResource,
 ) -> dg.MaterializeResult:
+    if config.replay_quarantine is not None:
+        return _replay(context, config.replay_quarantine, postgres)
     topic = config.topic or kafka.topic
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
@@ -81,6 +105,29 @@ def raw_events(
                 }
             ),
             "consumer_lag_after_run": lag,
+            "dagster/row_count": total[0] if total else 0,
+        }
+    )
+
+
+def _replay(
+    context: dg.AssetExecutionContext, replay: QuarantineReplayConfig, postgres: PostgresResource
+) -> dg.MaterializeResult:
+    which = replay.to_filter()
+    context.log.info(f"replaying repaired quarantine rows matching {which}")
+    with postgres.connection() as conn:
+        result = replay_quarantine(conn, which, context.run.run_id)
+        total = conn.execute(q.COUNT_EVENTS).fetchone()
+    context.log.info(
+        f"replayed {result.replayed:,} repaired rows ({result.already_stored:,} already stored, "
+        f"{result.still_invalid:,} still invalid)"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "rows_replayed": result.replayed,
+            "already_stored": result.already_stored,
+            "repairs_still_invalid": result.still_invalid,
+            "invalid_repair_reasons": dict(result.invalid_reasons),
             "dagster/row_count": total[0] if total else 0,
         }
     )
@@ -239,7 +286,8 @@ class RangeCheck:
     compacted: int
     lost: int
     stored: int
-    quarantined: int
+    quarantined: int  # still in the quarantine (not replayed)
+    replayed: int  # repaired and replayed: counted in `stored` now, traced in the quarantine
     ids_present_and_non_negative: int = 0
     event_type_allowed: int = 0
     timestamps_in_range: int = 0
@@ -252,22 +300,10 @@ class RangeCheck:
         return self.stored + self.quarantined == self.read and offsets == self.end - self.start
 
     def as_json(self) -> dict[str, object]:
-        return {
-            k: getattr(self, k)
-            for k in (
-                "topic",
-                "partition",
-                "start",
-                "end",
-                "read",
-                "stored",
-                "quarantined",
-                "control",
-                "aborted",
-                "compacted",
-                "lost",
-            )
-        }
+        return {k: getattr(self, k) for k in _RANGE_FIELDS}
+
+
+_RANGE_FIELDS = [f.name for f in fields(RangeCheck) if f.name not in ROW_RULES]
 
 
 def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckResult:
@@ -290,6 +326,7 @@ def _reconciliation_result(ranges: list[RangeCheck]) -> dg.AssetCheckResult:
             "read": sum(r.read for r in ranges),
             "stored": sum(r.stored for r in ranges),
             "quarantined": sum(r.quarantined for r in ranges),
+            "replayed_from_quarantine": sum(r.replayed for r in ranges),
             "skipped_control": sum(r.control for r in ranges),
             "skipped_aborted": sum(r.aborted for r in ranges),
             "skipped_compacted": sum(r.compacted for r in ranges),

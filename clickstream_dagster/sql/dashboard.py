@@ -13,7 +13,7 @@ EVENT_TOTALS = """
 SELECT (SELECT coalesce(sum(event_count), 0)::bigint FROM event_statistics) AS events,
        (SELECT max(last_event_time) FROM event_statistics)                  AS last_event_time,
        (SELECT max(ingested_at) FROM ingested_ranges)  AS last_ingested_at,
-       (SELECT count(*) FROM quarantine)               AS quarantined
+       (SELECT count(*) FROM quarantine WHERE replayed_at IS NULL) AS quarantined
 """
 
 EVENT_STATISTICS = """
@@ -74,6 +74,7 @@ ORDER BY t.events DESC, t.itemid
 QUARANTINE_BY_REASON = """
 SELECT source, split_part(reason, ':', 1) AS reason, count(*) AS rows, max(quarantined_at) AS last_at
 FROM quarantine
+WHERE replayed_at IS NULL
 GROUP BY 1, 2
 ORDER BY 3 DESC, 1, 2
 """

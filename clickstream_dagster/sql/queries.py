@@ -286,7 +286,12 @@ SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS
        r.skipped_compacted AS compacted, r.lost_retention AS lost, c.*,
        (SELECT count(*) FROM quarantine q
          WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset) AS quarantined
+           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
+           AND q.replayed_at IS NULL) AS quarantined,
+       (SELECT count(*) FROM quarantine q
+         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
+           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
+           AND q.replayed_at IS NOT NULL) AS replayed
 FROM ingested_ranges r
 CROSS JOIN LATERAL (
     SELECT count(*) AS stored,
@@ -331,7 +336,12 @@ SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS
            AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,
        (SELECT count(*) FROM quarantine q
          WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset) AS quarantined
+           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
+           AND q.replayed_at IS NULL) AS quarantined,
+       (SELECT count(*) FROM quarantine q
+         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
+           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
+           AND q.replayed_at IS NOT NULL) AS replayed
 FROM ingested_ranges r
 ORDER BY 1, 2, 3
 """
@@ -406,7 +416,48 @@ SELECT kafka_topic, kafka_partition, start_offset, end_offset FROM ingested_rang
 # ---- dashboards / status -----------------------------------------------------------------------------------
 
 QUARANTINE_BY_REASON = """
-SELECT split_part(reason, ':', 1) AS kind, count(*) FROM quarantine GROUP BY 1 ORDER BY 2 DESC
+SELECT split_part(reason, ':', 1) AS kind, count(*) FROM quarantine WHERE replayed_at IS NULL
+GROUP BY 1 ORDER BY 2 DESC
+"""
+
+# ---- quarantine replay (pipeline/replay.py) ------------------------------------------------------------------
+
+# Repaired rows not replayed yet (nor failed with this repair), oldest first; locked, so concurrent replays
+# take different rows.
+PENDING_REPAIRS = """
+SELECT id, kafka_topic, kafka_partition, kafka_offset, repaired_payload,
+       (extract(epoch FROM quarantined_at) * 1000)::bigint AS produced_ms
+FROM quarantine
+WHERE source = 'kafka' AND repaired_payload IS NOT NULL AND replayed_at IS NULL AND replay_error IS NULL
+  AND id > %(after)s
+  AND (%(reason)s::text IS NULL OR split_part(reason, ':', 1) = %(reason)s)
+  AND (%(topic)s::text IS NULL OR kafka_topic = %(topic)s)
+  AND (%(partition)s::int IS NULL OR kafka_partition = %(partition)s)
+  AND (cardinality(%(ids)s::bigint[]) = 0 OR id = ANY(%(ids)s::bigint[]))
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+MARK_REPLAYED = """
+UPDATE quarantine SET replayed_at = now(), replay_run_id = %(run_id)s WHERE id = ANY(%(ids)s::bigint[])
+"""
+
+MARK_REPLAY_FAILED = """
+UPDATE quarantine SET replay_error = e.reason
+FROM unnest(%(ids)s::bigint[], %(reasons)s::text[]) AS e(id, reason) WHERE quarantine.id = e.id
+"""
+
+# What `clickstream quarantine replay --dry-run` and the job's metadata show: rows by state and kind.
+QUARANTINE_STATES = """
+SELECT split_part(reason, ':', 1) AS kind,
+       count(*) FILTER (WHERE replayed_at IS NULL AND repaired_payload IS NULL) AS waiting_for_repair,
+       count(*) FILTER (WHERE replayed_at IS NULL AND repaired_payload IS NOT NULL AND replay_error IS NULL)
+           AS repaired,
+       count(*) FILTER (WHERE replay_error IS NOT NULL AND replayed_at IS NULL) AS repair_invalid,
+       count(*) FILTER (WHERE replayed_at IS NOT NULL) AS replayed
+FROM quarantine WHERE source = 'kafka'
+GROUP BY 1 ORDER BY 1
 """
 
 # ---- reference data (category_tree, item_properties, items) -----------------------------------------------

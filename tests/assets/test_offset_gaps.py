@@ -25,6 +25,7 @@ from clickstream_dagster.pipeline.ingest import OffsetRange, RangeReadError, ing
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor
 from tests.assets.conftest import random_events
+from tests.helpers import committed_in_topic
 
 Event = tuple[int, int, str, int, int | None]
 
@@ -65,41 +66,6 @@ def _plain(bootstrap: str, topic: str, events: Sequence[Event], partition: int) 
         key, value = _message(e)
         producer.produce(topic, key=key, value=value, partition=partition)
     producer.flush(30)
-
-
-def _committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tuple[int, int], bytes | None]:
-    """Every message a read_committed consumer gets from the topic, by (partition, offset): the independent
-    side of the recount (a plain consumer read to the end of each partition)."""
-    consumer = confluent_kafka.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"recount-{uuid.uuid4().hex[:6]}",
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign(
-        [
-            confluent_kafka.TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING)
-            for p in range(partitions)
-        ]
-    )
-    out: dict[tuple[int, int], bytes | None] = {}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 60
-    while len(at_end) < partitions and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, 1.0):
-            err = msg.error()
-            if err is not None:
-                if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())  # type: ignore[arg-type]
-                continue
-            out[(msg.partition(), msg.offset())] = msg.value()  # type: ignore[index]
-    consumer.close()
-    assert len(at_end) == partitions, "the recount read every partition to its end"
-    return out
 
 
 def _stored(conn: psycopg.Connection, topic: str) -> dict[tuple[int, int], tuple[Any, ...]]:
@@ -219,7 +185,7 @@ def test_transactions_aborts_and_open_transactions_lose_nothing(
     second = _tick(sensor, instance, resources, first.cursor)
     for req in second.run_requests:
         assert _run(resources, instance, req).success
-    committed = _committed_in_topic(bootstrap_servers, topic, 3)
+    committed = committed_in_topic(bootstrap_servers, topic, 3)
     with postgres.connection() as conn:
         stored = _stored(conn, topic)
         ledger = _ledger(conn, topic)
@@ -252,13 +218,13 @@ def test_compacted_topic_accounts_for_removed_offsets(
     time.sleep(0.5)
     _plain(bootstrap_servers, topic, events[200:], 0)  # rolls the first segment: it can be cleaned
     deadline = time.monotonic() + 90
-    while len(_committed_in_topic(bootstrap_servers, topic, 1)) == 400:
+    while len(committed_in_topic(bootstrap_servers, topic, 1)) == 400:
         assert time.monotonic() < deadline, "the log cleaner compacted the topic within 90 s"
         _plain(bootstrap_servers, topic, events[:1], 0)  # keep rolling segments
         time.sleep(2)
     kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
     end = kafka.end_offsets()[0]
-    in_topic = _committed_in_topic(bootstrap_servers, topic, 1)
+    in_topic = committed_in_topic(bootstrap_servers, topic, 1)
     request = dg.RunRequest(
         run_config={
             "ops": {
@@ -400,7 +366,7 @@ def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
     with postgres.connection() as conn:
         stored = _stored(conn, kafka.topic)
         _assert_identity(_ledger(conn, kafka.topic))
-    assert set(stored) == set(_committed_in_topic(kafka.bootstrap_servers, kafka.topic, 3))
+    assert set(stored) == set(committed_in_topic(kafka.bootstrap_servers, kafka.topic, 3))
     assert len(stored) == 900
     assert isinstance(_tick(sensor, instance, resources, first.cursor), dg.SkipReason), (
         "healed: nothing to repair"
