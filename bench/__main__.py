@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, loading, ml, pipeline, producer
+from bench import api, loading, ml, pipeline, producer, soak
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "pipeline": pipeline,
     "ml": ml,
     "api": api,
+    "soak": soak,
 }
 
 

@@ -237,9 +237,7 @@ class RangeReader:
         """Offsets below a partition's log start are gone (retention or DeleteRecords): count them as lost
         and start reading at the log start."""
         for p, rr in list(todo.items()):
-            low, _high = self.consumer.get_watermark_offsets(
-                confluent_kafka.TopicPartition(self.topic, p), timeout=10, cached=False
-            )
+            low, _high = watermarks(self.consumer, self.topic, p)
             if low > rr.next_offset:
                 first = min(int(low), rr.range.end)
                 rr.lost_retention += first - rr.next_offset
@@ -327,15 +325,33 @@ def read_ranges(
         raise RangeReadError(f"could not read {topic} partitions {failed}")
 
 
+def watermarks(
+    consumer: confluent_kafka.Consumer, topic: str, partition: int, timeout_s: float = 60.0
+) -> tuple[int, int]:
+    """(log start, last stable offset) of a partition. Asked again while the cluster cannot answer yet (a
+    broker just restarted: "Unknown partition" until the client has fresh metadata), for up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                confluent_kafka.TopicPartition(topic, partition), timeout=10, cached=False
+            )
+            return int(low), int(high)
+        except confluent_kafka.KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            fatal = isinstance(error, confluent_kafka.KafkaError) and error.fatal()
+            if fatal or time.monotonic() > deadline:
+                raise RangeReadError(f"offsets of {topic}/{partition} unavailable: {exc}") from exc
+            time.sleep(1.0)
+
+
 def lag_after(consumer: confluent_kafka.Consumer, topic: str, ranges: Sequence[OffsetRange]) -> int:
     """Offsets in the topic's partitions beyond the ranges just read, up to the last stable offset (what is
     still to be scheduled; an upper bound on its messages)."""
     lag = 0
     for r in ranges:
-        _, high = consumer.get_watermark_offsets(
-            confluent_kafka.TopicPartition(topic, r.partition), timeout=10, cached=False
-        )
-        lag += max(0, int(high) - r.end)
+        _, high = watermarks(consumer, topic, r.partition)
+        lag += max(0, high - r.end)
     return lag
 
 

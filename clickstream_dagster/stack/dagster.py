@@ -204,9 +204,17 @@ class DagsterServices:
         """Code location and daemon health as the webserver reports them."""
         try:
             response = httpx.post(f"{self.cfg.dagster_url}/graphql", json={"query": HEALTH_QUERY}, timeout=5)
-            data = response.json()["data"]
+            body = response.json()
+            data = body["data"]
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return {"webserver": False}
+        if not data:  # the webserver answers, but not yet (e.g. its storage reconnecting): errors, no data
+            return {
+                "webserver": True,
+                "location_loaded": False,
+                "daemon_healthy": False,
+                "errors": body.get("errors"),
+            }
         entries = data["workspaceOrError"].get("locationEntries", [])
         locations = {
             e["name"]: (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
