@@ -7,7 +7,14 @@ import psycopg
 from kafka.errors import KafkaError
 
 from clickstream_dagster.pipeline.ingest import OffsetRange
-from clickstream_dagster.pipeline.offsets import dump_cursor, format_ranges, parse_cursor, plan_runs, run_key
+from clickstream_dagster.pipeline.offsets import (
+    dump_cursor,
+    format_ranges,
+    parse_cursor,
+    parse_ranges,
+    plan_runs,
+    run_key,
+)
 from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
 from clickstream_dagster.resources.postgres import PostgresResource
 from clickstream_dagster.sensors.ledger import (
@@ -21,6 +28,9 @@ from clickstream_dagster.sensors.ledger import (
 from clickstream_dagster.sql import queries as q
 
 SENSOR_NAME = "kafka_offsets"
+# How many of the newest ingestion runs the sensor looks at to skip ranges already requested (a tick launches
+# at most a few runs; far more than a crash between launching runs and storing the cursor can leave behind).
+RECENT_RUNS = 100
 
 
 # The daemon evaluates sensors in a loop every 5 s and skips a sensor whose last tick *ended* less than its
@@ -83,8 +93,11 @@ def build_kafka_sensor(
             return dg.SkipReason(f"Kafka not reachable at {kafka.bootstrap_servers}: {exc}")
         if not ends:
             return dg.SkipReason(f"topic `{kafka.topic}` does not exist yet (no producer has written to it)")
+        # Runs this sensor already requested from the cursor on (the daemon died after launching them, before
+        # it stored the cursor) are not planned again: their ranges would overlap what the next plan covers.
+        cursor = _past_requested(context.instance, kafka.topic, cursor)
         with postgres.connection() as conn:
-            _record_plan(conn, kafka.topic, parse_cursor(context.cursor), cursor)
+            _record_plan(conn, kafka.topic, cursor)
             repairs = _repairs(context, conn, kafka.topic)
         backlog = sum(max(0, end - cursor.get(p, 0)) for p, end in ends.items())
         if backlog == 0:
@@ -188,18 +201,36 @@ def _tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:
     }
 
 
-def _record_plan(
-    conn: psycopg.Connection, topic: str, previous: dict[int, int], cursor: dict[int, int]
-) -> None:
-    """How far the previous tick planned each partition (its runs exist by now), and where each partition
-    starts; a partition new this tick is recorded as planned up to its start."""
+def _record_plan(conn: psycopg.Connection, topic: str, cursor: dict[int, int]) -> None:
+    """How far runs have been requested for each partition (the cursor before this tick's runs), and where
+    each partition starts; a partition new this tick is recorded as planned up to its start."""
     parts = sorted(cursor)
     conn.execute(
         q.RECORD_PLAN,
         {
             "topic": topic,
             "partitions": parts,
-            "starts": [previous.get(p, cursor[p]) for p in parts],
-            "ends": [previous.get(p, cursor[p]) for p in parts],
+            "starts": [cursor[p] for p in parts],
+            "ends": [cursor[p] for p in parts],
         },
     )
+
+
+def _past_requested(instance: dg.DagsterInstance, topic: str, cursor: dict[int, int]) -> dict[int, int]:
+    """The cursor moved past the ranges of runs that already exist and start where it points (newest runs)."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, tags={TOPIC_TAG: topic}), limit=RECENT_RUNS
+    )
+    ends: dict[int, dict[int, int]] = {}
+    for run in runs:
+        for r in parse_ranges(run.tags.get(RANGES_TAG, "")):
+            by_start = ends.setdefault(r.partition, {})
+            by_start[r.start] = max(by_start.get(r.start, r.end), r.end)
+    return {p: _follow(ends.get(p, {}), position) for p, position in cursor.items()}
+
+
+def _follow(ends_by_start: dict[int, int], position: int) -> int:
+    """From `position`, through ranges that start where the previous one ended, to the last one's end."""
+    while (end := ends_by_start.get(position)) is not None and end > position:
+        position = end
+    return position
