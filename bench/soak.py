@@ -5,9 +5,10 @@ Records, while the producer runs at the rate:
   range covers yet, p50 / p95 / max, against two runs' worth (2 x the sensor's 500,000 events per run);
 - freshness: per event, produce time (Kafka CreateTime) to the materialization of windowed_stats in the run
   that ingested it, p50 / p95 / max;
-- the RSS of every long-lived process of the stack (Kafka, PostgreSQL's postmaster tree, Spark Connect, the
-  Dagster code server, webserver and daemon, the API and the dashboard) at the start (after a warm-up) and at
-  the end, and its growth;
+- the memory of every long-lived process of the stack (Kafka, PostgreSQL's postmaster tree, Spark Connect,
+  the Dagster code server, webserver and daemon, the API and the dashboard) right after `up`, at the start
+  (after a warm-up: a third of the run by default, while JVM heaps and PostgreSQL's buffers fill) and at the
+  end: RSS, and PSS (shared pages counted once), whose growth from start to end is the figure judged;
 - the final recount from Kafka's side: every message a plain read_committed consumer gets from the topic is
   stored or quarantined exactly once (lost = in the topic but not stored; doubled = stored twice).
 Peer from the same run: the producer's own achieved rate, and a plain consumer reading the soak's messages
@@ -15,6 +16,7 @@ back (what Kafka alone delivers on this machine), beside the pipeline's ingest r
 
 Prints one line of the form recorded in bench/README.md:
     soak: R events/s for S s, lag p95 L messages, max M, RSS growth G %, lost 0, doubled 0
+(G is the largest PSS growth of any process from the start to the end, after the warm-up.)
 """
 
 from __future__ import annotations
@@ -88,13 +90,21 @@ def _long_lived(cfg: StackConfig) -> dict[str, psutil.Process]:
     return out
 
 
-def _rss(procs: dict[str, psutil.Process]) -> dict[str, int]:
-    """RSS per component: the process itself, plus its children for PostgreSQL (one backend per connection)."""
+def _memory(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
+    """(RSS, PSS) per component: the process itself, plus its children for PostgreSQL (one backend per
+    connection). PSS counts shared pages once, split between the processes that map them: summed RSS counts
+    PostgreSQL's 1 GB of shared buffers again in every backend that touched them."""
     out = {}
     for name, proc in procs.items():
         with contextlib.suppress(psutil.Error):
             tree = [proc, *proc.children(recursive=True)] if name == "postgres" else [proc]
-            out[name] = sum(p.memory_info().rss for p in tree if p.is_running())
+            rss = pss = 0
+            for p in tree:
+                with contextlib.suppress(psutil.Error):
+                    info = p.memory_full_info()
+                    rss += info.rss
+                    pss += info.pss
+            out[name] = (rss, pss)
     return out
 
 
@@ -142,7 +152,12 @@ def _recount(cfg: StackConfig) -> tuple[int, int, int, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="events/s")
     parser.add_argument("--seconds", type=int, default=600, help="how long the producer runs at the rate")
-    parser.add_argument("--warmup", type=int, default=60, help="seconds before the start RSS is taken")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="seconds before the start memory is taken [default: a third of --seconds]",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
 
@@ -154,15 +169,16 @@ def run(args: argparse.Namespace) -> int:
     with _running_stack(args.keep) as cfg:
         kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
         procs = _long_lived(cfg)
-        rss_up = _rss(procs)
+        mem_up = _memory(procs)
         since = time.time()
-        rss_start: dict[str, int] = {}
+        mem_start: dict[str, tuple[int, int]] = {}
+        warmup = args.warmup if args.warmup is not None else args.seconds // 3
 
-        def take_start_rss() -> None:
-            time.sleep(args.warmup)
-            rss_start.update(_rss(procs))
+        def take_start_memory() -> None:
+            time.sleep(warmup)
+            mem_start.update(_memory(procs))
 
-        starter = threading.Thread(target=take_start_rss, daemon=True)
+        starter = threading.Thread(target=take_start_memory, daemon=True)
         print(f"soak: {args.rate:,} events/s for {args.seconds} s ...", flush=True)
         with LagSampler(cfg) as lag:
             starter.start()
@@ -176,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
             ).run()
             produced_s = time.monotonic() - t0
             starter.join()
-            rss_end = _rss(procs)
+            mem_end = _memory(procs)
             done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         drain_s = done - t0 - produced_s
         during = [float(v) for t, v in lag.samples if t - t0 <= produced_s]
@@ -187,9 +203,9 @@ def run(args: argparse.Namespace) -> int:
         total, lost, doubled, read_s = _recount(cfg)
 
     growth = {
-        name: 100.0 * (rss_end[name] - rss_start[name]) / rss_start[name]
-        for name in rss_start
-        if name in rss_end and rss_start[name]
+        name: 100.0 * (mem_end[name][1] - mem_start[name][1]) / mem_start[name][1]
+        for name in mem_start
+        if name in mem_end and mem_start[name][1]
     }
     worst = max(growth.values()) if growth else 0.0
     lag_p50, lag_p95, lag_max = statistics.median(during), _pct(during, 0.95), max(during)
@@ -211,11 +227,15 @@ def run(args: argparse.Namespace) -> int:
         f"peer, same run: a plain read_committed consumer read the {total:,} messages back in {read_s:.1f} s "
         f"({total / read_s:,.0f} messages/s)"
     )
-    print("RSS per process (MiB): after up / start (after warm-up) / end / growth start->end")
-    for name in sorted(rss_start):
+    mib = 2**20
+    print(
+        f"memory per process, MiB, RSS / PSS: after up, at the start ({warmup} s in), at the end; PSS growth"
+    )
+    for name in sorted(mem_start):
+        up, start, end = mem_up.get(name, (0, 0)), mem_start[name], mem_end.get(name, (0, 0))
         print(
-            f"  {name:<22} {rss_up.get(name, 0) / 2**20:8.0f} {rss_start[name] / 2**20:8.0f} "
-            f"{rss_end.get(name, 0) / 2**20:8.0f} {growth.get(name, 0.0):+7.1f} %"
+            f"  {name:<22} {up[0] / mib:7.0f} / {up[1] / mib:<7.0f} {start[0] / mib:7.0f} / {start[1] / mib:<7.0f} "
+            f"{end[0] / mib:7.0f} / {end[1] / mib:<7.0f} {growth.get(name, 0.0):+7.1f} %"
         )
     print(f"recount from Kafka's side: {total:,} messages in the topic, lost {lost}, doubled {doubled}")
     print()

@@ -1,11 +1,13 @@
 """Reading exact Kafka offset ranges and loading them into PostgreSQL, effectively once.
 
-`read_ranges` assigns exact offsets (no consumer group, no commits) with librdkafka and stops at each range's
-end offset, so the same range always yields the same messages. `load_batch` COPYs the events whose source
-coordinates are not stored yet straight into clickstream_events (`pipeline.columns`), in one transaction
-together with the quarantine rows, the batch's window deltas and the per event type totals; the range ledger
-follows once every batch of the ranges is in. A run killed anywhere leaves either all of a batch or none of
-it, and re-running any range never duplicates.
+`RangeReader` assigns exact offsets (no consumer group, no commits) with librdkafka under read_committed and
+finishes each range by the consumer's position, so the same range always yields the same messages, and
+offsets that carry no message (transaction markers, aborted transactions, compaction, retention) never stall
+it; each of those offsets is accounted for by its cause (`pipeline.kafka_log`). `load_batch` COPYs the events
+whose source coordinates are not stored yet straight into clickstream_events (`pipeline.columns`), in one
+transaction together with the quarantine rows, the batch's window deltas and the per event type totals; the
+range ledger follows once every batch of the ranges is in, one row per range read in full. A run killed
+anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
 
 The COPY runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
 transaction take the ingest lock, to add the events it inserted to the distinct sets (`pipeline.distinct`):
@@ -308,21 +310,6 @@ class RangeReader:
             rr.skipped_control = kinds.control
             rr.skipped_aborted = kinds.aborted
             rr.skipped_compacted = kinds.compacted
-
-
-def read_ranges(
-    consumer: confluent_kafka.Consumer,
-    topic: str,
-    ranges: Sequence[OffsetRange],
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    stall_timeout_s: float = 60.0,
-) -> Iterator[Batch]:
-    """Yield parsed batches covering exactly `ranges`; raises RangeReadError if any range could not be read."""
-    reader = RangeReader(consumer, topic, ranges, batch_size, stall_timeout_s)
-    yield from reader.batches()
-    failed = {p: rr.failure for p, rr in reader.ranges.items() if rr.failure}
-    if failed:
-        raise RangeReadError(f"could not read {topic} partitions {failed}")
 
 
 def watermarks(

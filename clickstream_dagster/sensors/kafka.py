@@ -119,8 +119,8 @@ def build_kafka_sensor(
         requests = [
             dg.RunRequest(
                 run_key=run_key(kafka.topic, ranges),
-                run_config=_run_config(kafka.topic, ranges),
-                tags=_tags(kafka.topic, ranges),
+                run_config=ingest_run_config(kafka.topic, ranges),
+                tags=ingest_run_tags(kafka.topic, ranges),
             )
             for ranges in runs
         ]
@@ -166,10 +166,10 @@ def build_kafka_sensor(
             out.append(
                 dg.RunRequest(
                     run_key=key,
-                    run_config=_run_config(topic, [gap]),
+                    run_config=ingest_run_config(topic, [gap]),
                     # The sensor's attempts, with their backoff, are the only retries of a repair.
                     tags={
-                        **_tags(topic, [gap]),
+                        **ingest_run_tags(topic, [gap]),
                         "dagster/max_retries": "0",
                         "clickstream/repair": str(attempt),
                     },
@@ -180,7 +180,8 @@ def build_kafka_sensor(
     return kafka_offsets
 
 
-def _run_config(topic: str, ranges: list[OffsetRange]) -> dict[str, object]:
+def ingest_run_config(topic: str, ranges: list[OffsetRange]) -> dict[str, object]:
+    """The run config of an ingest_events run over `ranges` (offsets only, never payloads)."""
     return {
         "ops": {
             "raw_events": {
@@ -193,7 +194,8 @@ def _run_config(topic: str, ranges: list[OffsetRange]) -> dict[str, object]:
     }
 
 
-def _tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:
+def ingest_run_tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:
+    """The tags of such a run: its topic and ranges (what the ledger's contiguity check knows in flight)."""
     return {
         "clickstream/events": str(sum(r.size for r in ranges)),
         TOPIC_TAG: topic,

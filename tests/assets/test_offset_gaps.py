@@ -24,9 +24,10 @@ from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
 from clickstream_dagster.messages import encode_key, encode_value
 from clickstream_dagster.pipeline.ingest import OffsetRange, RangeReadError, ingest_ranges
 from clickstream_dagster.resources import KafkaResource, PostgresResource
-from clickstream_dagster.sensors.kafka import build_kafka_sensor
+from clickstream_dagster.sensors.kafka import build_kafka_sensor, ingest_run_config, ingest_run_tags
 from tests.assets.conftest import random_events
 from tests.assets.test_analytics import _assert_matches_independent_sql
+from tests.assets.test_ingestion import _checks_alone
 from tests.helpers import committed_in_topic
 
 Event = tuple[int, int, str, int, int | None]
@@ -119,6 +120,11 @@ def _run(
         tags=dict(request.tags),
         raise_on_error=raise_on_error,
     )
+
+
+def _request(topic: str, ranges: list[OffsetRange]) -> dg.RunRequest:
+    """A request as the sensor makes it, for ranges a test chose."""
+    return dg.RunRequest(run_config=ingest_run_config(topic, ranges), tags=ingest_run_tags(topic, ranges))
 
 
 def _checks(result: dg.ExecuteInJobResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -230,16 +236,7 @@ def test_compacted_topic_accounts_for_removed_offsets(
     kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
     end = kafka.end_offsets()[0]
     in_topic = committed_in_topic(bootstrap_servers, topic, 1)
-    request = dg.RunRequest(
-        run_config={
-            "ops": {
-                "raw_events": {
-                    "config": {"topic": topic, "ranges": [{"partition": 0, "start": 0, "end": end}]}
-                }
-            }
-        },
-        tags={"clickstream/topic": topic, "clickstream/ranges": f"0:0-{end}"},
-    )
+    request = _request(topic, [OffsetRange(0, 0, end)])
     result = _run({**resources, "kafka": kafka}, instance, request, windows=True)
     assert all(c.passed for c in result.get_asset_check_evaluations())
     _assert_matches_independent_sql(postgres)
@@ -267,22 +264,7 @@ def test_offsets_deleted_by_retention_are_lost_loudly(
     futures = admin.delete_records([confluent_kafka.TopicPartition(topic, 0, 120)])
     for f in futures.values():
         f.result(30)
-    request = dg.RunRequest(
-        run_config={
-            "ops": {
-                "raw_events": {
-                    "config": {
-                        "topic": topic,
-                        "ranges": [
-                            {"partition": 0, "start": 0, "end": 300},
-                            {"partition": 1, "start": 0, "end": 100},
-                        ],
-                    }
-                }
-            }
-        },
-        tags={"clickstream/topic": topic, "clickstream/ranges": "0:0-300,1:0-100"},
-    )
+    request = _request(topic, [OffsetRange(0, 0, 300), OffsetRange(1, 0, 100)])
     result = _run({**resources, "kafka": kafka}, instance, request, raise_on_error=False)
     checks = _checks(result)
     assert not checks["no_offsets_lost"].passed, "a blocking check fails on offsets lost to retention"
@@ -327,19 +309,6 @@ def test_an_unreadable_partition_never_holds_back_the_others(
     assert len([k for k in stored if k[0] == 0]) == 200, (
         "partition 0's messages are stored; its range is a gap"
     )
-
-
-def _checks_alone(
-    resources: dict[str, Any], instance: dg.DagsterInstance
-) -> dict[str, dg.AssetCheckEvaluation]:
-    result = dg.materialize(
-        [raw_events, *raw_events_checks],
-        resources=resources,
-        instance=instance,
-        selection=dg.AssetSelection.checks(*raw_events_checks),
-        raise_on_error=False,
-    )
-    return _checks(result)
 
 
 def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
@@ -430,16 +399,7 @@ def test_quarantine_reasons_are_kinds_and_oversized_payloads_are_never_stored_wh
     for value in bad:
         producer.produce(kafka.topic, value=value, partition=0)
     producer.flush(30)
-    request = dg.RunRequest(
-        run_config={
-            "ops": {
-                "raw_events": {
-                    "config": {"topic": kafka.topic, "ranges": [{"partition": 0, "start": 0, "end": 5}]}
-                }
-            }
-        },
-        tags={"clickstream/topic": kafka.topic, "clickstream/ranges": "0:0-5"},
-    )
+    request = _request(kafka.topic, [OffsetRange(0, 0, 5)])
     assert _run(resources, instance, request).success
     with postgres.connection() as conn:
         rows = conn.execute(
