@@ -83,6 +83,16 @@ def resources(kafka: KafkaResource, postgres: PostgresResource) -> Iterator[dict
 
 
 @pytest.fixture
+def connect_resources(
+    kafka: KafkaResource, postgres: PostgresResource, spark_connect_endpoint: str
+) -> Iterator[dict[str, Any]]:
+    """As `resources`, with windowed_stats on the session's real Spark Connect server (as `up` runs it)."""
+    spark = SparkResource(remote=spark_connect_endpoint)
+    yield {"kafka": kafka, "postgres": postgres, "spark": spark, "slack": SlackResource()}
+    spark.stop()
+
+
+@pytest.fixture
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.instance_for_test() as inst:
         yield inst

@@ -33,6 +33,12 @@ from tests.helpers import committed_in_topic
 Event = tuple[int, int, str, int, int | None]
 
 
+@pytest.fixture
+def resources(connect_resources: dict[str, Any]) -> dict[str, Any]:
+    """windowed_stats on the real Spark Connect server."""
+    return connect_resources
+
+
 def _message(e: Event) -> tuple[bytes, bytes]:
     return encode_key(e[1]), encode_value(*e)
 

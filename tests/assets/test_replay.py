@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+import pytest
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
@@ -19,6 +20,12 @@ TS = 1_433_000_123_000
 NEGATIVE = b'{"v":1,"timestamp":1433000123000,"visitorid":-7,"event":"view","itemid":11,"transactionid":null}'
 MISSPELT = b'{"v":1,"timestamp":1433000123000,"visitorid":8,"event":"veiw","itemid":12,"transactionid":null}'
 GARBAGE = b"not json at all"
+
+
+@pytest.fixture
+def resources(connect_resources: dict[str, Any]) -> dict[str, Any]:
+    """windowed_stats on the real Spark Connect server."""
+    return connect_resources
 
 
 def _materialize(
