@@ -14,9 +14,11 @@ from typing import Any
 import dagster as dg
 import psycopg
 
+from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from tests.assets.conftest import BAD_MESSAGES, produce, random_events
+from tests.assets.test_analytics import _assert_matches_independent_sql
 
 
 def _materialize_raw(
@@ -189,6 +191,15 @@ def test_run_killed_mid_way_then_retried_loses_and_doubles_nothing(
             _one(conn, "SELECT count(DISTINCT (kafka_partition, kafka_offset)) FROM clickstream_events") == n
         )
     assert all(c.passed for c in retry.get_asset_check_evaluations())
+    # The windows and totals of the killed run's committed batches and of the retry's are exact.
+    windows = dg.materialize(
+        [raw_events, windowed_stats, event_statistics],
+        resources=resources,
+        instance=instance,
+        selection=[windowed_stats, event_statistics],
+    )
+    assert windows.success
+    _assert_matches_independent_sql(postgres)
 
 
 def test_checks_catch_rows_written_around_validation(

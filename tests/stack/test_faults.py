@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -95,7 +98,8 @@ def _recount(stack: Stack) -> int:
             (cfg.topic,),
         ).fetchall()
         quarantined = conn.execute(
-            "SELECT kafka_partition, kafka_offset FROM quarantine WHERE kafka_topic = %s", (cfg.topic,)
+            "SELECT kafka_partition, kafka_offset FROM quarantine WHERE kafka_topic = %s AND replayed_at IS NULL",
+            (cfg.topic,),
         ).fetchall()
         assert len(stored) == len(set(stored)), "nothing doubled"
         assert set(stored) | set(quarantined) == set(in_topic), (
@@ -165,3 +169,47 @@ def test_spark_connect_down_during_windowed_stats(stack: Stack) -> None:
     _produce(stack.cfg, 1_000)  # the next run's windowed_stats catches up on what waited
     _caught_up(stack)
     assert _recount(stack) == before + 31_000
+
+
+def test_quarantine_replay_through_the_cli(stack: Stack) -> None:
+    """A bad message from the running pipeline, repaired by SQL and replayed by `clickstream quarantine replay`
+    (the replay_quarantine job on the stack's own Dagster instance), twice: stored once."""
+    cfg = stack.cfg
+    bad = b'{"v":1,"timestamp":1433000999000,"visitorid":-3,"event":"view","itemid":5,"transactionid":null}'
+    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+    with kafka.producer() as producer:
+        producer.send(cfg.topic, key=b"3", value=bad)
+        producer.flush()
+    _caught_up(stack)
+    with psycopg.connect(cfg.database_url) as conn:
+        row = conn.execute(
+            "SELECT id, kafka_partition, kafka_offset, reason FROM quarantine WHERE raw_payload = %s", (bad,)
+        ).fetchone()
+        assert row is not None and str(row[3]).startswith("negative id: ")
+        fixed = encode_value(1433000999000, 3, "view", 5, None)
+        conn.execute("UPDATE quarantine SET repaired_payload = %s WHERE id = %s", (fixed, row[0]))
+    env = {**os.environ, **cfg.service_env()}
+    cli = str(Path(sys.executable).parent / "clickstream")
+    for _ in range(2):
+        done = subprocess.run(
+            [cli, "quarantine", "replay", "--reason", "negative id"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    status = subprocess.run(
+        [cli, "quarantine", "status"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "negative id" in status.stdout
+    with psycopg.connect(cfg.database_url) as conn:
+        stored = conn.execute(
+            "SELECT count(*), min(visitorid) FROM clickstream_events WHERE kafka_partition = %s AND kafka_offset = %s",
+            (row[1], row[2]),
+        ).fetchone()
+        replayed = conn.execute(
+            "SELECT replayed_at IS NOT NULL FROM quarantine WHERE id = %s", (row[0],)
+        ).fetchone()
+    assert stored == (1, 3) and replayed == (True,)
+    _recount(stack)
