@@ -5,6 +5,8 @@ Records, while the producer runs at the rate:
   range covers yet, p50 / p95 / max, against two runs' worth (2 x the sensor's 500,000 events per run);
 - freshness: per event, produce time (Kafka CreateTime) to the materialization of windowed_stats in the run
   that ingested it, p50 / p95 / max;
+- what a leak would show in: the JVMs' heap in use after a full GC, PostgreSQL's private memory (USS) and the
+  Python processes' PSS, at the start and at the end;
 - the memory of every long-lived process of the stack (Kafka, PostgreSQL's postmaster tree, Spark Connect,
   the Dagster code server, webserver and daemon, the API and the dashboard) right after `up`, at the start
   (after a warm-up: a third of the run by default, while JVM heaps and PostgreSQL's buffers fill) and at the
@@ -24,7 +26,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
+import subprocess
 import threading
 import time
 import uuid
@@ -108,6 +112,37 @@ def _memory(procs: dict[str, psutil.Process]) -> dict[str, tuple[int, int]]:
     return out
 
 
+JVMS = ("kafka", "spark-connect")
+
+
+def _retained(procs: dict[str, psutil.Process]) -> dict[str, int]:
+    """What a leak would show in, per component: for the JVMs the heap still in use after a full GC (`jcmd
+    GC.run`, then `GC.heap_info`), which grows towards -Xmx without any leak; for PostgreSQL the private memory
+    (USS) of the postmaster and its backends, leaving out its fixed-size shared buffers as they fill; for the
+    Python processes their PSS."""
+    out: dict[str, int] = {}
+    for name, proc in procs.items():
+        with contextlib.suppress(psutil.Error, OSError, subprocess.SubprocessError, ValueError):
+            if name in JVMS:
+                subprocess.run(["jcmd", str(proc.pid), "GC.run"], capture_output=True, check=True, timeout=60)
+                info = subprocess.run(
+                    ["jcmd", str(proc.pid), "GC.heap_info"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=60,
+                ).stdout
+                match = re.search(r"heap\s+total \d+K, used (\d+)K", info)
+                if match:
+                    out[name] = int(match.group(1)) * 1024
+            elif name == "postgres":
+                tree = [proc, *proc.children(recursive=True)]
+                out[name] = sum(p.memory_full_info().uss for p in tree if p.is_running())
+            else:
+                out[name] = proc.memory_full_info().pss
+    return out
+
+
 def _recount(cfg: StackConfig) -> tuple[int, int, int, float]:
     """(messages in the topic, lost, doubled, seconds a plain consumer took to read them all)."""
     consumer = confluent_kafka.Consumer(
@@ -174,9 +209,12 @@ def run(args: argparse.Namespace) -> int:
         mem_start: dict[str, tuple[int, int]] = {}
         warmup = args.warmup if args.warmup is not None else args.seconds // 3
 
+        kept_start: dict[str, int] = {}
+
         def take_start_memory() -> None:
             time.sleep(warmup)
             mem_start.update(_memory(procs))
+            kept_start.update(_retained(procs))
 
         starter = threading.Thread(target=take_start_memory, daemon=True)
         print(f"soak: {args.rate:,} events/s for {args.seconds} s ...", flush=True)
@@ -193,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             produced_s = time.monotonic() - t0
             starter.join()
             mem_end = _memory(procs)
+            kept_end = _retained(procs)
             done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         drain_s = done - t0 - produced_s
         during = [float(v) for t, v in lag.samples if t - t0 <= produced_s]
@@ -208,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
         if name in mem_end and mem_start[name][1]
     }
     worst = max(growth.values()) if growth else 0.0
+    kept_growth = {
+        name: 100.0 * (kept_end[name] - kept_start[name]) / kept_start[name]
+        for name in kept_start
+        if name in kept_end and kept_start[name]
+    }
     lag_p50, lag_p95, lag_max = statistics.median(during), _pct(during, 0.95), max(during)
     print()
     print("== bench/soak ==")
@@ -236,6 +280,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {name:<22} {up[0] / mib:7.0f} / {up[1] / mib:<7.0f} {start[0] / mib:7.0f} / {start[1] / mib:<7.0f} "
             f"{end[0] / mib:7.0f} / {end[1] / mib:<7.0f} {growth.get(name, 0.0):+7.1f} %"
+        )
+    print("retained memory (JVM heap used after a full GC; PostgreSQL private memory, USS; others PSS), MiB:")
+    for name in sorted(kept_start):
+        print(
+            f"  {name:<22} {kept_start[name] / mib:8.0f} -> {kept_end.get(name, 0) / mib:8.0f}"
+            f" {kept_growth.get(name, 0.0):+7.1f} %"
         )
     print(f"recount from Kafka's side: {total:,} messages in the topic, lost {lost}, doubled {doubled}")
     print()
