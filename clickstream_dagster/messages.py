@@ -114,7 +114,7 @@ def decode_value(raw: bytes | None) -> EventMessage:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError("oversized", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
     try:
-        raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MessageError(
             "invalid UTF-8", f"byte 0x{raw[exc.start]:02x} at byte position {exc.start} ({exc.reason})"
@@ -127,7 +127,7 @@ def decode_value(raw: bytes | None) -> EventMessage:
         raise MessageError("not a JSON object", _json_type(doc))
     # orjson keeps the last of duplicated keys; such a message means two things at once. (Only messages off
     # the canonical form come here, so the second parse costs nothing on the producer's messages.)
-    json.loads(raw, object_pairs_hook=_reject_duplicate_keys)
+    json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     version = doc.get("v")
     if type(version) is not int or version != FORMAT_VERSION:  # not true, not 1.0: the integer 1
         raise MessageError("unsupported format version", orjson.dumps(version).decode()[:40])

@@ -83,7 +83,6 @@ class LoadResult:
     reasons: Counter[str] = field(default_factory=Counter)
     inserted_by_partition: Counter[int] = field(default_factory=Counter)
     quarantined_by_partition: Counter[int] = field(default_factory=Counter)
-    ranges: list[RangeRead] = field(default_factory=list)  # how each range was read (ingest_ranges)
 
     def add(self, other: LoadResult) -> None:
         self.messages += other.messages
@@ -270,11 +269,13 @@ class RangeReader:
 
     def _finish(self, rr: RangeRead, todo: dict[int, RangeRead]) -> None:
         rr.done = True
-        todo.pop(rr.range.partition, None)
-        self.consumer.pause([confluent_kafka.TopicPartition(self.topic, rr.range.partition)])
+        self._stop(rr, todo)
 
     def _fail(self, rr: RangeRead, todo: dict[int, RangeRead], reason: str) -> None:
         rr.failure = reason
+        self._stop(rr, todo)
+
+    def _stop(self, rr: RangeRead, todo: dict[int, RangeRead]) -> None:
         todo.pop(rr.range.partition, None)
         self.consumer.pause([confluent_kafka.TopicPartition(self.topic, rr.range.partition)])
 
@@ -467,8 +468,7 @@ def ingest_ranges(
     with conn.transaction():
         for rr in reader.ranges.values():
             if rr.failure is None:
-                record_range(conn, topic, rr, total, run_id)
-    total.ranges = list(reader.ranges.values())
+                _record_range(conn, topic, rr, total, run_id)
     failed = {p: rr.failure for p, rr in reader.ranges.items() if rr.failure}
     if failed:
         raise RangeReadError(
@@ -477,7 +477,7 @@ def ingest_ranges(
     return total
 
 
-def record_range(
+def _record_range(
     conn: psycopg.Connection, topic: str, rr: RangeRead, total: LoadResult, run_id: str | None
 ) -> None:
     r = rr.range

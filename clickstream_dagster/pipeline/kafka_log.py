@@ -51,35 +51,16 @@ class KafkaLogError(RuntimeError):
 
 @dataclass
 class OffsetKinds:
-    """What the offsets [start, end) of one partition hold. delivered + control + aborted + compacted
-    + below_log_start = end - start."""
+    """What the offsets [start, end) of one partition hold: delivered + control + aborted + compacted
+    + undecided = end - start."""
 
     delivered: int = 0
     control: int = 0
     aborted: int = 0
     compacted: int = 0
-    below_log_start: int = 0
     # Offsets of data records whose transaction had not ended by the partition's high watermark (the range
     # reaches past the last stable offset); the caller plans ranges that never do, so this stays 0.
     undecided: int = 0
-
-    @property
-    def total(self) -> int:
-        return (
-            self.delivered
-            + self.control
-            + self.aborted
-            + self.compacted
-            + self.below_log_start
-            + self.undecided
-        )
-
-
-@dataclass
-class _Pending:
-    """Transactional data offsets of one producer, in the range, waiting for their marker."""
-
-    offsets: int = 0
 
 
 @dataclass
@@ -87,7 +68,8 @@ class _Walk:
     start: int
     end: int
     kinds: OffsetKinds = field(default_factory=OffsetKinds)
-    pending: dict[int, _Pending] = field(default_factory=dict)
+    # per producer id: its transactional data offsets in the range still waiting for their marker
+    pending: dict[int, int] = field(default_factory=dict)
     seen: int = 0  # offsets in [start, end) that held a record of any kind
 
     def in_range(self, offset: int) -> bool:
@@ -124,7 +106,7 @@ def classify_offsets(
                 )
             offset = next_offset
     kinds = walk.kinds
-    kinds.undecided = sum(p.offsets for p in walk.pending.values())
+    kinds.undecided = sum(walk.pending.values())
     kinds.compacted = (end - start) - walk.seen
     return kinds
 
@@ -155,9 +137,9 @@ def _account(walk: _Walk, batch: object) -> None:
             pending = walk.pending.pop(pid, None)
             if pending is not None:
                 if kind == _CONTROL_ABORT:
-                    walk.kinds.aborted += pending.offsets
+                    walk.kinds.aborted += pending
                 elif kind == _CONTROL_COMMIT:
-                    walk.kinds.delivered += pending.offsets
+                    walk.kinds.delivered += pending
                 else:
                     raise KafkaLogError(f"unknown control record type {kind} at offset {record.offset}")
         return
@@ -169,7 +151,7 @@ def _account(walk: _Walk, batch: object) -> None:
     if not in_range:
         return
     if batch.is_transactional:  # type: ignore[attr-defined]
-        walk.pending.setdefault(pid, _Pending()).offsets += in_range
+        walk.pending[pid] = walk.pending.get(pid, 0) + in_range
     else:
         walk.kinds.delivered += in_range
 

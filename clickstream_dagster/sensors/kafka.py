@@ -212,8 +212,7 @@ def _record_plan(conn: psycopg.Connection, topic: str, cursor: dict[int, int]) -
         {
             "topic": topic,
             "partitions": parts,
-            "starts": [cursor[p] for p in parts],
-            "ends": [cursor[p] for p in parts],
+            "offsets": [cursor[p] for p in parts],
         },
     )
 

@@ -351,7 +351,7 @@ ORDER BY 1, 2, 3
 # The sensor records how far it has planned each partition (its cursor) and where ingestion started there.
 RECORD_PLAN = """
 INSERT INTO ingestion_plan (kafka_topic, kafka_partition, first_offset, planned_to)
-SELECT %(topic)s, p, s, e FROM unnest(%(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[]) AS t(p, s, e)
+SELECT %(topic)s, p, o, o FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS t(p, o)
 ON CONFLICT (kafka_topic, kafka_partition) DO UPDATE
 SET first_offset = least(ingestion_plan.first_offset, EXCLUDED.first_offset),
     planned_to = greatest(ingestion_plan.planned_to, EXCLUDED.planned_to),
@@ -390,10 +390,6 @@ ORDER BY 1, 2, 4
 """
 
 PLANNED_TOPICS = "SELECT DISTINCT kafka_topic FROM ingestion_plan"
-
-PLAN_OF_TOPIC = """
-SELECT kafka_partition, first_offset, planned_to FROM ingestion_plan WHERE kafka_topic = %s ORDER BY 1
-"""
 
 REPAIR_ATTEMPTS = """
 SELECT kafka_partition, start_offset, end_offset, attempts, extract(epoch FROM now() - last_attempt_at)
