@@ -20,13 +20,14 @@ import psycopg
 from bench.pipeline import _dataset
 from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
+from clickstream_dagster.events import ParsedEvent
 from clickstream_dagster.pipeline.ingest import Batch, load_and_commit
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import free_port
 
-Row = tuple[int, int, str, int, int | None, int, int, int]
+Row = ParsedEvent
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,9 @@ def _rows(events_csv: Path, limit: int) -> list[Row]:
         if i >= limit:
             break
         ev = parse_event_row(fields)
-        rows.append((ev.timestamp, ev.visitorid, ev.event, ev.itemid, ev.transactionid, 0, i % 3, i // 3))
+        rows.append(
+            ParsedEvent(ev.timestamp, ev.visitorid, ev.event, ev.itemid, ev.transactionid, 0, i % 3, i // 3)
+        )
     return rows
 
 
@@ -77,15 +80,17 @@ def _load(url: str, rows: list[Row], batch_size: int) -> float:
 def _stream(url: str, rows: list[Row], batches: int, size: int = 10_000) -> list[float]:
     """Seconds per batch of a time-ordered stream after the backlog: each batch is `size` of the rows' visitors
     and items again, with timestamps inside one new 5-minute window and new offsets."""
-    window = (max(r[0] for r in rows) // WINDOW_MS + 1) * WINDOW_MS
-    offset = max(r[7] for r in rows) + 1
+    window = (max(r.timestamp for r in rows) // WINDOW_MS + 1) * WINDOW_MS
+    offset = max(r.offset for r in rows) + 1
     seconds = []
     with psycopg.connect(url) as conn:
         for b in range(batches):
             start = window + b * WINDOW_MS
-            events: list[tuple[object, ...]] = [
-                (start + k * (WINDOW_MS // size), v, e, i, t, 0, 0, offset + b * size + k)
-                for k, (_, v, e, i, t, _, _, _) in enumerate(rows[b * size : (b + 1) * size])
+            events = [
+                r._replace(
+                    timestamp=start + k * (WINDOW_MS // size), partition=0, offset=offset + b * size + k
+                )
+                for k, r in enumerate(rows[b * size : (b + 1) * size])
             ]
             started = time.perf_counter()
             load_and_commit(conn, Batch("bench", events=events))

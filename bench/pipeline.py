@@ -33,9 +33,9 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.data.generator import generate, parse_scale
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions
-from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.stack.config import Ports, StackConfig, project_root
 from clickstream_dagster.stack.manager import Stack
 from clickstream_dagster.stack.process import free_port
@@ -351,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
 
     with _running_stack(args.keep) as cfg, MemorySampler(cfg) as memory:
-        kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+        kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
         # (a) throughput
         print(f"(a) replaying {n_events:,} events unthrottled ...", flush=True)
         cpu = CpuMeter(lambda: stack_roots(cfg))

@@ -27,11 +27,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.data.generator import MARKER_FILE, Scale, generate, parse_scale
 from clickstream_dagster.data.readers import EVENTS_FILE, RowError, iter_event_rows, parse_event_row
 from clickstream_dagster.messages import HEADER_LINE, HEADER_SOURCE, encode_key, encode_value
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions, source_fingerprint
-from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.stack.config import KAFKA_VERSION, Ports, StackConfig
 from clickstream_dagster.stack.kafka import EmbeddedKafka, run_tool
 from clickstream_dagster.stack.process import free_port
@@ -164,7 +164,7 @@ def produce_with_kafka_python(
     import logging
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    kafka = KafkaResource(bootstrap_servers=bootstrap, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap, topic=topic)
     options = ReplayOptions(path=Path(events), topic=topic, **settings)
     before = resource.getrusage(resource.RUSAGE_SELF)
     summary = Replayer(kafka, options, progress=False).run()
@@ -259,7 +259,7 @@ def _java_round(broker: EmbeddedKafka, dataset: Dataset, topic: str, props: dict
 def _warm_up(broker: EmbeddedKafka, props: dict[str, str], partitions: int) -> None:
     """Let the broker's JIT compile its produce path, so whichever tool runs first is not penalized."""
     topic = f"bench-warm-up-{uuid.uuid4().hex[:8]}"
-    KafkaResource(bootstrap_servers=broker.cfg.bootstrap_servers).ensure_topic(topic, partitions=partitions)
+    KafkaClient(bootstrap_servers=broker.cfg.bootstrap_servers).ensure_topic(topic, partitions=partitions)
     args = [
         "--topic",
         topic,
@@ -299,7 +299,7 @@ def _cpu_seconds(broker: EmbeddedKafka) -> float:
 
 
 def _records_in(bootstrap: str, topic: str) -> int:
-    return sum(KafkaResource(bootstrap_servers=bootstrap).end_offsets(topic).values())
+    return sum(KafkaClient(bootstrap_servers=bootstrap).end_offsets(topic).values())
 
 
 def _versions() -> str:
@@ -358,7 +358,7 @@ def _one_round(
     """Both tools on fresh topics; even rounds start with Java, so neither always meets a colder broker."""
     suffix = uuid.uuid4().hex[:8]
     ours_topic, java_topic = f"bench-kafka-python-{suffix}", f"bench-java-{suffix}"
-    kafka = KafkaResource(bootstrap_servers=broker.cfg.bootstrap_servers)
+    kafka = KafkaClient(bootstrap_servers=broker.cfg.bootstrap_servers)
     for topic in (ours_topic, java_topic):
         kafka.ensure_topic(topic, partitions=settings["partitions"])
     results: dict[str, Any] = {}

@@ -39,8 +39,8 @@ import psycopg
 
 from bench.pipeline import LATENCY_SQL, _dataset, _running_stack, _wait_caught_up, _windowed_materializations
 from bench.pipeline import stack_roots as _stack_roots
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions
-from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.stack.config import StackConfig
 
 COVERED_SQL = """
@@ -64,7 +64,7 @@ class LagSampler:
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+        self.kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
 
     def __enter__(self) -> LagSampler:
         self._thread.start()
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     events_csv = _dataset(str(n), args.seed)
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB; {n:,} events")
     with _running_stack(args.keep) as cfg:
-        kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+        kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
         procs = _long_lived(cfg)
         mem_up = _memory(procs)
         since = time.time()

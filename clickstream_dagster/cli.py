@@ -256,9 +256,9 @@ def produce(
     """Replay events.csv into Kafka (acks=all, idempotent, backpressure, exact resume)."""
     import logging
 
+    from clickstream_dagster.clients.kafka import KafkaClient, KafkaUnavailable
     from clickstream_dagster.producer.metrics import ProducerMetrics
     from clickstream_dagster.producer.replay import Replayer, ReplayOptions
-    from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -281,7 +281,7 @@ def produce(
     if metrics_port is not None:
         metrics.serve(metrics_port)
         click.echo(f"Prometheus metrics on http://127.0.0.1:{metrics_port}/metrics", err=True)
-    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=options.topic)
+    kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=options.topic)
     try:
         summary = Replayer(kafka, options, metrics).run()
     except KafkaUnavailable as exc:

@@ -1,7 +1,7 @@
 """The clickstream dashboard: `streamlit run dashboards/app.py`.
 
 Reads PostgreSQL only: the events database (DATABASE_URL) and Dagster's storage (DAGSTER_DATABASE_URL), or
-the local stack's defaults (`StackConfig.from_env()`). Queries live in `clickstream_dagster/sql/dashboard.py`,
+the local stack's defaults (`Settings.from_env()`). Queries live in `clickstream_dagster/sql/dashboard.py`,
 loaders and figures in `clickstream_dagster/dashboard/`. The live sections refresh every
 CLICKSTREAM_DASHBOARD_REFRESH_SECONDS (default 5; 0 turns live refresh off).
 """
@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from clickstream_dagster.dashboard import charts, data
-from clickstream_dagster.stack.config import StackConfig
+from clickstream_dagster.settings import Settings
 
 REFRESH_ENV = "CLICKSTREAM_DASHBOARD_REFRESH_SECONDS"
 DEFAULT_REFRESH_S = 5
@@ -68,7 +68,7 @@ def _slow(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
     return _run(name, urls, args)
 
 
-URLS = data.database_urls(StackConfig.from_env())
+URLS = data.database_urls(Settings.from_env())
 
 
 def load(loader: Callable[..., T], *args: Any, slow: bool = False) -> T:
@@ -354,7 +354,7 @@ def models() -> None:
     if registry.models.empty:
         st.info(
             "No model trained yet: materialize the `ml` asset group in the Dagster UI "
-            f"({StackConfig.from_env().dagster_url}) or run `make demo`.",
+            f"({Settings.from_env().dagster_url}) or run `make demo`.",
             icon=":material/info:",
         )
         return
@@ -516,7 +516,7 @@ def main() -> None:
             "- [Models](#models)\n- [Recommendation explorer](#recommendation-explorer)"
         )
         st.caption(f"Events database: `{events_db}`  \nDagster storage: `{dagster_db}`")
-        st.link_button("Open the Dagster UI", StackConfig.from_env().dagster_url)
+        st.link_button("Open the Dagster UI", Settings.from_env().dagster_url)
 
     st.title("Clickstream dashboard")
     try:

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
 from clickstream_dagster.stack.manager import Stack
@@ -75,7 +76,7 @@ def spark_connect_endpoint(tmp_path_factory: pytest.TempPathFactory, stack: Stac
 @pytest.fixture
 def topic_factory(bootstrap_servers: str) -> Callable[..., str]:
     """Create a fresh topic for the calling test: `topic_factory(partitions=3)`."""
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers)
 
     def make(partitions: int = 3, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
@@ -122,8 +123,8 @@ def pg_url(database_factory: Callable[..., str]) -> str:
 
 
 @pytest.fixture
-def kafka(bootstrap_servers: str, topic_factory: Callable[..., str]) -> KafkaResource:
-    return KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic_factory())
+def kafka(bootstrap_servers: str, topic_factory: Callable[..., str]) -> KafkaClient:
+    return KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic_factory())
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """`python -m clickstream_dagster.api [--host H] [--port P] [--workers N]`: serve the API with uvicorn.
 
-The database is DATABASE_URL, else the embedded stack's events database (see StackConfig.database_url).
+The database is DATABASE_URL, else the embedded stack's events database (see Settings.database_url).
 """
 
 import argparse
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
-from clickstream_dagster.stack.config import StackConfig
+from clickstream_dagster.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    default_port = StackConfig.from_env().ports.api
+    default_port = Settings.from_env().ports.api
     parser = argparse.ArgumentParser(prog="python -m clickstream_dagster.api", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument(

@@ -25,7 +25,7 @@ from clickstream_dagster.api.schemas import (
     ValidationErrorResponse,
 )
 from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
-from clickstream_dagster.stack.config import StackConfig
+from clickstream_dagster.settings import Settings
 
 MAX_K = 100
 DEFAULT_K = 10
@@ -233,4 +233,4 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
 
 def app_from_env() -> FastAPI:
     """uvicorn's factory: DATABASE_URL, else the embedded stack's events database."""
-    return create_app(StackConfig.from_env().database_url)
+    return create_app(Settings.from_env().database_url)

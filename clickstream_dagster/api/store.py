@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from clickstream_dagster.settings import libpq_url, redact_url
 from clickstream_dagster.sql import serving as q
-from clickstream_dagster.stack.config import libpq_url
 
 
 class ServiceUnavailable(Exception):
@@ -28,15 +28,6 @@ class ServiceUnavailable(Exception):
 class ModelState:
     served: int | None  # the version answering requests
     promoted: int | None  # the version model_registry marks as promoted
-
-
-def redact(conninfo: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = conninfo.partition("://")
-    if sep and "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
-    return conninfo
 
 
 class ServingStore:
@@ -77,7 +68,7 @@ class ServingStore:
 
     def unreachable(self, exc: BaseException) -> ServiceUnavailable:
         return ServiceUnavailable(
-            f"PostgreSQL not reachable at {redact(self.conninfo)}: run `clickstream up` or set "
+            f"PostgreSQL not reachable at {redact_url(self.conninfo)}: run `clickstream up` or set "
             f"DATABASE_URL ({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
         )
 
@@ -88,7 +79,7 @@ class ServingStore:
                 return await cur.fetchall()
         except psycopg.errors.UndefinedTable as exc:
             raise ServiceUnavailable(
-                f"the serving tables are missing in {redact(self.conninfo)}: apply the migrations "
+                f"the serving tables are missing in {redact_url(self.conninfo)}: apply the migrations "
                 f"(`clickstream up` does) ({exc})"
             ) from exc
         except (psycopg.OperationalError, PoolTimeout) as exc:

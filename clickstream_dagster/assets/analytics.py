@@ -1,14 +1,13 @@
 """Analytics: 5-minute windowed stats (pyspark) and per-event-type totals, both exact and incremental."""
 
-import time
 from datetime import timedelta
 
 import dagster as dg
 
-from clickstream_dagster.analytics.windows import apply_window_deltas, compute_window_deltas, pending_batches
+from clickstream_dagster.analytics.windows.stats import update_windowed_stats
 from clickstream_dagster.assets.ingestion import RAW_EVENTS
+from clickstream_dagster.clients.spark import jdbc_from_libpq
 from clickstream_dagster.resources import PostgresResource, SparkResource
-from clickstream_dagster.resources.spark import jdbc_from_libpq
 from clickstream_dagster.sql import queries as q
 
 WINDOWED_STATS = dg.AssetKey("windowed_stats")
@@ -34,46 +33,29 @@ GROUP = "analytics"
 def windowed_stats(
     context: dg.AssetExecutionContext, spark: SparkResource, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    with postgres.connection() as lock_conn:
-        # One applier at a time (apply_window_deltas would also refuse batches another run took first).
-        lock_conn.execute(q.WINDOW_STATS_LOCK)
-        try:
-            batches = pending_batches(lock_conn)
-            lock_conn.commit()
-            if batches.ids:
-                started = time.perf_counter()
-                deltas = compute_window_deltas(
-                    spark.session(), jdbc_from_libpq(postgres.conninfo), batches.ids, batches.events
-                )
-                computed = time.perf_counter()
-                with postgres.connection() as conn:
-                    result = apply_window_deltas(conn, batches.ids, deltas)
-                context.log.info(
-                    f"applied {len(batches.ids):,} batches ({batches.events:,} new events) on {spark.endpoint}: "
-                    f"{result.rows:,} rows of {result.windows:,} windows changed (spark {computed - started:.2f} s,"
-                    f" write {time.perf_counter() - computed:.2f} s)"
-                )
-            else:
-                result = None
-                context.log.info("no new events since the last run")
-        finally:
-            lock_conn.execute(q.WINDOW_STATS_UNLOCK)
-        summary = lock_conn.execute(q.WINDOW_STATS_SUMMARY).fetchone()
-        preview = lock_conn.execute(q.WINDOW_STATS_PREVIEW).fetchall()
-    n_windows, n_events, first, last = summary if summary else (0, 0, None, None)
+    update = update_windowed_stats(postgres.connection, spark.session, jdbc_from_libpq(postgres.conninfo))
+    applied = update.applied
+    if applied is None:
+        context.log.info("no new events since the last run")
+    else:
+        context.log.info(
+            f"applied {applied.batches:,} batches ({update.batches.events:,} new events) on {spark.endpoint}: "
+            f"{applied.rows:,} rows of {applied.windows:,} windows changed (spark {update.spark_seconds:.2f} s,"
+            f" write {update.write_seconds:.2f} s)"
+        )
     return dg.MaterializeResult(
         metadata={
-            "batches_applied": result.batches if result else 0,
-            "events_applied": batches.events,
-            "windows_changed": result.windows if result else 0,
-            "rows_written": result.rows if result else 0,
+            "batches_applied": applied.batches if applied else 0,
+            "events_applied": update.batches.events,
+            "windows_changed": applied.windows if applied else 0,
+            "rows_written": applied.rows if applied else 0,
             "spark": spark.endpoint,
-            "windows_total": n_windows,
-            "events_covered": int(n_events),
-            "time_span": f"{first} .. {last}",
-            "dagster/row_count": n_windows,
+            "windows_total": update.windows_total,
+            "events_covered": update.events_covered,
+            "time_span": f"{update.first_window} .. {update.last_window_end}",
+            "dagster/row_count": update.windows_total,
             "latest_windows": dg.MetadataValue.md(
-                _markdown_table(["window_start", "event", "events", "users", "items"], preview)
+                _markdown_table(["window_start", "event", "events", "users", "items"], update.preview)
             ),
         }
     )

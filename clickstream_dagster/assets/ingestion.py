@@ -78,10 +78,11 @@ def raw_events(
 ) -> dg.MaterializeResult:
     if config.replay_quarantine is not None:
         return _replay(context, config.replay_quarantine, postgres)
-    topic = config.topic or kafka.topic
+    client = kafka.get_client()
+    topic = config.topic or client.topic
     ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
     context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
-    with kafka.bulk_consumer() as consumer, postgres.connection() as conn:
+    with client.bulk_consumer() as consumer, postgres.connection() as conn:
         result = ingest_ranges(
             consumer, conn, topic, ranges, context.run.run_id, batch_size=config.batch_size
         )

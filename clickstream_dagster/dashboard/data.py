@@ -16,16 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from clickstream_dagster.analytics.windows import WINDOW_INTERVAL, WINDOW_MS, WINDOW_SECONDS
 from clickstream_dagster.data.readers import EVENT_TYPES
+from clickstream_dagster.settings import Settings, libpq_url, redact_url
 from clickstream_dagster.sql import dashboard as sql
-from clickstream_dagster.stack.config import StackConfig, libpq_url
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,13 @@ LAG_METADATA_KEY = "consumer_lag_after_run"
 ROW_COUNT_METADATA_KEY = "dagster/row_count"
 INGEST_METADATA_KEYS = ("messages_read", "rows_inserted", "rows_quarantined")
 
-WINDOW = pd.Timedelta(minutes=5)
+WINDOW = pd.Timedelta(milliseconds=WINDOW_MS)
 # Label -> (lookback from the newest window or None for everything, bucket the windows are summed into).
 WINDOW_RANGES: dict[str, tuple[str | None, str]] = {
     "Everything, per day": (None, "1 day"),
     "Last 7 days, per hour": ("7 days", "1 hour"),
-    "Last 24 hours, 5-minute windows": ("24 hours", "5 minutes"),
-    "Last 6 hours, 5-minute windows": ("6 hours", "5 minutes"),
+    f"Last 24 hours, {WINDOW_SECONDS // 60}-minute windows": ("24 hours", WINDOW_INTERVAL),
+    f"Last 6 hours, {WINDOW_SECONDS // 60}-minute windows": ("6 hours", WINDOW_INTERVAL),
 }
 POPULAR_LIST = "popular"
 
@@ -63,16 +63,6 @@ class DatabaseUnavailable(DashboardError):
 
 class SchemaMissing(DashboardError):
     pass
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}@{netloc}", parts.path, parts.query, parts.fragment))
 
 
 class Database:
@@ -191,7 +181,7 @@ class Databases:
         self.dagster.close()
 
 
-def database_urls(cfg: StackConfig) -> tuple[str, str]:
+def database_urls(cfg: Settings) -> tuple[str, str]:
     """libpq URLs of the events database and of Dagster's storage (DATABASE_URL, DAGSTER_DATABASE_URL or
     the local stack's defaults)."""
     return libpq_url(cfg.database_url), libpq_url(cfg.dagster_database_url)

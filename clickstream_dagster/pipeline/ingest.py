@@ -10,7 +10,7 @@ range ledger follows once every batch of the ranges is in, one row per range rea
 anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
 
 The COPY runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
-transaction take the ingest lock, to add the events it inserted to the distinct sets (`pipeline.distinct`):
+transaction take the ingest lock, to add the events it inserted to the distinct sets (`analytics.distinct`):
 one batch at a time, each counted against every batch committed before it.
 """
 
@@ -22,15 +22,18 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import confluent_kafka
 import numpy as np
 import psycopg
 
+from clickstream_dagster.analytics import distinct
+from clickstream_dagster.events import EventColumns, ParsedEvent
 from clickstream_dagster.messages import MAX_MESSAGE_BYTES, MessageError, decode_fields
-from clickstream_dagster.pipeline import distinct
-from clickstream_dagster.pipeline.columns import EventColumns
+from clickstream_dagster.pipeline.columns import copy_data
 from clickstream_dagster.sql import queries as q
+from clickstream_dagster.sql.copy import copy_rows
 
 # What the quarantine keeps of an oversized payload (beside its size and sha256).
 QUARANTINE_PREFIX_BYTES = 1024
@@ -61,14 +64,13 @@ class OffsetRange:
 class Batch:
     """Parsed messages of one read: good rows for clickstream_events, bad ones for the quarantine.
 
-    events: (timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset), each
-        partition's in offset order
-    rejects: quarantine rows (`quarantine_row`)
+    events: valid messages, each partition's in offset order
+    rejects: invalid ones, as quarantine rows
     """
 
     topic: str
-    events: list[tuple[object, ...]] = field(default_factory=list)
-    rejects: list[tuple[object, ...]] = field(default_factory=list)
+    events: list[ParsedEvent] = field(default_factory=list)
+    rejects: list[QuarantineRow] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -97,14 +99,28 @@ class RangeReadError(RuntimeError):
     pass
 
 
-def quarantine_row(partition: int, offset: int, value: bytes | None, reason: str) -> tuple[object, ...]:
+class QuarantineRow(NamedTuple):
+    """An invalid message as the quarantine keeps it (the order of queries.QUARANTINE_STAGING_TYPES)."""
+
+    partition: int
+    offset: int
+    payload: bytes | None  # an oversized payload: only its first QUARANTINE_PREFIX_BYTES
+    reason: str
+    payload_bytes: int | None  # the original size
+    payload_sha256: bytes | None  # of the original payload
+    truncated: bool
+
+
+def quarantine_row(partition: int, offset: int, value: bytes | None, reason: str) -> QuarantineRow:
     """A row for the quarantine: an oversized payload keeps only its first QUARANTINE_PREFIX_BYTES, and every
-    payload its original size and sha256 (queries.QUARANTINE_STAGING_TYPES order)."""
+    payload its original size and sha256."""
     if value is None:
-        return (partition, offset, None, reason, None, None, False)
+        return QuarantineRow(partition, offset, None, reason, None, None, False)
     truncated = len(value) > MAX_MESSAGE_BYTES
     stored = value[:QUARANTINE_PREFIX_BYTES] if truncated else value
-    return (partition, offset, stored, reason, len(value), hashlib.sha256(value).digest(), truncated)
+    return QuarantineRow(
+        partition, offset, stored, reason, len(value), hashlib.sha256(value).digest(), truncated
+    )
 
 
 def parse_record(partition: int, offset: int, value: bytes | None, produced_ms: int, batch: Batch) -> None:
@@ -113,7 +129,9 @@ def parse_record(partition: int, offset: int, value: bytes | None, produced_ms: 
     except MessageError as exc:
         batch.rejects.append(quarantine_row(partition, offset, value, str(exc)))
         return
-    batch.events.append((timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset))
+    batch.events.append(
+        ParsedEvent(timestamp, visitorid, event, itemid, transactionid, produced_ms, partition, offset)
+    )
 
 
 @dataclass
@@ -150,7 +168,7 @@ class RangeReader:
     are read to the end all the same.
 
     `consumer` must be created with isolation.level=read_committed, enable.partition.eof=true and
-    auto.offset.reset=error (KafkaResource.bulk_consumer).
+    auto.offset.reset=error (KafkaClient.bulk_consumer).
     """
 
     def __init__(
@@ -343,17 +361,6 @@ def lag_after(consumer: confluent_kafka.Consumer, topic: str, ranges: Sequence[O
     return lag
 
 
-def _stage(
-    cur: psycopg.Cursor, create: str, copy_sql: str, types: tuple[str, ...], rows: list[tuple[object, ...]]
-) -> None:
-    """COPY rows into a temp staging table (private to this transaction: no lock needed)."""
-    cur.execute(create)
-    with cur.copy(copy_sql) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
-
-
 def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
     """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
     result = LoadResult(messages=batch.size)
@@ -368,17 +375,12 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             result.inserted_by_partition = copied.per_partition()
             result.inserted = len(copied)
         if batch.rejects:
-            _stage(
-                cur,
-                q.CREATE_QUARANTINE_STAGING,
-                q.COPY_QUARANTINE_STAGING,
-                q.QUARANTINE_STAGING_TYPES,
-                batch.rejects,
-            )
+            cur.execute(q.CREATE_QUARANTINE_STAGING)  # private to this transaction: no lock needed
+            copy_rows(cur, q.COPY_QUARANTINE_STAGING, q.QUARANTINE_STAGING_TYPES, batch.rejects)
             cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, {"topic": batch.topic})
             result.quarantined_by_partition = Counter(dict(cur.fetchall()))
             result.quarantined = sum(result.quarantined_by_partition.values())
-            result.reasons.update(str(reject[3]).split(":", 1)[0] for reject in batch.rejects)
+            result.reasons.update(reject.reason.split(":", 1)[0] for reject in batch.rejects)
         if copied is not None and len(copied):
             cur.execute(q.INGEST_LOCK)
             distinct.add_events(cur, copied)
@@ -405,7 +407,7 @@ def _copy_new(
             return events
         try:
             with conn.transaction(), cur.copy(q.COPY_EVENTS) as copy:  # a savepoint: only the COPY is undone
-                copy.write(events.copy_data(topic))
+                copy.write(copy_data(events, topic))
             return events
         except psycopg.errors.UniqueViolation:
             check = True

@@ -102,14 +102,14 @@ def _replay_batch(
         ids = {(r.partition, r.offset): r.id for r in repairs}
         for r in sorted(repairs, key=lambda r: (r.partition, r.offset)):
             parse_record(r.partition, r.offset, r.payload, r.produced_ms, batch)
-        for partition, offset, _value, reason, *_ in batch.rejects:
-            invalid[ids[(int(partition), int(offset))]] = str(reason)  # type: ignore[call-overload]
+        for reject in batch.rejects:
+            invalid[ids[(reject.partition, reject.offset)]] = reject.reason
         batch.rejects = []
         if batch.events:
             loaded = load_batch(conn, batch)
             result.replayed += loaded.inserted
             result.already_stored += len(batch.events) - loaded.inserted
-            replayed.extend(ids[(int(e[6]), int(e[7]))] for e in batch.events)  # type: ignore[call-overload]
+            replayed.extend(ids[(e.partition, e.offset)] for e in batch.events)
     if replayed:
         conn.execute(q.MARK_REPLAYED, {"ids": replayed, "run_id": run_id})
     if invalid:

@@ -35,11 +35,11 @@ from kafka.producer.producer_batch import ProducerBatch
 from kafka.record.memory_records import MemoryRecordsBuilder
 from kafka.record.util import encode_varint
 
+from clickstream_dagster.clients.kafka import KafkaClient, KafkaUnavailable
 from clickstream_dagster.data.readers import RowError, iter_event_rows, parse_event_row
 from clickstream_dagster.messages import HEADER_LINE, HEADER_SOURCE, encode_key, encode_value
 from clickstream_dagster.producer.metrics import ProducerMetrics
 from clickstream_dagster.producer.ratelimit import TimelinePacer, TokenBucket
-from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
 
 log = logging.getLogger("clickstream.producer")
 
@@ -155,7 +155,7 @@ def partitions_for_keys(keys: Sequence[bytes], partitions: int) -> list[int]:
     return indexes
 
 
-def max_message_bytes(kafka: KafkaResource, topic: str) -> int | None:
+def max_message_bytes(kafka: KafkaClient, topic: str) -> int | None:
     """The largest record batch the broker accepts for `topic` (max.message.bytes); None if unreadable."""
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, ["max.message.bytes"])
     try:
@@ -167,7 +167,7 @@ def max_message_bytes(kafka: KafkaResource, topic: str) -> int | None:
         return None
 
 
-def resume_points(kafka: KafkaResource, topic: str, fingerprint: str, chunk: int = 20_000) -> dict[int, int]:
+def resume_points(kafka: KafkaClient, topic: str, fingerprint: str, chunk: int = 20_000) -> dict[int, int]:
     """Per partition, the highest source line of `fingerprint` already in the topic (scanning backwards)."""
     points: dict[int, int] = {}
     with kafka.consumer() as consumer:
@@ -402,7 +402,7 @@ class _Progress:
 class Replayer:
     def __init__(
         self,
-        kafka: KafkaResource,
+        kafka: KafkaClient,
         options: ReplayOptions,
         metrics: ProducerMetrics | None = None,
         progress: bool = True,

@@ -10,8 +10,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import PrivateAttr
 
+from clickstream_dagster.settings import libpq_url, redact_url
 from clickstream_dagster.sql.migrate import apply_migrations
-from clickstream_dagster.stack.config import libpq_url
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -42,7 +42,7 @@ class PostgresResource(dg.ConfigurableResource):
             except Exception as exc:
                 self._pool = None
                 raise RuntimeError(
-                    f"PostgreSQL not reachable at {_redact(self.conninfo)}: run `clickstream up` "
+                    f"PostgreSQL not reachable at {redact_url(self.conninfo)}: run `clickstream up` "
                     f"or set DATABASE_URL ({exc})"
                 ) from exc
         return self._pool
@@ -63,12 +63,3 @@ class PostgresResource(dg.ConfigurableResource):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
-
-
-def _redact(conninfo: str) -> str:
-    scheme, sep, rest = conninfo.partition("://")
-    if sep and "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return conninfo

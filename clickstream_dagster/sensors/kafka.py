@@ -6,6 +6,7 @@ import dagster as dg
 import psycopg
 from kafka.errors import KafkaError
 
+from clickstream_dagster.clients.kafka import KafkaUnavailable
 from clickstream_dagster.pipeline.ingest import OffsetRange
 from clickstream_dagster.pipeline.offsets import (
     dump_cursor,
@@ -15,7 +16,7 @@ from clickstream_dagster.pipeline.offsets import (
     plan_runs,
     run_key,
 )
-from clickstream_dagster.resources.kafka import KafkaResource, KafkaUnavailable
+from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.resources.postgres import PostgresResource
 from clickstream_dagster.sensors.ledger import (
     ACTIVE_STATUSES,
@@ -82,28 +83,29 @@ def build_kafka_sensor(
     def kafka_offsets(
         context: dg.SensorEvaluationContext, kafka: KafkaResource, postgres: PostgresResource
     ) -> dg.SensorResult | dg.SkipReason:
+        client = kafka.get_client()
         try:
-            ends = kafka.end_offsets(timeout_ms=broker_timeout_ms)
+            ends = client.end_offsets(timeout_ms=broker_timeout_ms)
             cursor = parse_cursor(context.cursor)
             # A partition new to the cursor starts where its log starts (retention may have moved it).
             if any(p not in cursor for p in ends):
-                starts = kafka.log_start_offsets()
+                starts = client.log_start_offsets()
                 cursor = {**{p: starts.get(p, 0) for p in ends if p not in cursor}, **cursor}
         except (KafkaUnavailable, KafkaError, OSError) as exc:
-            return dg.SkipReason(f"Kafka not reachable at {kafka.bootstrap_servers}: {exc}")
+            return dg.SkipReason(f"Kafka not reachable at {client.bootstrap_servers}: {exc}")
         if not ends:
-            return dg.SkipReason(f"topic `{kafka.topic}` does not exist yet (no producer has written to it)")
+            return dg.SkipReason(f"topic `{client.topic}` does not exist yet (no producer has written to it)")
         # Runs this sensor already requested from the cursor on (the daemon died after launching them, before
         # it stored the cursor) are not planned again: their ranges would overlap what the next plan covers.
-        cursor = _past_requested(context.instance, kafka.topic, cursor)
+        cursor = _past_requested(context.instance, client.topic, cursor)
         with postgres.connection() as conn:
-            _record_plan(conn, kafka.topic, cursor)
-            repairs = _repairs(context, conn, kafka.topic)
+            _record_plan(conn, client.topic, cursor)
+            repairs = _repairs(context, conn, client.topic)
         backlog = sum(max(0, end - cursor.get(p, 0)) for p, end in ends.items())
         if backlog == 0:
             if repairs:
                 return dg.SensorResult(run_requests=repairs, cursor=dump_cursor(cursor))
-            return dg.SkipReason(f"no new messages in `{kafka.topic}` (last stable offsets {ends})")
+            return dg.SkipReason(f"no new messages in `{client.topic}` (last stable offsets {ends})")
         catching_up = backlog > max_events_per_run
         limit = min(max_active_runs, max_active_runs_catching_up) if catching_up else max_active_runs
         active = context.instance.get_runs_count(dg.RunsFilter(job_name=job_name, statuses=ACTIVE_STATUSES))
@@ -118,9 +120,9 @@ def build_kafka_sensor(
         runs, new_cursor = plan_runs(cursor, ends, max_events_per_run, min(max_runs_per_tick, slots))
         requests = [
             dg.RunRequest(
-                run_key=run_key(kafka.topic, ranges),
-                run_config=ingest_run_config(kafka.topic, ranges),
-                tags=ingest_run_tags(kafka.topic, ranges),
+                run_key=run_key(client.topic, ranges),
+                run_config=ingest_run_config(client.topic, ranges),
+                tags=ingest_run_tags(client.topic, ranges),
             )
             for ranges in runs
         ]

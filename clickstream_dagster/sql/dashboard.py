@@ -31,7 +31,7 @@ ORDER BY 1, 2
 """
 
 # Windows within `lookback` of the newest one (all of them when it is NULL), summed into `bucket`s.
-# Distinct counts do not add up across windows, so they are exact only when bucket = 5 minutes.
+# Distinct counts do not add up across windows, so they are exact only when the bucket is one window (analytics.windows.WINDOW_INTERVAL).
 WINDOWED_STATS = """
 WITH newest AS (SELECT max(window_start) AS t FROM windowed_stats)
 SELECT date_bin(%(bucket)s::interval, w.window_start, TIMESTAMPTZ '1970-01-01 00:00+00') AS bucket_start,

@@ -34,32 +34,12 @@ COPY clickstream_events ("timestamp", event_time, visitorid, itemid, kafka_parti
                          transactionid, event, kafka_topic) FROM STDIN (FORMAT BINARY)
 """
 
-# ---- raw_events: distinct sets (pipeline/distinct.py) -------------------------------------------------------
-# A window is passed as its number, start / 5 minutes (the batch's timestamp // 300000); its start is
-# to_timestamp(number * 300). A window set's bytes are its sorted distinct ids, 8 bytes each (int8send).
+# ---- raw_events: the per event type sets (analytics/distinct.py; the windows' own: analytics/windows) -------
 
 # Totals stored without their sets: loaded before migration 0007; the sets are built from the rows first.
 EVENT_SETS_MISSING = "SELECT EXISTS (SELECT 1 FROM event_totals WHERE visitors IS NULL OR items IS NULL)"
 
-# Every stored (window, event)'s distinct visitors and items (once, to build the sets).
-REBUILD_WINDOW_SETS = """
-WITH rows AS (
-    SELECT to_timestamp(("timestamp" / 300000) * 300) AS window_start, event, visitorid, itemid
-    FROM clickstream_events
-), visitors AS (
-    SELECT window_start, event, string_agg(int8send(visitorid), ''::bytea ORDER BY visitorid) AS ids
-    FROM (SELECT DISTINCT window_start, event, visitorid FROM rows) d
-    GROUP BY 1, 2
-), items AS (
-    SELECT window_start, event, string_agg(int8send(itemid), ''::bytea ORDER BY itemid) AS ids
-    FROM (SELECT DISTINCT window_start, event, itemid FROM rows) d
-    GROUP BY 1, 2
-)
-INSERT INTO window_sets (window_start, event, visitors, items)
-SELECT v.window_start, v.event, v.ids, i.ids FROM visitors v JOIN items i USING (window_start, event)
-"""
 
-TRUNCATE_WINDOW_SETS = "TRUNCATE window_sets"
 EVENT_TYPES_STORED = "SELECT event FROM event_totals ORDER BY event"
 DISTINCT_VISITORS_OF_EVENT = "SELECT DISTINCT visitorid FROM clickstream_events WHERE event = %s"
 DISTINCT_ITEMS_OF_EVENT = "SELECT DISTINCT itemid FROM clickstream_events WHERE event = %s"
@@ -72,45 +52,6 @@ FROM unnest(%(events)s::text[], %(users)s::bigint[], %(items)s::bigint[], %(visi
 WHERE t.event = s.event
 """
 
-# The stored sets of the (window, event)s a batch touches.
-WINDOW_SETS_OF = """
-SELECT k.window_number, k.event, w.visitors, w.items
-FROM unnest(%(windows)s::bigint[], %(events)s::text[]) AS k(window_number, event)
-JOIN window_sets w ON w.window_start = to_timestamp(k.window_number * 300) AND w.event = k.event
-"""
-
-# A batch's window sets after it, with what it added to each (events, new visitors, new items).
-CREATE_WINDOW_SETS_STAGING = """
-CREATE TEMP TABLE staging_window_sets (
-    window_number bigint, event text, events bigint, new_users bigint, new_items bigint,
-    visitors bytea, items bytea
-) ON COMMIT DROP
-"""
-
-COPY_WINDOW_SETS_STAGING = """
-COPY staging_window_sets (window_number, event, events, new_users, new_items, visitors, items)
-FROM STDIN (FORMAT BINARY)
-"""
-
-WINDOW_SETS_STAGING_TYPES = ("int8", "text", "int8", "int8", "int8", "bytea", "bytea")
-
-DROP_WINDOW_SETS_STAGING = "DROP TABLE staging_window_sets"
-
-UPSERT_WINDOW_SETS = """
-INSERT INTO window_sets (window_start, event, visitors, items)
-SELECT to_timestamp(window_number * 300), event, visitors, items FROM staging_window_sets
-ON CONFLICT (window_start, event) DO UPDATE SET visitors = EXCLUDED.visitors, items = EXCLUDED.items
-"""
-
-# The batch and its per-window deltas, queued for windowed_stats (analytics/windows.py applies them).
-QUEUE_WINDOW_DELTAS = """
-WITH batch AS (
-    INSERT INTO window_change_batches (events) VALUES (%(events)s) RETURNING batch_id
-)
-INSERT INTO window_deltas (batch_id, window_start, event, events, new_users, new_items)
-SELECT b.batch_id, to_timestamp(s.window_number * 300), s.event, s.events, s.new_users, s.new_items
-FROM staging_window_sets s CROSS JOIN batch b
-"""
 
 EVENT_SETS = "SELECT event, visitors, items FROM event_totals"
 
@@ -234,20 +175,6 @@ WHERE (l.kafka_topic, l.kafka_partition, l.kafka_offset) = (old.kafka_topic, old
 
 COUNT_LIVE_EVENTS = "SELECT count(*), min(event_time), max(event_time) FROM live_clickstream_events"
 
-# ---- windowed_stats (its queue and deltas: analytics/windows.py) ----------------------------------------------------
-
-WINDOW_STATS_LOCK = "SELECT pg_advisory_lock(hashtext('windowed_stats'))"
-WINDOW_STATS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('windowed_stats'))"
-
-WINDOW_STATS_SUMMARY = """
-SELECT count(DISTINCT window_start), coalesce(sum(event_count), 0), min(window_start), max(window_end)
-FROM windowed_stats
-"""
-
-WINDOW_STATS_PREVIEW = """
-SELECT window_start, event, event_count, unique_users, unique_items
-FROM windowed_stats ORDER BY window_start DESC, event LIMIT 9
-"""
 
 # ---- event_statistics --------------------------------------------------------------------------------------
 

@@ -132,8 +132,8 @@ def wait_until_ingested(
 
 
 def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
+    from clickstream_dagster.clients.kafka import KafkaClient
     from clickstream_dagster.producer.replay import Replayer, ReplayOptions
-    from clickstream_dagster.resources.kafka import KafkaResource
 
     stack = Stack(cfg)
     log("1/5 starting the stack")
@@ -147,7 +147,7 @@ def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
     log("  category_tree, item_properties, items materialized")
 
     log("3/5 replaying events into Kafka (the Kafka sensor materializes the streaming assets as they arrive)")
-    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+    kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
     options = ReplayOptions(
         path=raw_dir / EVENTS_FILE, topic=cfg.topic, resume=True, partitions=cfg.kafka_partitions
     )

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clickstream_dagster.resources.kafka import KafkaResource
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, StackConfig
 from clickstream_dagster.stack.dagster import DagsterServices
@@ -60,7 +60,7 @@ class Stack:
             log(f"  Kafka: external ({cfg.external_kafka}), not started")
         else:
             self._timed(log, f"Apache Kafka (KRaft) on {cfg.bootstrap_servers}", self.kafka.start)
-        created = KafkaResource(bootstrap_servers=cfg.bootstrap_servers).ensure_topic(
+        created = KafkaClient(bootstrap_servers=cfg.bootstrap_servers).ensure_topic(
             cfg.topic, partitions=cfg.kafka_partitions
         )
         if created:

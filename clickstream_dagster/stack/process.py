@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from clickstream_dagster.clients.net import port_open
+
 
 class StackError(RuntimeError):
     """A component could not be started or reached; the message says what to do next."""
@@ -127,14 +129,6 @@ def group_alive(pgid: int) -> bool:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def ensure_port_free(host: str, port: int, what: str, env_var: str) -> None:

@@ -17,6 +17,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from clickstream_dagster.analytics.windows.queries import WARM_UP_SPARK_SQL
+from clickstream_dagster.clients.spark import (
+    POSTGRES_JDBC_VERSION,
+    SparkClient,
+    jdbc_from_libpq,
+    jdbc_jars_dir,
+    read_jdbc,
+)
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.maven import copy_dependencies, require_java
 from clickstream_dagster.stack.process import (
@@ -27,18 +35,9 @@ from clickstream_dagster.stack.process import (
     wait_until,
 )
 
-POSTGRES_JDBC_VERSION = "42.7.14"
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_MASTER = "local[2]"
 DEFAULT_DRIVER_MEMORY = "1g"
-
-# The shape of the pipeline's window query (tumbling window, exact distinct counts) on inline rows.
-_WARM_UP_SQL = """
-SELECT window(ts, '5 minutes') AS w, event, count(*), count(DISTINCT u), count(DISTINCT i)
-FROM VALUES (TIMESTAMP'2015-06-01 00:00:00', 'view', 1L, 2L), (TIMESTAMP'2015-06-01 00:07:00', 'view', 1L, 3L)
-    AS t(ts, event, u, i)
-GROUP BY 1, 2
-"""
 
 # Variables that switch pyspark (and spark-submit) into client mode; the server must not inherit them.
 _CLIENT_MODE_VARS = ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED", "SPARK_LOCAL_REMOTE", "SPARK_API_MODE")
@@ -56,15 +55,11 @@ def spark_home() -> Path:
     return Path(spec.origin).parent
 
 
-def jdbc_jars_dir(cfg: StackConfig) -> Path:
-    return cfg.cache_dir / f"postgresql-jdbc-{POSTGRES_JDBC_VERSION}"
-
-
 def fetch_jdbc_jars(cfg: StackConfig, quiet: bool = True) -> list[Path]:
     """Fetch the PostgreSQL JDBC driver (and its runtime dependencies) with Maven into the cache, once."""
     libs = copy_dependencies(
         _asset("pom.xml"),
-        jdbc_jars_dir(cfg),
+        jdbc_jars_dir(cfg.cache_dir),
         {"postgresql.version": POSTGRES_JDBC_VERSION},
         f"the PostgreSQL JDBC driver {POSTGRES_JDBC_VERSION} for Spark",
         quiet,
@@ -99,7 +94,7 @@ class EmbeddedSparkConnect:
 
     @property
     def endpoint(self) -> str:
-        """What clients use: SPARK_REMOTE / `SparkResource(remote=...)`."""
+        """What clients use: SPARK_REMOTE / `SparkClient(remote=...)`."""
         return f"sc://{self.cfg.host}:{self.cfg.ports.spark_connect}"
 
     @property
@@ -158,9 +153,7 @@ class EmbeddedSparkConnect:
         return port_open(self.cfg.host, self.cfg.ports.spark_connect) and self._query_ok()
 
     def _query_ok(self) -> bool:
-        from clickstream_dagster.resources.spark import SparkResource
-
-        client = SparkResource(remote=self.endpoint)
+        client = SparkClient(remote=self.endpoint)
         try:
             return bool(client.session().sql("SELECT 1 AS ok").collect()[0]["ok"] == 1)
         except Exception:
@@ -185,12 +178,10 @@ class EmbeddedSparkConnect:
     def warm_up(self) -> None:
         """Pay the server's first-query costs (class loading, code generation, the JDBC driver) during `up`
         instead of in the first pipeline run. Best effort: the events database may not be reachable yet."""
-        from clickstream_dagster.resources.spark import SparkResource, jdbc_from_libpq, read_jdbc
-
-        client = SparkResource(remote=self.endpoint)
+        client = SparkClient(remote=self.endpoint)
         try:
             spark = client.session()
-            spark.sql(_WARM_UP_SQL).collect()
+            spark.sql(WARM_UP_SPARK_SQL).collect()
             read_jdbc(
                 spark, jdbc_from_libpq(self.cfg.database_url), "pg_catalog.pg_namespace", ["TRUE"]
             ).count()

@@ -17,25 +17,24 @@ import psycopg
 import pytest
 from pyspark.sql import SparkSession
 
-from clickstream_dagster.analytics.windows import (
-    WINDOW_MS,
+from clickstream_dagster.analytics.windows import WINDOW_MS, ms_to_datetime, windows_touched
+from clickstream_dagster.analytics.windows.sets import STORED_ID, merge_window_sets
+from clickstream_dagster.analytics.windows.stats import (
     BatchesAlreadyApplied,
     apply_window_deltas,
     batch_predicates,
     compute_window_deltas,
-    ms_to_datetime,
     pending_batches,
     read_window_deltas,
-    windows_touched,
 )
-from clickstream_dagster.pipeline.distinct import STORED_ID, merge_window_sets
-from clickstream_dagster.pipeline.ingest import Batch, LoadResult, load_batch
-from clickstream_dagster.resources.spark import (
+from clickstream_dagster.clients.spark import (
     JdbcConnection,
-    SparkResource,
+    SparkClient,
     jdbc_from_libpq,
     missing_driver_hint,
 )
+from clickstream_dagster.events import ParsedEvent
+from clickstream_dagster.pipeline.ingest import Batch, LoadResult, load_batch
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.spark import fetch_jdbc_jars
 
@@ -182,9 +181,9 @@ def jdbc_jars(stack_config: StackConfig) -> list[Path]:
 def spark(request: pytest.FixtureRequest, jdbc_jars: list[Path]) -> Iterator[SparkSession]:
     # Parametrized at module scope: every local test runs (and its SparkContext stops) before any Connect one.
     if request.param == "local":
-        resource = SparkResource(master="local[2]", jars=",".join(map(str, jdbc_jars)))
+        resource = SparkClient(master="local[2]", jars=",".join(map(str, jdbc_jars)))
     else:
-        resource = SparkResource(remote=request.getfixturevalue("spark_connect_endpoint"))
+        resource = SparkClient(remote=request.getfixturevalue("spark_connect_endpoint"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARK_REMOTE", "")  # as the stack exports it to Dagster when Spark Connect is not used
         session = resource.session()
@@ -244,7 +243,7 @@ class EventFactory:
 def as_batch(rows: list[tuple[Any, ...]]) -> Batch:
     batch = Batch("test")
     for ts, _, visitorid, event, itemid, transactionid, _, partition, offset in rows:
-        batch.events.append((ts, visitorid, event, itemid, transactionid, ts, partition, offset))
+        batch.events.append(ParsedEvent(ts, visitorid, event, itemid, transactionid, ts, partition, offset))
     return batch
 
 

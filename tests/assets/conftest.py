@@ -10,8 +10,10 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
-from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
+from clickstream_dagster.resources import PostgresResource, SlackResource, SparkResource
+from clickstream_dagster.resources.kafka import KafkaResource
 
 
 @dataclass
@@ -60,9 +62,7 @@ BAD_MESSAGES: list[tuple[bytes | None, str]] = [
 ]
 
 
-def produce(
-    kafka: KafkaResource, events: list[Any], bad: list[tuple[bytes | None, str]] | None = None
-) -> None:
+def produce(kafka: KafkaClient, events: list[Any], bad: list[tuple[bytes | None, str]] | None = None) -> None:
     """Send `events` (and the raw `bad` values spread evenly between them) to the resource's topic."""
     messages: list[tuple[bytes, bytes | None]] = [(encode_key(e[1]), encode_value(*e)) for e in events]
     bad = bad or []
@@ -76,19 +76,29 @@ def produce(
 
 
 @pytest.fixture
-def resources(kafka: KafkaResource, postgres: PostgresResource) -> Iterator[dict[str, Any]]:
+def resources(kafka: KafkaClient, postgres: PostgresResource) -> Iterator[dict[str, Any]]:
     spark = SparkResource(master="local[2]")
-    yield {"kafka": kafka, "postgres": postgres, "spark": spark, "slack": SlackResource()}
+    yield {
+        "kafka": KafkaResource.for_client(kafka),
+        "postgres": postgres,
+        "spark": spark,
+        "slack": SlackResource(),
+    }
     spark.stop()
 
 
 @pytest.fixture
 def connect_resources(
-    kafka: KafkaResource, postgres: PostgresResource, spark_connect_endpoint: str
+    kafka: KafkaClient, postgres: PostgresResource, spark_connect_endpoint: str
 ) -> Iterator[dict[str, Any]]:
     """As `resources`, with windowed_stats on the session's real Spark Connect server (as `up` runs it)."""
     spark = SparkResource(remote=spark_connect_endpoint)
-    yield {"kafka": kafka, "postgres": postgres, "spark": spark, "slack": SlackResource()}
+    yield {
+        "kafka": KafkaResource.for_client(kafka),
+        "postgres": postgres,
+        "spark": spark,
+        "slack": SlackResource(),
+    }
     spark.stop()
 
 
@@ -99,7 +109,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def full_ranges(kafka: KafkaResource) -> Callable[[], list[dict[str, int]]]:
+def full_ranges(kafka: KafkaClient) -> Callable[[], list[dict[str, int]]]:
     def ranges() -> list[dict[str, int]]:
         return [{"partition": p, "start": 0, "end": end} for p, end in kafka.end_offsets().items()]
 

@@ -9,8 +9,9 @@ import dagster as dg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.definitions import defs
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.resources import PostgresResource
 from tests.assets.conftest import produce, random_events
 
 INDEPENDENT_WINDOWS = """
@@ -50,7 +51,7 @@ def _assert_matches_independent_sql(postgres: PostgresResource) -> None:
 
 
 def test_stats_equal_sql_after_many_small_runs_touching_the_same_windows(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -76,7 +77,7 @@ def test_stats_equal_sql_after_many_small_runs_touching_the_same_windows(
 
 
 def test_rerunning_without_new_events_changes_nothing(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -94,7 +95,7 @@ def test_rerunning_without_new_events_changes_nothing(
 
 
 def test_ingest_job_refreshes_windowed_stats_right_after_the_blocking_checks(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
     full_ranges: Callable[[], list[dict[str, int]]],

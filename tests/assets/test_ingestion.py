@@ -16,7 +16,8 @@ import psycopg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.resources import PostgresResource
 from tests.assets.conftest import BAD_MESSAGES, produce, random_events
 from tests.assets.test_analytics import _assert_matches_independent_sql
 
@@ -59,7 +60,7 @@ def _one(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
 
 
 def test_produced_events_land_exactly_once_and_bad_ones_are_quarantined(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -107,7 +108,7 @@ def test_produced_events_land_exactly_once_and_bad_ones_are_quarantined(
 
 
 def test_overlapping_and_split_ranges_never_duplicate(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -145,7 +146,7 @@ KILLABLE_RUN = textwrap.dedent(
 
 
 def test_run_killed_mid_way_then_retried_loses_and_doubles_nothing(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -203,7 +204,7 @@ def test_run_killed_mid_way_then_retried_loses_and_doubles_nothing(
 
 
 def test_checks_catch_rows_written_around_validation(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -235,7 +236,7 @@ def test_checks_catch_rows_written_around_validation(
 
 
 def test_duplicate_coordinates_are_caught_once_the_unique_key_is_gone(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -271,7 +272,7 @@ def test_duplicate_coordinates_are_caught_once_the_unique_key_is_gone(
 
 
 def test_blocking_check_failure_stops_downstream(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,
@@ -299,7 +300,7 @@ def test_blocking_check_failure_stops_downstream(
 
 
 def test_live_table_keeps_a_bounded_recent_slice(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,

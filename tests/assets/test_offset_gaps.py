@@ -21,9 +21,11 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
 from clickstream_dagster.pipeline.ingest import OffsetRange, RangeReadError, ingest_ranges
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.resources import PostgresResource
+from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor, ingest_run_config, ingest_run_tags
 from tests.assets.conftest import random_events
 from tests.assets.test_analytics import _assert_matches_independent_sql
@@ -152,8 +154,8 @@ def test_transactions_aborts_and_open_transactions_lose_nothing(
     instance: dg.DagsterInstance,
 ) -> None:
     topic = topic_factory(partitions=3)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
-    resources = {**resources, "kafka": kafka}
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
+    resources = {**resources, "kafka": KafkaResource.for_client(kafka)}
     events = iter(random_events(2_000, seed=71))
 
     def take(n: int) -> list[Event]:
@@ -248,11 +250,11 @@ def test_compacted_topic_accounts_for_removed_offsets(
         ConfigResource("topic", topic)
     ].result(30)
     time.sleep(2)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     end = kafka.end_offsets()[0]
     in_topic = committed_in_topic(bootstrap_servers, topic, 1)
     request = _request(topic, [OffsetRange(0, 0, end)])
-    result = _run({**resources, "kafka": kafka}, instance, request, windows=True)
+    result = _run({**resources, "kafka": KafkaResource.for_client(kafka)}, instance, request, windows=True)
     checks = _checks(result)
     assert all(c.passed for c in checks.values()), {
         n: c.description for n, c in checks.items() if not c.passed
@@ -274,7 +276,7 @@ def test_offsets_deleted_by_retention_are_lost_loudly(
     instance: dg.DagsterInstance,
 ) -> None:
     topic = topic_factory(partitions=2)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     _plain(bootstrap_servers, topic, random_events(300, seed=72), 0)
     _plain(bootstrap_servers, topic, random_events(100, seed=73), 1)
     # Retention (here DeleteRecords, which moves the log start the same way) takes partition 0's first 120.
@@ -283,7 +285,9 @@ def test_offsets_deleted_by_retention_are_lost_loudly(
     for f in futures.values():
         f.result(30)
     request = _request(topic, [OffsetRange(0, 0, 300), OffsetRange(1, 0, 100)])
-    result = _run({**resources, "kafka": kafka}, instance, request, raise_on_error=False)
+    result = _run(
+        {**resources, "kafka": KafkaResource.for_client(kafka)}, instance, request, raise_on_error=False
+    )
     checks = _checks(result)
     assert not checks["no_offsets_lost"].passed, "a blocking check fails on offsets lost to retention"
     assert checks["no_offsets_lost"].metadata["lost_offsets"].value == 120
@@ -298,7 +302,7 @@ def test_offsets_deleted_by_retention_are_lost_loudly(
     # The blocking check stopped the run before the windows; the next run's windows take the rows in.
     later = dg.materialize(
         [raw_events, windowed_stats, event_statistics],
-        resources={**resources, "kafka": kafka},
+        resources={**resources, "kafka": KafkaResource.for_client(kafka)},
         instance=instance,
         selection=[windowed_stats, event_statistics],
     )
@@ -307,7 +311,7 @@ def test_offsets_deleted_by_retention_are_lost_loudly(
 
 
 def test_an_unreadable_partition_never_holds_back_the_others(
-    kafka: KafkaResource, postgres: PostgresResource
+    kafka: KafkaClient, postgres: PostgresResource
 ) -> None:
     _plain(kafka.bootstrap_servers, kafka.topic, random_events(200, seed=74), 0)
     _plain(kafka.bootstrap_servers, kafka.topic, random_events(150, seed=75), 1)
@@ -330,7 +334,7 @@ def test_an_unreadable_partition_never_holds_back_the_others(
 
 
 def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
-    kafka: KafkaResource, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
+    kafka: KafkaClient, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
 ) -> None:
     produce_events = random_events(900, seed=76)
     for p in range(3):
@@ -392,7 +396,7 @@ def test_a_gap_in_the_ledger_fails_the_check_until_the_sensor_heals_it(
 
 
 def test_quarantine_reasons_are_kinds_and_oversized_payloads_are_never_stored_whole(
-    kafka: KafkaResource, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
+    kafka: KafkaClient, postgres: PostgresResource, resources: dict[str, Any], instance: dg.DagsterInstance
 ) -> None:
     huge = b'{"v":1,"pad":"' + b"x" * 2_000_000 + b'"}'  # compresses to a few KiB: the broker takes it
     bad = {

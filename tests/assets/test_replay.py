@@ -11,8 +11,9 @@ import pytest
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_value
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.resources import PostgresResource
 from tests.assets.conftest import produce, random_events
 from tests.assets.test_analytics import _assert_matches_independent_sql
 
@@ -48,7 +49,7 @@ def _quarantine(conn: psycopg.Connection) -> dict[bytes, tuple[Any, ...]]:
 
 
 def test_repaired_rows_are_replayed_exactly_once(
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     postgres: PostgresResource,
     resources: dict[str, Any],
     instance: dg.DagsterInstance,

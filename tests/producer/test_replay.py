@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.data.readers import iter_events
 from clickstream_dagster.messages import HEADER_LINE, decode_value
 from clickstream_dagster.producer.metrics import ProducerMetrics
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions
-from clickstream_dagster.resources import KafkaResource
 from clickstream_dagster.stack.kafka import EmbeddedKafka
 from clickstream_dagster.stack.process import free_port
 from tests.conftest import make_test_config
@@ -66,7 +66,7 @@ def test_every_event_arrives_exactly_once_in_visitor_order(
     bootstrap_servers: str, topic_factory: Callable[..., str], events_csv: Path
 ) -> None:
     topic = topic_factory(partitions=3)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     summary = Replayer(
         kafka, ReplayOptions(path=events_csv, topic=topic, batch_size=1000), progress=False
     ).run()
@@ -78,7 +78,7 @@ def test_rate_limit_holds_over_ten_seconds(
     bootstrap_servers: str, topic_factory: Callable[..., str], events_csv: Path
 ) -> None:
     topic = topic_factory(partitions=3)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     rate = 1000
     options = ReplayOptions(
         path=events_csv, topic=topic, messages_per_second=rate, limit=11_000, batch_size=200
@@ -118,7 +118,7 @@ def test_killed_run_resumes_without_duplicates(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and sum(kafka.end_offsets().values()) < 2_000:
         time.sleep(0.1)  # let it get going, however slow the machine is
@@ -141,7 +141,7 @@ def test_broker_outage_mid_run_loses_nothing(tmp_path: Path, events_csv: Path) -
     broker.start()
     try:
         topic = "outage"
-        kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=topic)
+        kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=topic)
         options = ReplayOptions(path=events_csv, topic=topic, messages_per_second=2000, batch_size=200)
         result: dict[str, object] = {}
         thread = threading.Thread(
@@ -186,7 +186,7 @@ def test_bad_rows_are_reported_with_reasons_and_not_sent(
     metrics = ProducerMetrics()
     port = free_port()
     metrics.serve(port)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     summary = Replayer(kafka, ReplayOptions(path=path, topic=topic), metrics, progress=False).run()
 
     assert (summary.read, summary.sent, summary.rejected) == (9, 3, 6)

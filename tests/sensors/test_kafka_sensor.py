@@ -10,13 +10,15 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.pipeline.offsets import (
     fair_shares,
     parse_ranges,
     plan_runs,
     run_key,
 )
-from clickstream_dagster.resources import KafkaResource, PostgresResource
+from clickstream_dagster.resources import PostgresResource
+from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor
 from tests.assets.conftest import produce, random_events
 
@@ -24,14 +26,14 @@ from tests.assets.conftest import produce, random_events
 def _tick(
     sensor: dg.SensorDefinition,
     instance: dg.DagsterInstance,
-    kafka: KafkaResource,
+    kafka: KafkaClient,
     cursor: str | None,
     postgres: PostgresResource | None = None,
 ) -> Any:
     # Kafka is asked first: a test of an unreachable broker never reaches this database.
     pg = postgres or PostgresResource(url="postgresql://nobody@127.0.0.1:1/none")
     with dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"kafka": kafka, "postgres": pg}
+        instance=instance, cursor=cursor, resources={"kafka": KafkaResource.for_client(kafka), "postgres": pg}
     ) as context:
         return sensor(context)
 
@@ -48,7 +50,7 @@ def _ranges(request: dg.RunRequest) -> list[dict[str, int]]:
     return request.run_config["ops"]["raw_events"]["config"]["ranges"]
 
 
-def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource, postgres: PostgresResource) -> None:
+def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaClient, postgres: PostgresResource) -> None:
     sensor = build_kafka_sensor(max_events_per_run=1_000, max_runs_per_tick=2, max_active_runs=10)
     with dg.instance_for_test() as instance:
         first = _tick(sensor, instance, kafka, None, postgres)
@@ -91,7 +93,7 @@ def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaResource, postgres: Po
 
 def test_unreachable_broker_is_a_skip_not_a_crash() -> None:
     sensor = build_kafka_sensor(broker_timeout_ms=1_000)
-    dead = KafkaResource(bootstrap_servers="127.0.0.1:1", topic="x", request_timeout_ms=1_000)
+    dead = KafkaClient(bootstrap_servers="127.0.0.1:1", topic="x", request_timeout_ms=1_000)
     with dg.instance_for_test() as instance:
         result = _tick(sensor, instance, dead, None)
     assert isinstance(result, dg.SkipReason)
@@ -102,7 +104,7 @@ def test_missing_topic_is_a_skip(bootstrap_servers: str) -> None:
     sensor = build_kafka_sensor()
     with dg.instance_for_test() as instance:
         result = _tick(
-            sensor, instance, KafkaResource(bootstrap_servers=bootstrap_servers, topic="nope-x"), None
+            sensor, instance, KafkaClient(bootstrap_servers=bootstrap_servers, topic="nope-x"), None
         )
     assert isinstance(result, dg.SkipReason) and "does not exist" in (result.skip_message or "")
 
@@ -119,7 +121,7 @@ def test_plan_runs_is_fair_and_bounded() -> None:
 
 
 def test_third_run_in_flight_only_when_not_catching_up(
-    kafka: KafkaResource, postgres: PostgresResource
+    kafka: KafkaClient, postgres: PostgresResource
 ) -> None:
     # The cursors below are made up (no runs covered what they skip): no repairs of those "gaps" here.
     sensor = build_kafka_sensor(
@@ -149,7 +151,7 @@ def test_third_run_in_flight_only_when_not_catching_up(
 
 
 def test_a_crash_between_launching_runs_and_storing_the_cursor_never_plans_overlaps(
-    kafka: KafkaResource, postgres: PostgresResource
+    kafka: KafkaClient, postgres: PostgresResource
 ) -> None:
     sensor = build_kafka_sensor(max_events_per_run=600, max_runs_per_tick=2, max_active_runs=10)
     produce(kafka, random_events(1_500, seed=33))

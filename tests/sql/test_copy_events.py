@@ -1,4 +1,4 @@
-"""The binary COPY data `EventColumns.copy_data` builds, loaded into a real PostgreSQL: every column lands as the
+"""The binary COPY data `pipeline.columns.copy_data` builds, loaded into a real PostgreSQL: every column lands as the
 SQL expressions the checks use would compute it, NULLs included, and a batch's rows in source-key order."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 import psycopg
 import pytest
 
+from clickstream_dagster.events import EventColumns, ParsedEvent
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from clickstream_dagster.pipeline.columns import EventColumns
+from clickstream_dagster.pipeline.columns import copy_data
 from clickstream_dagster.sql import queries as q
 
 TOPIC = "clicks-ü"  # not ASCII: the text length is in bytes
@@ -32,13 +33,13 @@ LEFT JOIN clickstream_events e ON e.kafka_partition = s.part AND e.kafka_offset 
 """
 
 
-def _events(n: int, seed: int) -> list[tuple[object, ...]]:
+def _events(n: int, seed: int) -> list[ParsedEvent]:
     rng = random.Random(seed)
-    events: list[tuple[object, ...]] = []
+    events: list[ParsedEvent] = []
     for k in range(n):
         event = rng.choice(["view", "view", "addtocart", "transaction"])
         events.append(
-            (
+            ParsedEvent(
                 rng.randrange(MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS),
                 rng.choice([0, rng.randrange(2**62)]),
                 event,
@@ -52,7 +53,7 @@ def _events(n: int, seed: int) -> list[tuple[object, ...]]:
     return events
 
 
-def _load(url: str, events: Sequence[tuple[object, ...]]) -> list[int]:
+def _load(url: str, events: Sequence[ParsedEvent]) -> list[int]:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE source (ts bigint, visitorid bigint, event text, itemid bigint, "
@@ -62,7 +63,7 @@ def _load(url: str, events: Sequence[tuple[object, ...]]) -> list[int]:
             for row in events:
                 copy.write_row(row)
         with cur.copy(q.COPY_EVENTS) as copy:
-            copy.write(EventColumns.of(events).copy_data(TOPIC))
+            copy.write(copy_data(EventColumns.of(events), TOPIC))
         mismatches = cur.execute(MISMATCHES_SQL, {"topic": TOPIC}).fetchone()
         assert mismatches is not None
         order = cur.execute(
@@ -82,8 +83,8 @@ def test_copied_rows_equal_the_sql_expressions(pg_url: str, seed: int) -> None:
 
 def test_one_event_type_and_every_null(database_factory: Callable[..., str]) -> None:
     events = [
-        (1_433_000_000_123, 7, "view", 9, None, 0, 0, 5),
-        (1_433_000_000_124, 8, "view", 10, None, -5, 0, 4),
+        ParsedEvent(1_433_000_000_123, 7, "view", 9, None, 0, 0, 5),
+        ParsedEvent(1_433_000_000_124, 8, "view", 10, None, -5, 0, 4),
     ]
     *mismatches, rows = _load(database_factory(), events)
     assert (rows, mismatches) == (2, [0] * 8)

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
-from clickstream_dagster.resources import KafkaResource
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.demo import wait_until_ingested
 from clickstream_dagster.stack.manager import Stack
@@ -59,7 +59,7 @@ class Seeds:
 def _produce(cfg: StackConfig, n: int) -> None:
     Seeds.next += 1
     events = random_events(n, seed=Seeds.next, start_ms=1_433_000_000_000 + Seeds.next * 86_400_000)
-    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+    kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
     with kafka.producer() as producer:
         for e in events:
             producer.send(cfg.topic, key=encode_key(e[1]), value=encode_value(*e))
@@ -84,7 +84,7 @@ def _wait_for_loading(cfg: StackConfig, above: int, timeout_s: float = 120) -> i
 
 
 def _caught_up(stack: Stack, timeout_s: float = 420) -> None:
-    kafka = KafkaResource(bootstrap_servers=stack.cfg.bootstrap_servers, topic=stack.cfg.topic)
+    kafka = KafkaClient(bootstrap_servers=stack.cfg.bootstrap_servers, topic=stack.cfg.topic)
     wait_until_ingested(stack.cfg, kafka.end_offsets(), log=lambda _m: None, timeout_s=timeout_s)
 
 
@@ -176,7 +176,7 @@ def test_quarantine_replay_through_the_cli(stack: Stack) -> None:
     (the replay_quarantine job on the stack's own Dagster instance), twice: stored once."""
     cfg = stack.cfg
     bad = b'{"v":1,"timestamp":1433000999000,"visitorid":-3,"event":"view","itemid":5,"transactionid":null}'
-    kafka = KafkaResource(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
+    kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
     with kafka.producer() as producer:
         producer.send(cfg.topic, key=b"3", value=bad)
         producer.flush()

@@ -6,14 +6,14 @@ from collections.abc import Callable
 
 from kafka import TopicPartition
 
-from clickstream_dagster.resources import KafkaResource
+from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.kafka import run_tool
 
 
 def test_produce_and_consume_round_trip(bootstrap_servers: str, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory(partitions=2)
-    kafka = KafkaResource(bootstrap_servers=bootstrap_servers, topic=topic)
+    kafka = KafkaClient(bootstrap_servers=bootstrap_servers, topic=topic)
     sent = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(500)}
     with kafka.producer() as producer:
         futures = [producer.send(topic, key=k, value=v) for k, v in sent.items()]
@@ -46,4 +46,4 @@ def test_kafka_topics_tool_lists_topics(stack_config: StackConfig, topic_factory
 
 
 def test_end_offsets_of_missing_topic_is_empty(bootstrap_servers: str) -> None:
-    assert KafkaResource(bootstrap_servers=bootstrap_servers).end_offsets("no-such-topic-xyz") == {}
+    assert KafkaClient(bootstrap_servers=bootstrap_servers).end_offsets("no-such-topic-xyz") == {}

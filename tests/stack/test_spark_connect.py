@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from clickstream_dagster.resources.spark import SparkResource, jdbc_from_libpq, read_jdbc
+from clickstream_dagster.clients.spark import SparkClient, jdbc_from_libpq, read_jdbc
 from clickstream_dagster.stack.process import StackError, group_alive, pid_alive, port_open
 from clickstream_dagster.stack.spark import EmbeddedSparkConnect, fetch_jdbc_jars
 from tests.conftest import make_test_config
@@ -80,7 +80,7 @@ def test_client_reads_postgres_through_the_server(server: EmbeddedSparkConnect, 
             " SELECT 1433000000000 + g, to_timestamp((1433000000000 + g) / 1000.0), g % 7, 'view', g % 11,"
             " 't', 0, g FROM generate_series(1, 500) AS g"
         )
-    spark = SparkResource(remote=server.endpoint)
+    spark = SparkClient(remote=server.endpoint)
     started = time.monotonic()
     try:
         session = spark.session()
@@ -108,9 +108,9 @@ def test_unreachable_remote_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(
         RuntimeError, match=r"Spark Connect not reachable at sc://127\.0\.0\.1:\d+: run `clickstream up`"
     ):
-        SparkResource(remote=f"sc://127.0.0.1:{port}").session()
+        SparkClient(remote=f"sc://127.0.0.1:{port}").session()
     with pytest.raises(ValueError, match="expected sc://host:port"):
-        SparkResource(remote="http://127.0.0.1:15002").session()
+        SparkClient(remote="http://127.0.0.1:15002").session()
 
 
 def test_jdbc_jars_come_from_the_cache(server: EmbeddedSparkConnect) -> None:

@@ -1,75 +1,35 @@
-"""5-minute tumbling windows on event time, per event type, with exact distinct counts, kept incrementally.
+"""windowed_stats from the queued deltas: Spark sums them per window, PostgreSQL adds the sums, exactly once.
 
-The loading transaction (`pipeline.ingest`) queues, per batch of newly inserted events and per (window,
-event) the batch touches, how much the batch adds to windowed_stats, in `window_deltas`: its number of
-events, and the number of visitors and items the (window, event) did not have before it (its distinct sets,
-`pipeline.distinct`, under the ingest lock). A pair is new in exactly one batch,
-so for any set of whole batches, per (window, event):
-
-    event_count grows by sum(events), unique_users by sum(new_users), unique_items by sum(new_items)
-
-exactly. A run takes the committed batches (`pending_batches`), has Spark read their deltas from PostgreSQL
-and aggregate them per window (`compute_window_deltas`), and `apply_window_deltas` adds the sums to
-windowed_stats and removes those batches in one transaction. No run re-reads raw events, however many windows
-a batch touches (a replay in file order touches nearly all of them every run).
-
-Times are epoch milliseconds (UTC) throughout; windows are aligned to the epoch.
+A run takes the committed batches (`pending_batches`), has Spark read their deltas from PostgreSQL and sum them
+per (window, event) (`compute_window_deltas`), and `apply_window_deltas` adds the sums to windowed_stats and
+removes those batches in one transaction. `update_windowed_stats` is the whole step, one applier at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 import psycopg
 from psycopg import sql
 
-from clickstream_dagster.resources.spark import JdbcConnection, missing_driver_hint, read_jdbc
+from clickstream_dagster.analytics.windows import ms_to_datetime
+from clickstream_dagster.analytics.windows import queries as q
+from clickstream_dagster.clients.spark import JdbcConnection, missing_driver_hint, read_jdbc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-WINDOW_MS = 300_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DELTAS_TABLE = "window_deltas"
 # JDBC read parallelism: whole batches per partition, at most this many partitions. A run's one small batch
 # is read fastest as one partition; a backlog of many batches is read in parallel. (A batch of N events has
 # at most N delta rows, fewer when its events share windows.)
 MAX_READ_PARTITIONS = 4
 ROWS_PER_READ_PARTITION = 500_000
-
-# Spark SQL over the queued deltas read from PostgreSQL; `{queued}` is bound to that DataFrame by
-# spark.sql(). Plain SQL rather than pyspark.sql.functions, so the same code runs on local and Spark Connect
-# sessions.
-WINDOW_DELTAS_SPARK_SQL = """
-SELECT unix_millis(window_start)    AS window_start_ms,
-       event,
-       sum(events)                  AS events,
-       sum(new_users)               AS users,
-       sum(new_items)               AS items
-FROM {queued}
-GROUP BY window_start, event
-"""
-
-PENDING_BATCHES_SQL = "SELECT batch_id, events FROM window_change_batches ORDER BY batch_id"
-
-# Exactly-once: the batches must still be queued (a second applier, or a retry after a commit, finds them gone).
-TAKE_BATCHES_SQL = "DELETE FROM window_change_batches WHERE batch_id = ANY(%(batches)s::bigint[])"
-DELETE_DELTAS_SQL = "DELETE FROM window_deltas WHERE batch_id = ANY(%(batches)s::bigint[])"
-
-ADD_WINDOW_DELTAS_SQL = """
-INSERT INTO windowed_stats AS w
-    (window_start, window_end, event, event_count, unique_users, unique_items)
-SELECT start, start + interval '5 minutes', event, events, users, items
-FROM unnest(%(starts)s::timestamptz[], %(events)s::text[], %(counts)s::bigint[], %(users)s::bigint[],
-            %(items)s::bigint[]) AS d(start, event, events, users, items)
-ON CONFLICT (window_start, event) DO UPDATE
-SET event_count  = w.event_count + EXCLUDED.event_count,
-    unique_users = w.unique_users + EXCLUDED.unique_users,
-    unique_items = w.unique_items + EXCLUDED.unique_items,
-    updated_at   = now()
-"""
 
 
 class WindowDelta(NamedTuple):
@@ -95,22 +55,9 @@ class BatchesAlreadyApplied(RuntimeError):
     pass
 
 
-def window_start_ms(event_time_ms: int) -> int:
-    return (event_time_ms // WINDOW_MS) * WINDOW_MS
-
-
-def windows_touched(event_times_ms: Iterable[int]) -> list[int]:
-    """The sorted, distinct starts (epoch ms) of the windows that contain these event times."""
-    return sorted({window_start_ms(int(t)) for t in event_times_ms})
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
 def pending_batches(conn: psycopg.Connection) -> Batches:
     """The committed batches windowed_stats has not applied yet (a batch is visible only once complete)."""
-    rows = conn.execute(PENDING_BATCHES_SQL).fetchall()
+    rows = conn.execute(q.PENDING_BATCHES_SQL).fetchall()
     return Batches([int(b) for b, _ in rows], sum(int(n) for _, n in rows))
 
 
@@ -148,7 +95,7 @@ def compute_window_deltas(
         if queued is None:
             return []
         # Arrow, not collect(): no Row object per window (0.85 -> 0.59 s for 24k windows, measured).
-        table = spark.sql(WINDOW_DELTAS_SPARK_SQL, queued=queued).toArrow()
+        table = spark.sql(q.WINDOW_DELTAS_SPARK_SQL, queued=queued).toArrow()
     except Exception as exc:  # a local session resolves the JDBC source eagerly, Spark Connect on collect()
         hint = missing_driver_hint(exc, remote=type(spark).__module__.startswith("pyspark.sql.connect"))
         if hint:
@@ -181,15 +128,69 @@ def apply_window_deltas(
         "items": [d.items for d in deltas],
     }
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(TAKE_BATCHES_SQL, params)
+        cur.execute(q.TAKE_BATCHES_SQL, params)
         if cur.rowcount != len(ids):
             raise BatchesAlreadyApplied(
                 f"{len(ids) - cur.rowcount} of batches {ids[:5]}... were applied by another run; "
                 "nothing was changed, the next run picks up what is left"
             )
-        cur.execute(DELETE_DELTAS_SQL, params)
+        cur.execute(q.DELETE_DELTAS_SQL, params)
         written = 0
         if deltas:
-            cur.execute(ADD_WINDOW_DELTAS_SQL, params)
+            cur.execute(q.ADD_WINDOW_DELTAS_SQL, params)
             written = cur.rowcount
     return ApplyResult(batches=len(ids), windows=len({d.window_start for d in deltas}), rows=written)
+
+
+@dataclass(frozen=True)
+class WindowedStatsUpdate:
+    """What one update applied, and windowed_stats after it."""
+
+    batches: Batches
+    applied: ApplyResult | None  # None when no batch was queued
+    spark_seconds: float
+    write_seconds: float
+    windows_total: int
+    events_covered: int
+    first_window: datetime | None
+    last_window_end: datetime | None
+    preview: list[tuple[object, ...]]  # the newest rows: window_start, event, events, users, items
+
+
+def update_windowed_stats(
+    connection: Callable[[], AbstractContextManager[psycopg.Connection]],
+    spark: Callable[[], SparkSession],
+    jdbc: JdbcConnection,
+) -> WindowedStatsUpdate:
+    """Apply every queued batch to windowed_stats, one applier at a time (a session advisory lock; and
+    `apply_window_deltas` would also refuse batches another applier took first)."""
+    spark_s = write_s = 0.0
+    with connection() as lock_conn:
+        lock_conn.execute(q.WINDOW_STATS_LOCK)
+        try:
+            batches = pending_batches(lock_conn)
+            lock_conn.commit()
+            applied = None
+            if batches.ids:
+                started = time.perf_counter()
+                deltas = compute_window_deltas(spark(), jdbc, batches.ids, batches.events)
+                computed = time.perf_counter()
+                with connection() as conn:
+                    applied = apply_window_deltas(conn, batches.ids, deltas)
+                spark_s, write_s = computed - started, time.perf_counter() - computed
+        finally:
+            lock_conn.execute(q.WINDOW_STATS_UNLOCK)
+        summary = lock_conn.execute(q.WINDOW_STATS_SUMMARY).fetchone()
+        preview = lock_conn.execute(q.WINDOW_STATS_PREVIEW).fetchall()
+    n_windows, n_events, first, last = summary if summary else (0, 0, None, None)
+    return WindowedStatsUpdate(
+        batches=batches,
+        applied=applied,
+        spark_seconds=spark_s,
+        write_seconds=write_s,
+        windows_total=int(n_windows),
+        events_covered=int(n_events),
+        first_window=first,
+        last_window_end=last,
+        preview=list(preview),
+    )
