@@ -31,10 +31,11 @@ status: ## Show each component, its address and health
 	@$(BIN)/clickstream status
 
 .PHONY: lint
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy and the import contracts (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 .PHONY: test
 test: setup ## Lint, type-check and run the whole test suite against real Kafka, PostgreSQL and Spark

@@ -8,6 +8,7 @@ set -e
 "$BIN/ruff" check .
 "$BIN/ruff" format --check .
 "$BIN/mypy"
+"$BIN/lint-imports" --no-logo  # the layers' contracts in pyproject.toml
 # The dashboard's browser test drives Debian's chromium (installed once, idempotent).
 scripts/install-browser.sh
 set +e
@@ -16,8 +17,8 @@ mkdir -p test-artifacts
 "$BIN/pytest" --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
-  # pytest's "no tests collected": report it plainly instead of failing with an obscure code.
+  # pytest's "no tests collected": a run that tested nothing is a failure, said plainly.
   echo "test.sh: pytest collected no tests" >&2
-  exit 0
+  exit 1
 fi
 exit "$rc"

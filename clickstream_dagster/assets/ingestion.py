@@ -7,11 +7,11 @@ import dagster as dg
 from psycopg.rows import class_row
 from pydantic import Field
 
+from clickstream_dagster.assets.ledger import LedgerState, ledger_state
 from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE, OffsetRange, ingest_ranges, lag_after
 from clickstream_dagster.pipeline.replay import ReplayFilter, replay_quarantine
 from clickstream_dagster.resources import KafkaResource, PostgresResource
-from clickstream_dagster.sensors.ledger import LedgerState, ledger_state
 from clickstream_dagster.sql import queries as q
 
 RAW_EVENTS = dg.AssetKey("raw_events")
@@ -23,6 +23,13 @@ class OffsetRangeConfig(dg.Config):
     partition: int
     start: int = Field(description="First offset, inclusive")
     end: int = Field(description="Last offset, exclusive")
+
+    @classmethod
+    def of(cls, r: OffsetRange) -> "OffsetRangeConfig":
+        return cls(**r.as_dict())
+
+    def to_range(self) -> OffsetRange:
+        return OffsetRange(self.partition, self.start, self.end)
 
 
 class QuarantineReplayConfig(dg.Config):
@@ -59,6 +66,10 @@ class RawEventsConfig(dg.Config):
         ),
     )
 
+    @classmethod
+    def for_ranges(cls, topic: str, ranges: list[OffsetRange]) -> "RawEventsConfig":
+        return cls(topic=topic, ranges=[OffsetRangeConfig.of(r) for r in ranges])
+
 
 @dg.asset(
     key=RAW_EVENTS,
@@ -80,7 +91,7 @@ def raw_events(
         return _replay(context, config.replay_quarantine, postgres)
     client = kafka.get_client()
     topic = config.topic or client.topic
-    ranges = [OffsetRange(r.partition, r.start, r.end) for r in config.ranges]
+    ranges = [r.to_range() for r in config.ranges]
     context.log.info(f"ingesting {sum(r.size for r in ranges):,} messages of {topic}: {ranges}")
     with client.bulk_consumer() as consumer, postgres.connection() as conn:
         result = ingest_ranges(
@@ -102,7 +113,7 @@ def raw_events(
             "offset_ranges": dg.MetadataValue.json(
                 {
                     "topic": topic,
-                    "ranges": [{"partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
+                    "ranges": [r.as_dict() for r in ranges],
                 }
             ),
             "consumer_lag_after_run": lag,
@@ -360,11 +371,7 @@ def _lost_result(ranges: list[RangeCheck], scope: str) -> dg.AssetCheckResult:
 
 def _contiguity_result(ledgers: dict[str, LedgerState]) -> dg.AssetCheckResult:
     def spans(kind: str) -> list[dict[str, object]]:
-        return [
-            {"topic": t, "partition": r.partition, "start": r.start, "end": r.end}
-            for t, state in ledgers.items()
-            for r in getattr(state, kind)
-        ]
+        return [{"topic": t, **r.as_dict()} for t, state in ledgers.items() for r in getattr(state, kind)]
 
     gaps, overlaps = spans("gaps"), spans("overlaps")
     problems = [f"gap {g['topic']}/{g['partition']} [{g['start']}, {g['end']})" for g in gaps] + [

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import confluent_kafka
@@ -58,6 +58,10 @@ class OffsetRange:
     @property
     def size(self) -> int:
         return self.end - self.start
+
+    def as_dict(self) -> dict[str, int]:
+        """{"partition", "start", "end"}: how a range appears in run config, metadata and query parameters."""
+        return asdict(self)
 
 
 @dataclass
@@ -487,9 +491,7 @@ def _record_range(
         q.RECORD_INGESTED_RANGE,
         {
             "topic": topic,
-            "partition": r.partition,
-            "start": r.start,
-            "end": r.end,
+            **r.as_dict(),
             "read": rr.read,
             "inserted": total.inserted_by_partition[r.partition],
             "quarantined": total.quarantined_by_partition[r.partition],

@@ -6,6 +6,15 @@ import dagster as dg
 import psycopg
 from kafka.errors import KafkaError
 
+from clickstream_dagster.assets.ingestion import RAW_EVENTS, RawEventsConfig
+from clickstream_dagster.assets.ledger import (
+    ACTIVE_STATUSES,
+    DEFAULT_GRACE_S,
+    INGEST_JOB_NAME,
+    RANGES_TAG,
+    TOPIC_TAG,
+    ledger_state,
+)
 from clickstream_dagster.clients.kafka import KafkaUnavailable
 from clickstream_dagster.pipeline.ingest import OffsetRange
 from clickstream_dagster.pipeline.offsets import (
@@ -18,14 +27,6 @@ from clickstream_dagster.pipeline.offsets import (
 )
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.resources.postgres import PostgresResource
-from clickstream_dagster.sensors.ledger import (
-    ACTIVE_STATUSES,
-    DEFAULT_GRACE_S,
-    INGEST_JOB_NAME,
-    RANGES_TAG,
-    TOPIC_TAG,
-    ledger_state,
-)
 from clickstream_dagster.sql import queries as q
 
 SENSOR_NAME = "kafka_offsets"
@@ -155,9 +156,7 @@ def build_kafka_sensor(
                 q.RECORD_REPAIR_ATTEMPT,
                 {
                     "topic": topic,
-                    "partition": gap.partition,
-                    "start": gap.start,
-                    "end": gap.end,
+                    **gap.as_dict(),
                     "attempt": attempt,
                     "run_key": key,
                 },
@@ -182,18 +181,9 @@ def build_kafka_sensor(
     return kafka_offsets
 
 
-def ingest_run_config(topic: str, ranges: list[OffsetRange]) -> dict[str, object]:
+def ingest_run_config(topic: str, ranges: list[OffsetRange]) -> dg.RunConfig:
     """The run config of an ingest_events run over `ranges` (offsets only, never payloads)."""
-    return {
-        "ops": {
-            "raw_events": {
-                "config": {
-                    "topic": topic,
-                    "ranges": [{"partition": r.partition, "start": r.start, "end": r.end} for r in ranges],
-                }
-            }
-        }
-    }
+    return dg.RunConfig(ops={RAW_EVENTS.path[-1]: RawEventsConfig.for_ranges(topic, ranges)})
 
 
 def ingest_run_tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:

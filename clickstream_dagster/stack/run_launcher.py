@@ -32,13 +32,17 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Self
 
-import dagster as dg
-from dagster._core.instance.ref import InstanceRef
-from dagster._core.launcher import LaunchRunContext, RunLauncher
-from dagster._grpc.types import ExecuteRunArgs
-from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value
+from clickstream_dagster.stack.compat import require_dagster
 
-from clickstream_dagster.stack.run_worker import INSTANCE_REF_ENV, STALE
+require_dagster()
+
+import dagster as dg  # noqa: E402
+from dagster._core.instance.ref import InstanceRef  # noqa: E402
+from dagster._core.launcher import LaunchRunContext, RunLauncher  # noqa: E402
+from dagster._grpc.types import ExecuteRunArgs  # noqa: E402
+from dagster._serdes import ConfigurableClass, ConfigurableClassData, serialize_value  # noqa: E402
+
+from clickstream_dagster.stack.run_worker import INSTANCE_REF_ENV, STALE  # noqa: E402
 
 PID_TAG = "clickstream/run_worker_pid"
 HOST_TAG = "clickstream/run_worker_host"

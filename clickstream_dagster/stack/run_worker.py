@@ -29,11 +29,14 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
+from clickstream_dagster.stack.compat import require_dagster
+
 INSTANCE_REF_ENV = "CLICKSTREAM_RUN_WORKER_INSTANCE_REF"
 FRESH, STALE = "fresh", "stale"  # after each pid: whether the server's imports are still current
 
 
 def main(argv: list[str]) -> int:
+    require_dagster()
     # Replies go to the launcher on the original stdout; anything else printed here, or by a run, to stderr.
     replies = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

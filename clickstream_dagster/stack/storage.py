@@ -16,10 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dagster import DagsterInstance
-from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from clickstream_dagster.stack.compat import require_dagster
+
+require_dagster()
+
+from dagster import DagsterInstance  # noqa: E402
+from dagster._serdes import ConfigurableClassData  # noqa: E402
+from dagster_postgres import DagsterPostgresStorage  # noqa: E402
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config  # noqa: E402
 
 # One connection stays open per storage (run, event log, schedules); threads that need one at the same time get
 # up to this many more, closed when returned. No statement timeout: the webserver's 15 s default would fail a

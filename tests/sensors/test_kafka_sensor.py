@@ -11,6 +11,7 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE
 from clickstream_dagster.pipeline.offsets import (
     fair_shares,
     parse_ranges,
@@ -71,8 +72,12 @@ def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaClient, postgres: Post
             mine = sorted((r["start"], r["end"]) for r in covered if r["partition"] == p)
             assert mine[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(mine))
             assert mine[-1][1] == cursor[str(p)]
-        # Payloads never travel in run config: only offsets.
-        assert set(requests[0].run_config["ops"]["raw_events"]["config"]) == {"topic", "ranges"}
+        # Payloads never travel in run config: only offsets (and the asset's config class fills in its
+        # batch size default).
+        config = requests[0].run_config["ops"]["raw_events"]["config"]
+        assert set(config) == {"topic", "ranges", "batch_size"}
+        assert config["batch_size"] == DEFAULT_BATCH_SIZE
+        assert all(set(r) == {"partition", "start", "end"} for r in config["ranges"])
         # The ranges travel as a tag too (what the ledger's contiguity check knows to be in flight).
         tagged = parse_ranges(requests[0].tags["clickstream/ranges"])
         assert [(r.partition, r.start, r.end) for r in tagged] == [
