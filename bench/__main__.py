@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, loading, ml, pipeline, producer, soak
+from bench import api, loading, ml, pipeline, producer, soak, startup
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "ml": ml,
     "api": api,
     "soak": soak,
+    "startup": startup,
 }
 
 

@@ -1,4 +1,5 @@
-"""One ConfigurableResource per external system."""
+"""The Dagster wiring's resources: one ConfigurableResource per external system (the Kafka and Spark ones hand out
+the library's clients, `clickstream_dagster.clients`)."""
 
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.resources.postgres import PostgresResource

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.settings import redact_url
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, StackConfig
 from clickstream_dagster.stack.dagster import DagsterServices
@@ -50,7 +51,7 @@ class Stack:
         """Postgres (with migrations) and Kafka (with the event topic): what tests and the producer need."""
         cfg = self.cfg
         if cfg.external_database_url:
-            log(f"  PostgreSQL: external ({_host_of(cfg.database_url)}), not started")
+            log(f"  PostgreSQL: external ({redact_url(cfg.database_url)}), not started")
         else:
             self._timed(log, f"PostgreSQL on {cfg.host}:{cfg.ports.postgres}", self.postgres.start)
             ensure_database(cfg.database_url, EVENTS_DATABASE)
@@ -93,7 +94,7 @@ class Stack:
         cfg = self.cfg
         out = []
         if cfg.external_database_url:
-            out.append(ComponentStatus("postgres", _host_of(cfg.database_url), "external"))
+            out.append(ComponentStatus("postgres", redact_url(cfg.database_url), "external"))
         else:
             pg_address = f"{cfg.host}:{cfg.ports.postgres}"
             pg_state = (
@@ -175,8 +176,3 @@ class Stack:
         if bad:
             names = ", ".join(f"{s.name} ({s.state})" for s in bad)
             raise StackError(f"not healthy: {names}; see `clickstream status` and .data/logs/")
-
-
-def _host_of(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    return rest.rsplit("@", 1)[-1]
