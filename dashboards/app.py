@@ -1,8 +1,9 @@
 """The clickstream dashboard: `streamlit run dashboards/app.py`.
 
-Reads PostgreSQL only: the events database (DATABASE_URL) and Dagster's storage (DAGSTER_DATABASE_URL), or
-the local stack's defaults (`Settings.from_env()`). Queries live in `clickstream_dagster/sql/dashboard.py`,
-loaders and figures in `clickstream_dagster/dashboard/`. The live sections refresh every
+Reads the events database (DATABASE_URL) and Dagster's webserver through its GraphQL API
+(CLICKSTREAM_DAGSTER_URL), or the local stack's defaults (`Settings.from_env()`). SQL lives in
+`clickstream_dagster/sql/dashboard.py`, the GraphQL queries, loaders and figures in
+`clickstream_dagster/dashboard/`. The live sections refresh every
 CLICKSTREAM_DASHBOARD_REFRESH_SECONDS (default 5; 0 turns live refresh off).
 """
 
@@ -45,17 +46,17 @@ T = TypeVar("T")
 st.set_page_config(page_title="Clickstream dashboard", page_icon=":material/monitoring:", layout="wide")
 
 
-# ---- data access: one pool per database (per process), short-lived query caches -----------------------------
+# ---- data access: one pool and one webserver client (per process), short-lived query caches -----------------
 
 
-@st.cache_resource(show_spinner=False, on_release=lambda dbs: dbs.close())
-def databases(events_url: str, dagster_url: str) -> data.Databases:
+@st.cache_resource(show_spinner=False, on_release=lambda opened: opened.close())
+def sources(events_url: str, dagster_url: str) -> data.Sources:
     return data.connect(events_url, dagster_url)
 
 
 def _run(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
-    dbs = databases(*urls)
-    return getattr(data, name)(dbs.dagster if name == "dagster_health" else dbs.events, *args)
+    connected = sources(*urls)
+    return getattr(data, name)(connected.dagster if name == "dagster_health" else connected.events, *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False, max_entries=256)
@@ -68,11 +69,11 @@ def _slow(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
     return _run(name, urls, args)
 
 
-URLS = data.database_urls(Settings.from_env())
+URLS = data.source_urls(Settings.from_env())
 
 
 def load(loader: Callable[..., T], *args: Any, slow: bool = False) -> T:
-    """`loader(database, *args)`, cached for a few seconds (`slow`: half a minute)."""
+    """`loader(database or webserver, *args)`, cached for a few seconds (`slow`: half a minute)."""
     result: T = (_slow if slow else _live)(loader.__name__, URLS, args)
     return result
 
@@ -260,7 +261,7 @@ def pipeline_health() -> None:
     with right:
         st.subheader("Kafka consumer lag")
         if not health.available:
-            st.info("Needs Dagster's storage (see the note on the left).", icon=":material/info:")
+            st.info("Needs Dagster's webserver (see the note on the left).", icon=":material/info:")
         elif health.raw_events["lag"].isna().all():
             st.info(
                 "No raw_events run has recorded its lag yet: it is measured after every ingest run.",
@@ -498,7 +499,7 @@ def refresh_seconds() -> int:
 
 
 def main() -> None:
-    events_db, dagster_db = (data.redact_url(u) for u in URLS)
+    events_db, dagster_web = (data.redact_url(u) for u in URLS)
     with st.sidebar:
         st.header("Settings")
         default = refresh_seconds()
@@ -515,8 +516,8 @@ def main() -> None:
             "**Sections**\n\n- [Live traffic](#live-traffic)\n- [Pipeline health](#pipeline-health)\n"
             "- [Models](#models)\n- [Recommendation explorer](#recommendation-explorer)"
         )
-        st.caption(f"Events database: `{events_db}`  \nDagster storage: `{dagster_db}`")
-        st.link_button("Open the Dagster UI", Settings.from_env().dagster_url)
+        st.caption(f"Events database: `{events_db}`  \nDagster webserver: `{dagster_web}`")
+        st.link_button("Open the Dagster UI", URLS[1])
 
     st.title("Clickstream dashboard")
     try:

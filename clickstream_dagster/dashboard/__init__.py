@@ -1,4 +1,5 @@
 """The Streamlit dashboard's data access (`data`) and figures (`charts`); the page is `dashboards/app.py`.
 
-Reads PostgreSQL only: the events database and Dagster's own storage. No Dagster import, no Kafka.
+Reads the events database (PostgreSQL) and Dagster's webserver through its public GraphQL API (plain HTTP).
+No Dagster import, no Kafka.
 """

@@ -1,14 +1,15 @@
-"""Data access for the dashboard: a small connection pool per database, and one loader per page section.
+"""Data access for the dashboard: a small connection pool for the events database, Dagster's webserver through
+its GraphQL API, and one loader per page section.
 
-Loaders take a `Database` and return a DataFrame or a small dataclass (picklable, so Streamlit can cache
-them). A database that is down or not migrated raises a `DashboardError` whose message says what to run;
-the page shows it as a note. Dagster's storage is optional: `dagster_health` turns its absence into a note.
+Loaders take a `Database` (or, for `dagster_health`, a `DagsterWebserver`) and return a DataFrame or a small
+dataclass (picklable, so Streamlit can cache them). A database that is down or not migrated raises a
+`DashboardError` whose message says what to run; the page shows it as a note. Dagster is optional:
+`dagster_health` turns an unreachable webserver or a GraphQL error into a note. Plain HTTP and JSON, no
+Dagster import.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
 import threading
 import time
@@ -17,17 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pandas as pd
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from clickstream_dagster.analytics.windows import WINDOW_INTERVAL, WINDOW_MS, WINDOW_SECONDS
+from clickstream_dagster.dashboard import dagster_queries
 from clickstream_dagster.data.readers import EVENT_TYPES
 from clickstream_dagster.settings import Settings, libpq_url, redact_url
 from clickstream_dagster.sql import dashboard as sql
-
-logger = logging.getLogger(__name__)
 
 # What raw_events records in its materialization metadata (clickstream_dagster/assets/ingestion.py).
 RAW_EVENTS_ASSET = "raw_events"
@@ -48,9 +49,9 @@ POPULAR_LIST = "popular"
 EVENTS_UNREACHABLE_HINT = "start the local stack with `make up` (or `make demo`), or set DATABASE_URL"
 EVENTS_SCHEMA_HINT = "apply the migrations with `clickstream up` (or `make demo`)"
 DAGSTER_UNREACHABLE_HINT = (
-    "start Dagster with `make up` (or `clickstream up`), or set DAGSTER_DATABASE_URL to its storage"
+    "start Dagster with `make up` (or `clickstream up`), or set CLICKSTREAM_DAGSTER_URL to its webserver"
 )
-DAGSTER_SCHEMA_HINT = "Dagster has not initialised its storage there yet: start it once with `make up`"
+RUNS_SINCE_S = 24 * 3600  # the run counts cover the runs created in the last 24 hours
 
 
 class DashboardError(RuntimeError):
@@ -171,39 +172,155 @@ class Database:
         self._drop_pool()
 
 
+class WebserverUnavailable(DashboardError):
+    pass
+
+
+class DagsterWebserver:
+    """Dagster's webserver, read through its public GraphQL endpoint (`<url>/graphql`) with plain HTTP.
+
+    As with `Database`, when it does not answer the page is told so at once for `retry_after_s` instead of
+    waiting for the connect timeout on every rerun. GraphQL errors (a query the server rejects, a
+    PythonError from its storage) become a `DashboardError` with the server's message."""
+
+    what = "Dagster webserver"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        unreachable_hint: str = DAGSTER_UNREACHABLE_HINT,
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 20.0,
+        retry_after_s: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.unreachable_hint = unreachable_hint
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.retry_after_s = retry_after_s
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            headers={"User-Agent": "clickstream-dashboard"},
+        )
+        self._lock = threading.Lock()
+        self._down: tuple[float, WebserverUnavailable] | None = None
+
+    @property
+    def address(self) -> str:
+        return redact_url(self.url)
+
+    @property
+    def graphql_url(self) -> str:
+        return f"{self.url}/graphql"
+
+    def _unavailable(self, reason: str) -> WebserverUnavailable:
+        err = WebserverUnavailable(
+            f"{self.what} not reachable at {self.address} ({reason}): {self.unreachable_hint}."
+        )
+        with self._lock:
+            self._down = (time.monotonic() + self.retry_after_s, err)
+        return err
+
+    def query(self, document: str, variables: Mapping[str, object] | None = None) -> dict[str, Any]:
+        """The `data` of a GraphQL query; raises `DashboardError` when there is none to use."""
+        with self._lock:
+            down = self._down
+        if down is not None and time.monotonic() < down[0]:
+            raise down[1]
+        try:
+            response = self._client.post(
+                self.graphql_url, json={"query": document, "variables": dict(variables or {})}
+            )
+        except httpx.ConnectTimeout:
+            raise self._unavailable(f"no connection within {self.connect_timeout_s:g} s") from None
+        except httpx.TimeoutException:
+            raise self._unavailable(f"no answer within {self.read_timeout_s:g} s") from None
+        except httpx.TransportError as exc:
+            raise self._unavailable(str(exc) or type(exc).__name__) from None
+        with self._lock:
+            self._down = None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return graphql_data(body, response.status_code, self.address)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _first_line(text: object, limit: int = 300) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def graphql_data(body: object, status: int, address: str) -> dict[str, Any]:
+    """The `data` of a GraphQL response body, or a `DashboardError` naming the first error."""
+    if not isinstance(body, Mapping):
+        raise DashboardError(
+            f"{DagsterWebserver.what} at {address} answered HTTP {status} without a GraphQL response: "
+            "is CLICKSTREAM_DAGSTER_URL the address of Dagster's webserver?"
+        )
+    problems = body.get("errors")
+    if problems:
+        first = problems[0] if isinstance(problems, list) and isinstance(problems[0], Mapping) else {}
+        path = ".".join(str(p) for p in first.get("path") or [])
+        raise DashboardError(
+            f"{DagsterWebserver.what} at {address} could not answer the dashboard's query"
+            f"{f' ({path})' if path else ''}: {_first_line(first.get('message', problems))}"
+        )
+    data = body.get("data")
+    if not isinstance(data, Mapping):
+        raise DashboardError(f"{DagsterWebserver.what} at {address} answered HTTP {status} without data.")
+    return dict(data)
+
+
+def graphql_result(
+    data: Mapping[str, Any], field: str, typename: str, address: str, *, absent: str | None = None
+) -> Mapping[str, Any] | None:
+    """A union field of `data` that must be `typename` (None when it is `absent`, e.g. AssetNotFoundError);
+    an error member (PythonError, ...) becomes a `DashboardError` with its message."""
+    result = data.get(field)
+    kind = result.get("__typename") if isinstance(result, Mapping) else None
+    if kind == typename and isinstance(result, Mapping):
+        return result
+    if absent is not None and kind == absent:
+        return None
+    message = result.get("message") if isinstance(result, Mapping) else None
+    raise DashboardError(
+        f"{DagsterWebserver.what} at {address} answered `{field}` with {kind or 'nothing'}"
+        f"{f': {_first_line(message)}' if message else ''}."
+    )
+
+
 @dataclass
-class Databases:
+class Sources:
+    """Where the page reads from: the events database and Dagster's webserver."""
+
     events: Database
-    dagster: Database
+    dagster: DagsterWebserver
 
     def close(self) -> None:
         self.events.close()
         self.dagster.close()
 
 
-def database_urls(cfg: Settings) -> tuple[str, str]:
-    """libpq URLs of the events database and of Dagster's storage (DATABASE_URL, DAGSTER_DATABASE_URL or
-    the local stack's defaults)."""
-    return libpq_url(cfg.database_url), libpq_url(cfg.dagster_database_url)
+def source_urls(cfg: Settings) -> tuple[str, str]:
+    """The libpq URL of the events database (DATABASE_URL or the local stack's) and Dagster's webserver URL
+    (CLICKSTREAM_DAGSTER_URL or the local stack's)."""
+    return libpq_url(cfg.database_url), cfg.dagster_url
 
 
-def connect(events_url: str, dagster_url: str) -> Databases:
-    return Databases(
+def connect(events_url: str, dagster_url: str) -> Sources:
+    return Sources(
         events=Database(
             events_url,
             what="Events database",
             unreachable_hint=EVENTS_UNREACHABLE_HINT,
             schema_hint=EVENTS_SCHEMA_HINT,
         ),
-        dagster=Database(
-            dagster_url,
-            what="Dagster storage",
-            unreachable_hint=DAGSTER_UNREACHABLE_HINT,
-            schema_hint=DAGSTER_SCHEMA_HINT,
-            connect_timeout_s=2.0,
-            retry_after_s=30.0,
-            max_size=2,
-        ),
+        dagster=DagsterWebserver(dagster_url),
     )
 
 
@@ -217,51 +334,33 @@ def category_text(path: Sequence[int] | None) -> str:
     return " > ".join(str(c) for c in reversed(list(path)))
 
 
-def asset_name(asset_key: str) -> str:
-    """Dagster stores asset keys as JSON paths: `["raw_events"]` -> `raw_events`."""
-    try:
-        path = json.loads(asset_key)
-    except ValueError:
-        return asset_key
-    return "/".join(str(p) for p in path) if isinstance(path, list) else str(path)
+def asset_name(path: Sequence[str]) -> str:
+    """An asset key as the UI writes it: `["ml", "model"]` -> `ml/model`."""
+    return "/".join(str(p) for p in path)
 
 
-def asset_key_json(name: str) -> str:
-    return json.dumps(name.split("/"))
-
-
-_VALUE_FIELDS = ("value", "data", "text", "md_str", "path", "url", "raw_value")
-
-
-def _metadata_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        for name in _VALUE_FIELDS:
-            if name in value:
-                return value[name]
-        return {k: v for k, v in value.items() if k != "__class__"}
-    return value
-
-
-def materialization_metadata(serialized: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The metadata of a serialized Dagster materialization (an EventLogRecord from `asset_keys`, or an
-    EventLogEntry from `event_logs`), in either of the shapes Dagster writes (metadata_entries or metadata)."""
-    if not serialized:
-        return {}
-    try:
-        record = json.loads(serialized) if isinstance(serialized, str) else serialized
-    except ValueError:
-        return {}
-    entry = record.get("event_log_entry") or record
-    event = entry.get("dagster_event") or {}
-    materialization = (event.get("event_specific_data") or {}).get("materialization") or {}
+def metadata_values(entries: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """A materialization's numeric metadata from GraphQL `metadataEntries` (IntMetadataEntry.intRepr,
+    FloatMetadataEntry.floatRepr), by label; entries of other kinds are left out."""
     out: dict[str, Any] = {}
-    for item in materialization.get("metadata_entries") or []:
-        if isinstance(item, Mapping) and "label" in item:
-            out[str(item["label"])] = _metadata_value(item.get("entry_data"))
-    metadata = materialization.get("metadata")
-    if isinstance(metadata, Mapping):
-        out.update({str(k): _metadata_value(v) for k, v in metadata.items()})
+    for entry in entries or []:
+        label, kind = entry.get("label"), entry.get("__typename")
+        try:
+            if kind == "IntMetadataEntry":
+                out[str(label)] = int(entry["intRepr"])
+            elif kind == "FloatMetadataEntry":
+                out[str(label)] = float(entry["floatRepr"])
+        except (KeyError, TypeError, ValueError):
+            continue
     return out
+
+
+def epoch_ms(value: object) -> pd.Timestamp | None:
+    """A GraphQL event timestamp (milliseconds since the epoch, as a string) as a UTC timestamp."""
+    try:
+        return pd.Timestamp(int(float(str(value))), unit="ms", tz="UTC")
+    except (TypeError, ValueError):
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -427,11 +526,11 @@ def reconciliation(db: Database, limit: int = 50) -> Reconciliation:
 
 @dataclass(frozen=True)
 class DagsterHealth:
-    address: str
-    note: str | None  # why the storage could not be read; None when it could
+    address: str  # Dagster's webserver
+    note: str | None  # why Dagster could not be read; None when it could
     assets: pd.DataFrame  # asset, materialized_at, run_id, rows
     raw_events: pd.DataFrame  # newest first: materialized_at, run_id, lag, messages_read, ...
-    runs: pd.DataFrame  # status, runs (last 24 hours)
+    runs: pd.DataFrame  # status, runs (created in the last 24 hours)
 
     @property
     def available(self) -> bool:
@@ -444,53 +543,74 @@ class DagsterHealth:
         return _int_or_none(self.raw_events["lag"].iloc[0])
 
 
-def dagster_health(db: Database, recent: int = 200) -> DagsterHealth:
-    empty = pd.DataFrame()
+ASSET_COLUMNS = ["asset", "materialized_at", "run_id", "rows"]
+RAW_EVENTS_COLUMNS = ["materialized_at", "run_id", "lag", *INGEST_METADATA_KEYS]
+RUN_COLUMNS = ["status", "runs"]
+
+
+def _materializations(result: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    events = (result or {}).get("assetMaterializations") or []
+    return [e for e in events if isinstance(e, Mapping)]
+
+
+def dagster_health(webserver: DagsterWebserver, recent: int = 200) -> DagsterHealth:
+    """Per asset its newest materialization, raw_events' recent ones with their metadata, and the runs of
+    the last 24 hours per status, in one GraphQL query."""
+    address = webserver.address
     try:
-        assets = db.frame(sql.DAGSTER_LAST_MATERIALIZATIONS)
-        raw = db.frame(
-            sql.DAGSTER_RECENT_MATERIALIZATIONS,
-            {"asset_key": asset_key_json(RAW_EVENTS_ASSET), "limit": recent},
+        data = webserver.query(
+            dagster_queries.DAGSTER_HEALTH,
+            {
+                "rawEvents": {"path": RAW_EVENTS_ASSET.split("/")},
+                "recent": recent,
+                "createdAfter": time.time() - RUNS_SINCE_S,
+            },
         )
-        runs = db.frame(sql.DAGSTER_RUNS_BY_STATUS, {"since": "24 hours"})
+        assets = graphql_result(data, "assetsOrError", "AssetConnection", address)
+        raw = graphql_result(data, "rawEvents", "Asset", address, absent="AssetNotFoundError")
+        counts = {s: graphql_result(data, s, "Runs", address) for s in dagster_queries.RUN_STATUSES}
     except DashboardError as exc:
-        return DagsterHealth(db.address, str(exc), empty, empty, empty)
-    except psycopg.Error as exc:  # a storage schema this dashboard does not know
-        logger.warning("reading Dagster storage failed: %s", exc)
-        return DagsterHealth(
-            db.address, f"Dagster storage at {db.address} could not be read: {exc}", empty, empty, empty
-        )
+        empty = pd.DataFrame()
+        return DagsterHealth(address, str(exc), empty, empty, empty)
 
     asset_rows = []
-    for key, at, run_id, serialized in assets.itertuples(index=False, name=None):
-        meta = materialization_metadata(serialized)
+    for node in (assets or {}).get("nodes") or []:
+        newest = _materializations(node)[:1]
+        if not newest:  # defined, never materialized (or wiped)
+            continue
+        meta = metadata_values(newest[0].get("metadataEntries"))
         asset_rows.append(
             {
-                "asset": asset_name(key),
-                "materialized_at": at,
-                "run_id": run_id,
+                "asset": asset_name((node.get("key") or {}).get("path") or []),
+                "materialized_at": epoch_ms(newest[0].get("timestamp")),
+                "run_id": newest[0].get("runId") or None,
                 "rows": _int_or_none(meta.get(ROW_COUNT_METADATA_KEY)),
             }
         )
     raw_rows = []
-    for _, at, run_id, serialized in raw.itertuples(index=False, name=None):
-        meta = materialization_metadata(serialized)
+    for event in _materializations(raw):
+        meta = metadata_values(event.get("metadataEntries"))
         raw_rows.append(
             {
-                "materialized_at": at,
-                "run_id": run_id,
+                "materialized_at": epoch_ms(event.get("timestamp")),
+                "run_id": event.get("runId") or None,
                 "lag": _int_or_none(meta.get(LAG_METADATA_KEY)),
                 **{k: _int_or_none(meta.get(k)) for k in INGEST_METADATA_KEYS},
             }
         )
+    run_rows = [
+        {"status": status, "runs": int(result["count"])}
+        for status, result in sorted(counts.items())
+        if result is not None and _int_or_none(result.get("count"))
+    ]
     return DagsterHealth(
-        address=db.address,
+        address=address,
         note=None,
-        assets=pd.DataFrame(asset_rows, columns=["asset", "materialized_at", "run_id", "rows"]),
-        raw_events=pd.DataFrame(
-            raw_rows, columns=["materialized_at", "run_id", "lag", *INGEST_METADATA_KEYS]
-        ),
-        runs=runs,
+        assets=pd.DataFrame(asset_rows, columns=ASSET_COLUMNS).sort_values("asset", ignore_index=True),
+        raw_events=pd.DataFrame(raw_rows, columns=RAW_EVENTS_COLUMNS)
+        .sort_values("materialized_at", ascending=False, kind="stable")
+        .reset_index(drop=True),
+        runs=pd.DataFrame(run_rows, columns=RUN_COLUMNS),
     )
 
 

@@ -1,4 +1,7 @@
-"""Every query the Streamlit dashboard runs: the events database first, then Dagster's own storage.
+"""Every SQL query the Streamlit dashboard runs, all on the events database.
+
+Dagster's side (materializations, runs) is read from its webserver's GraphQL API instead: those queries are
+in `clickstream_dagster/dashboard/dagster_queries.py`.
 
 Read-only. Parameters are always bound (%(name)s), never formatted into the text. Event times are UTC.
 """
@@ -176,34 +179,4 @@ FROM popular_items p LEFT JOIN items i USING (itemid)
 WHERE p.list = %(list)s AND p.model_version = (SELECT max(model_version) FROM popular_items)
 ORDER BY p.rank
 LIMIT %(limit)s
-"""
-
-# ---- Dagster's own storage (dagster-postgres 0.29 schema; timestamps are naive UTC) ------------------------
-
-DAGSTER_LAST_MATERIALIZATIONS = """
-SELECT asset_key,
-       last_materialization_timestamp AT TIME ZONE 'UTC' AS materialized_at,
-       nullif(last_run_id, '')                            AS run_id,
-       last_materialization
-FROM asset_keys
-WHERE last_materialization_timestamp IS NOT NULL
-  AND (wipe_timestamp IS NULL OR last_materialization_timestamp > wipe_timestamp)
-ORDER BY asset_key
-"""
-
-# An asset's newest materialization events (asset_key is the JSON path, e.g. '["raw_events"]').
-DAGSTER_RECENT_MATERIALIZATIONS = """
-SELECT id, "timestamp" AT TIME ZONE 'UTC' AS materialized_at, nullif(run_id, '') AS run_id, event
-FROM event_logs
-WHERE asset_key = %(asset_key)s AND dagster_event_type = 'ASSET_MATERIALIZATION'
-ORDER BY id DESC
-LIMIT %(limit)s
-"""
-
-DAGSTER_RUNS_BY_STATUS = """
-SELECT status, count(*) AS runs
-FROM runs
-WHERE create_timestamp > (now() AT TIME ZONE 'UTC') - %(since)s::interval
-GROUP BY status
-ORDER BY status
 """

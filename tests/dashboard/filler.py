@@ -3,7 +3,8 @@
 Events come from the project's generator and CSV reader. They are written with binary COPY straight into
 the tables the dashboard reads (the ingestion internals are free to change; these tables are the contract),
 with the aggregates computed exactly here. Reference data goes through the reference assets themselves.
-Dagster's storage gets real runs of a stand-in `raw_events` asset that reports the same metadata keys.
+A real Dagster instance (PostgreSQL storage, served to the dashboard by a real webserver) gets real runs of a
+stand-in `raw_events` asset that reports the same metadata keys.
 """
 
 import hashlib
@@ -75,6 +76,9 @@ PROMOTED_VERSION = 3
 RECOMMENDED_VISITORS = 12
 RECOMMENDATIONS_EACH = 10
 LAGS = (1800, 650, 0)  # consumer lag reported by the three stand-in raw_events runs, oldest first
+RAW_EVENTS_MESSAGES = 1000  # messages each stand-in raw_events run reports as read
+RAW_EVENTS_QUARANTINED = 1
+WINDOWED_STATS_ROWS = 42
 
 INSERT_REGISTRY = """
 INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, library_versions, artefact,
@@ -274,8 +278,8 @@ def raw_events_stand_in(config: LagConfig) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "messages_read": config.messages,
-            "rows_inserted": config.messages - 1,
-            "rows_quarantined": 1,
+            "rows_inserted": config.messages - RAW_EVENTS_QUARANTINED,
+            "rows_quarantined": RAW_EVENTS_QUARANTINED,
             "consumer_lag_after_run": config.lag,
             "dagster/row_count": config.messages,
         }
@@ -284,15 +288,24 @@ def raw_events_stand_in(config: LagConfig) -> dg.MaterializeResult:
 
 @dg.asset(key=dg.AssetKey("windowed_stats"))
 def windowed_stats_stand_in() -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"dagster/row_count": 42})
+    return dg.MaterializeResult(metadata={"dagster/row_count": WINDOWED_STATS_ROWS})
 
 
-def fill_dagster_storage(sqlalchemy_url: str) -> None:
-    """Real runs in a real Dagster instance whose storage is the PostgreSQL database at `sqlalchemy_url`."""
-    overrides = {"storage": {"postgres": {"postgres_url": sqlalchemy_url}}, "telemetry": {"enabled": False}}
-    with dg.instance_for_test(overrides=overrides) as instance:
+@dataclass(frozen=True)
+class DagsterRuns:
+    raw_events: list[str]  # run ids, oldest first (one per lag in LAGS)
+    windowed_stats: str
+
+
+def fill_dagster_storage(dagster_home: Path) -> DagsterRuns:
+    """Real runs in the real Dagster instance of `dagster_home` (its dagster.yaml names a PostgreSQL storage)."""
+    raw_events: list[str] = []
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         for lag in LAGS:
-            config = {"ops": {"raw_events": {"config": {"lag": lag, "messages": 1000}}}}
+            config = {"ops": {"raw_events": {"config": {"lag": lag, "messages": RAW_EVENTS_MESSAGES}}}}
             result = dg.materialize([raw_events_stand_in], instance=instance, run_config=config)
             assert result.success
-        assert dg.materialize([windowed_stats_stand_in], instance=instance).success
+            raw_events.append(result.run_id)
+        windowed = dg.materialize([windowed_stats_stand_in], instance=instance)
+        assert windowed.success
+    return DagsterRuns(raw_events, windowed.run_id)

@@ -1,4 +1,5 @@
-"""The dashboard script under Streamlit's AppTest, against real PostgreSQL databases (filled, empty, absent)."""
+"""The dashboard script under Streamlit's AppTest, against real PostgreSQL databases (filled, empty, absent) and
+a real Dagster webserver (or none listening)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,22 @@ from streamlit.testing.v1 import AppTest
 
 from clickstream_dagster.stack.process import free_port
 from tests.dashboard.conftest import APP, FilledStack
-from tests.dashboard.filler import LAGS, MODEL_VERSIONS, PROMOTED_VERSION, RECOMMENDATIONS_EACH
+from tests.dashboard.filler import (
+    LAGS,
+    MODEL_VERSIONS,
+    PROMOTED_VERSION,
+    RAW_EVENTS_MESSAGES,
+    RECOMMENDATIONS_EACH,
+    WINDOWED_STATS_ROWS,
+)
 
 UNKNOWN_VISITOR = "unknown visitor (popular fallback)"
 
 
 def run_app(monkeypatch: pytest.MonkeyPatch, events_url: str, dagster_url: str) -> AppTest:
+    """The page with the events database at `events_url` and Dagster's webserver at `dagster_url`."""
     monkeypatch.setenv("DATABASE_URL", events_url)
-    monkeypatch.setenv("DAGSTER_DATABASE_URL", dagster_url)
+    monkeypatch.setenv("CLICKSTREAM_DAGSTER_URL", dagster_url)
     at = AppTest.from_file(str(APP), default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -29,6 +38,10 @@ def run_app(monkeypatch: pytest.MonkeyPatch, events_url: str, dagster_url: str) 
 
 def unreachable_url(database: str) -> str:
     return f"postgresql://postgres@127.0.0.1:{free_port()}/{database}"
+
+
+def unreachable_webserver() -> str:
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def metrics(at: AppTest) -> dict[str, str]:
@@ -120,7 +133,7 @@ def test_every_section_shows_what_the_database_holds(
     assert top["categoryid"].iloc[0] == row[0]
     assert len(figure(at, "top_items")["data"]) == 3
 
-    # pipeline health: Dagster's storage, the quarantine, the ledger
+    # pipeline health: Dagster's webserver, the quarantine, the ledger
     assert shown["Kafka lag (messages)"] == f"{LAGS[-1]:,}"
     assert shown["raw_events materialized"].endswith("ago")
     assert shown["Quarantined rows"] == str(filled_stack.filled.quarantined)
@@ -193,7 +206,7 @@ def test_explorer_falls_back_to_the_popular_list(
 
 
 def test_empty_database_explains_what_to_run(monkeypatch: pytest.MonkeyPatch, pg_url: str) -> None:
-    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    at = run_app(monkeypatch, pg_url, unreachable_webserver())
     assert not at.error, texts(at.error)
     assert metrics(at)["Events ingested"] == "0"
     assert metrics(at)["Kafka lag (messages)"] == "—"
@@ -202,8 +215,8 @@ def test_empty_database_explains_what_to_run(monkeypatch: pytest.MonkeyPatch, pg
     assert "No model trained yet" in notes
     assert "No personal recommendations yet" in notes
     assert "No popular list yet" in notes
-    assert "Dagster storage not reachable" in texts(at.warning)
-    assert "DAGSTER_DATABASE_URL" in texts(at.warning)
+    assert "Dagster webserver not reachable" in texts(at.warning)
+    assert "CLICKSTREAM_DAGSTER_URL" in texts(at.warning)
     assert texts(at.success).startswith("Nothing quarantined")
     assert not at.get("plotly_chart")
 
@@ -214,7 +227,7 @@ def test_a_range_that_does_not_reconcile_is_flagged(monkeypatch: pytest.MonkeyPa
             "INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read,"
             " rows_inserted, rows_quarantined) VALUES ('t', 0, 0, 10, 10, 10, 0), ('t', 1, 0, 10, 10, 7, 1)"
         )
-    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    at = run_app(monkeypatch, pg_url, unreachable_webserver())
     assert metrics(at)["Offset ranges reconciled"] == "1 of 2"
     assert "1 range does not reconcile" in texts(at.error)
     off = table(at, "start_offset", "unaccounted")
@@ -235,7 +248,7 @@ def test_offsets_without_messages_lost_offsets_and_gaps_are_shown(
             "INSERT INTO ingestion_repairs (kafka_topic, kafka_partition, start_offset, end_offset, attempts)"
             " VALUES ('t', 0, 10, 20, 2)"
         )
-    at = run_app(monkeypatch, pg_url, unreachable_url("dagster"))
+    at = run_app(monkeypatch, pg_url, unreachable_webserver())
     assert metrics(at)["Offset ranges reconciled"] == "2 of 3"
     errors = texts(at.error)
     assert "3 offsets were deleted by retention" in errors
@@ -247,9 +260,48 @@ def test_offsets_without_messages_lost_offsets_and_gaps_are_shown(
 
 
 def test_unreachable_events_database_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    at = run_app(monkeypatch, unreachable_url("clickstream"), unreachable_url("dagster"))
+    at = run_app(monkeypatch, unreachable_url("clickstream"), unreachable_webserver())
     message = texts(at.error)
     assert "Events database not reachable" in message
     assert "make up" in message
     assert "DATABASE_URL" in message
     assert not at.metric
+
+
+def test_materialization_metadata_shown_is_what_the_runs_reported(
+    monkeypatch: pytest.MonkeyPatch, filled_stack: FilledStack
+) -> None:
+    at = run_app(monkeypatch, filled_stack.events_url, filled_stack.dagster_url)
+    runs = filled_stack.dagster_runs
+    assets = table(at, "asset", "materialized_at", "rows", "run_id")
+    shown = {a: (r, run) for a, r, run in zip(assets["asset"], assets["rows"], assets["run_id"], strict=True)}
+    assert shown == {
+        "raw_events": (RAW_EVENTS_MESSAGES, runs.raw_events[-1]),
+        "windowed_stats": (WINDOWED_STATS_ROWS, runs.windowed_stats),
+    }
+    assert assets["materialized_at"].notna().all()
+    assert metrics(at)["Kafka lag (messages)"] == f"{LAGS[-1]:,}"
+    lag = figure(at, "kafka_lag")["data"][0]
+    assert values(lag["y"]) == list(LAGS)  # oldest first, one point per raw_events run
+    assert len(set(values(lag["x"]))) == len(LAGS)
+    assert f"Runs in the last 24 h: success {len(runs.raw_events) + 1}" in texts(at.caption)
+
+
+def test_unreachable_webserver_is_one_clear_note(
+    monkeypatch: pytest.MonkeyPatch, filled_stack: FilledStack
+) -> None:
+    webserver = unreachable_webserver()
+    at = run_app(monkeypatch, filled_stack.events_url, webserver)
+    assert not at.error, texts(at.error)
+    warning = texts(at.warning)
+    assert f"Dagster webserver not reachable at {webserver}" in warning
+    assert "make up" in warning
+    assert "CLICKSTREAM_DAGSTER_URL" in warning
+    assert "Needs Dagster's webserver" in texts(at.info)
+    shown = metrics(at)
+    assert shown["Kafka lag (messages)"] == "—"
+    assert shown["raw_events materialized"] == "—"
+    # everything from the events database is still there
+    assert shown["Events ingested"] == f"{len(filled_stack.filled.events):,}"
+    assert shown["Offset ranges reconciled"] == "3 of 3"
+    assert not any(el.proto.id.endswith("-kafka_lag") for el in at.get("plotly_chart"))

@@ -29,7 +29,7 @@ def dashboard_url(filled_stack: FilledStack, tmp_path: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "DATABASE_URL": filled_stack.events_url,
-        "DAGSTER_DATABASE_URL": filled_stack.dagster_url,
+        "CLICKSTREAM_DAGSTER_URL": filled_stack.dagster_url,
         "CLICKSTREAM_DASHBOARD_REFRESH_SECONDS": "5",
     }
     log = tmp_path / "streamlit.log"

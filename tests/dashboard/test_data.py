@@ -1,51 +1,95 @@
-"""Pure helpers of the dashboard's data layer."""
+"""The dashboard's data layer: pure helpers, and reading Dagster through a real webserver's GraphQL API."""
 
 from __future__ import annotations
 
 import inspect
-import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
 
 from clickstream_dagster.assets import ingestion
-from clickstream_dagster.dashboard import data
+from clickstream_dagster.dashboard import dagster_queries, data
+from clickstream_dagster.stack.process import free_port
+from tests.dashboard.conftest import ROOT, FilledStack
+from tests.dashboard.filler import LAGS, RAW_EVENTS_MESSAGES, RAW_EVENTS_QUARANTINED, WINDOWED_STATS_ROWS
 
-ENTRY = {
-    "__class__": "EventLogEntry",
-    "dagster_event": {
-        "__class__": "DagsterEvent",
-        "event_specific_data": {
-            "__class__": "StepMaterializationData",
-            "materialization": {
-                "__class__": "AssetMaterialization",
-                "metadata_entries": [
-                    {"__class__": "EventMetadataEntry", "label": "consumer_lag_after_run",
-                     "entry_data": {"__class__": "IntMetadataEntryData", "value": 42}},
-                    {"__class__": "EventMetadataEntry", "label": "quarantine_reasons",
-                     "entry_data": {"__class__": "JsonMetadataEntryData", "data": {"not JSON": 1}}},
-                ],
-            },
-        },
-    },
-}  # fmt: skip
+# metadataEntries as the webserver serves them for DashboardDagsterHealth's `Materialization` fragment.
+ENTRIES = [
+    {"__typename": "IntMetadataEntry", "label": "consumer_lag_after_run", "intRepr": "42"},
+    {"__typename": "IntMetadataEntry", "label": "messages_read", "intRepr": "5000000000"},  # > 32 bits
+    {"__typename": "FloatMetadataEntry", "label": "seconds", "floatRepr": "1.5"},
+    {"__typename": "FloatMetadataEntry", "label": "ratio", "floatRepr": "nan"},
+    {"__typename": "JsonMetadataEntry", "label": "quarantine_reasons"},
+    {"__typename": "IntMetadataEntry", "label": "broken", "intRepr": "not a number"},
+]
 
 
-def test_materialization_metadata_reads_both_record_shapes() -> None:
-    expected = {"consumer_lag_after_run": 42, "quarantine_reasons": {"not JSON": 1}}
-    assert data.materialization_metadata(json.dumps(ENTRY)) == expected
-    record = {"__class__": "EventLogRecord", "event_log_entry": ENTRY, "storage_id": 7}
-    assert data.materialization_metadata(json.dumps(record)) == expected
-    newer = json.loads(json.dumps(ENTRY))
-    materialization = newer["dagster_event"]["event_specific_data"]["materialization"]
-    del materialization["metadata_entries"]
-    materialization["metadata"] = {"consumer_lag_after_run": {"__class__": "IntMetadataValue", "value": 7}}
-    assert data.materialization_metadata(newer) == {"consumer_lag_after_run": 7}
-    assert data.materialization_metadata(None) == {}
-    assert data.materialization_metadata("not json") == {}
+def test_metadata_values_reads_the_graphql_entries() -> None:
+    values = data.metadata_values(ENTRIES)
+    assert values.keys() == {"consumer_lag_after_run", "messages_read", "seconds", "ratio"}
+    assert values["consumer_lag_after_run"] == 42
+    assert values["messages_read"] == 5_000_000_000
+    assert values["seconds"] == 1.5
+    assert data.metadata_values(None) == {}
+
+
+def test_graphql_errors_become_dashboard_errors() -> None:
+    address = "http://127.0.0.1:3000"
+    assert data.graphql_data({"data": {"x": 1}}, 200, address) == {"x": 1}
+    rejected = {"data": None, "errors": [{"message": "Cannot query field 'nope' on type 'Query'."}]}
+    with pytest.raises(data.DashboardError, match=r"could not answer the dashboard's query: Cannot query"):
+        data.graphql_data(rejected, 400, address)
+    storage_down = {
+        "data": None,
+        "errors": [
+            {
+                "message": "(psycopg2.OperationalError) server closed the connection unexpectedly\n\tThis...",
+                "path": ["SUCCESS", "count"],
+            }
+        ],
+    }
+    with pytest.raises(data.DashboardError) as err:
+        data.graphql_data(storage_down, 500, address)
+    assert str(err.value) == (
+        f"Dagster webserver at {address} could not answer the dashboard's query (SUCCESS.count): "
+        "(psycopg2.OperationalError) server closed the connection unexpectedly"
+    )
+    with pytest.raises(
+        data.DashboardError, match=r"HTTP 404 without a GraphQL response.*CLICKSTREAM_DAGSTER_URL"
+    ):
+        data.graphql_data(None, 404, address)
+
+    python_error = {"assetsOrError": {"__typename": "PythonError", "message": "KeyError: 'x'\n  File ..."}}
+    with pytest.raises(
+        data.DashboardError, match=r"answered `assetsOrError` with PythonError: KeyError: 'x'\.$"
+    ):
+        data.graphql_result(python_error, "assetsOrError", "AssetConnection", address)
+    missing = {"rawEvents": {"__typename": "AssetNotFoundError", "message": "not found"}}
+    assert data.graphql_result(missing, "rawEvents", "Asset", address, absent="AssetNotFoundError") is None
 
 
 def test_raw_events_still_reports_the_metadata_the_dashboard_reads() -> None:
     source = inspect.getsource(ingestion)
     for key in (data.LAG_METADATA_KEY, data.ROW_COUNT_METADATA_KEY, *data.INGEST_METADATA_KEYS):
         assert f'"{key}"' in source, f"raw_events no longer reports {key!r}: update the dashboard"
+
+
+def test_importing_the_dashboard_leaves_dagster_out() -> None:
+    code = (
+        "import sys\n"
+        "import clickstream_dagster.dashboard.data, clickstream_dagster.dashboard.charts\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_graphql'))\n"
+        "assert 'dagster' not in sys.modules, loaded\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_metrics_long_flattens_validation_and_test_per_model() -> None:
@@ -68,8 +112,120 @@ def test_metrics_long_flattens_validation_and_test_per_model() -> None:
 def test_small_formatters() -> None:
     assert data.category_text([1338, 1213, 250]) == "250 > 1213 > 1338"
     assert data.category_text(None) == ""
-    assert data.asset_name('["raw_events"]') == "raw_events"
-    assert data.asset_name('["ml", "model"]') == "ml/model"
-    assert data.asset_key_json("raw_events") == '["raw_events"]'
+    assert data.asset_name(["raw_events"]) == "raw_events"
+    assert data.asset_name(["ml", "model"]) == "ml/model"
+    stamp = data.epoch_ms("1433000000123")
+    assert stamp is not None
+    assert stamp.isoformat() == "2015-05-30T15:33:20.123000+00:00"
+    assert data.epoch_ms(None) is None
     assert data.redact_url("postgresql://me:secret@db:5432/x") == "postgresql://me@db:5432/x"
     assert data.redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+# ---- against the real webserver that serves the filled Dagster instance -------------------------------------
+
+
+@pytest.fixture
+def webserver(filled_stack: FilledStack) -> Iterator[data.DagsterWebserver]:
+    client = data.DagsterWebserver(filled_stack.dagster_url)
+    yield client
+    client.close()
+
+
+def test_dagster_health_is_what_the_runs_materialized(
+    webserver: data.DagsterWebserver, filled_stack: FilledStack
+) -> None:
+    health = data.dagster_health(webserver)
+    runs = filled_stack.dagster_runs
+    assert health.available, health.note
+    assert health.address == filled_stack.dagster_url
+
+    assets = health.assets.set_index("asset")
+    assert sorted(assets.index) == ["raw_events", "windowed_stats"]
+    assert assets.loc["raw_events", "rows"] == RAW_EVENTS_MESSAGES
+    assert assets.loc["raw_events", "run_id"] == runs.raw_events[-1]
+    assert assets.loc["windowed_stats", "rows"] == WINDOWED_STATS_ROWS
+    assert assets.loc["windowed_stats", "run_id"] == runs.windowed_stats
+    assert str(assets["materialized_at"].dt.tz) == "UTC"
+
+    raw = health.raw_events
+    assert raw["run_id"].tolist() == runs.raw_events[::-1]  # newest first
+    assert raw["lag"].tolist() == list(LAGS)[::-1]
+    assert health.kafka_lag == LAGS[-1]
+    assert set(raw["messages_read"]) == {RAW_EVENTS_MESSAGES}
+    assert set(raw["rows_inserted"]) == {RAW_EVENTS_MESSAGES - RAW_EVENTS_QUARANTINED}
+    assert set(raw["rows_quarantined"]) == {RAW_EVENTS_QUARANTINED}
+    assert raw["materialized_at"].is_monotonic_decreasing
+    assert raw["materialized_at"].iloc[0] == assets.loc["raw_events", "materialized_at"]
+
+    assert health.runs.to_dict("records") == [{"status": "SUCCESS", "runs": len(runs.raw_events) + 1}]
+
+
+def test_run_statuses_are_those_the_webserver_serves(webserver: data.DagsterWebserver) -> None:
+    served = webserver.query('{ __type(name: "RunStatus") { enumValues { name } } }')
+    assert {v["name"] for v in served["__type"]["enumValues"]} == set(dagster_queries.RUN_STATUSES)
+
+
+def test_a_query_the_webserver_rejects_is_a_clear_error(webserver: data.DagsterWebserver) -> None:
+    with pytest.raises(data.DashboardError) as err:
+        webserver.query("{ nope }")
+    assert str(err.value) == (
+        f"Dagster webserver at {webserver.address} could not answer the dashboard's query: "
+        "Cannot query field 'nope' on type 'Query'."
+    )
+    assert not isinstance(err.value, data.WebserverUnavailable)
+    assert "__typename" in webserver.query("{ __typename }")  # it is not marked as down
+
+
+def test_a_url_that_is_not_the_graphql_endpoint_is_a_clear_note(filled_stack: FilledStack) -> None:
+    elsewhere = data.DagsterWebserver(f"{filled_stack.dagster_url}/not-dagster")
+    try:
+        health = data.dagster_health(elsewhere)
+    finally:
+        elsewhere.close()
+    assert not health.available
+    assert health.note is not None
+    assert "without a GraphQL response" in health.note
+    assert "CLICKSTREAM_DAGSTER_URL" in health.note
+
+
+def test_an_unreachable_webserver_is_reported_at_once_and_remembered() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    webserver = data.DagsterWebserver(url, retry_after_s=30)
+    try:
+        started = time.monotonic()
+        health = data.dagster_health(webserver)
+        assert time.monotonic() - started < webserver.connect_timeout_s + 1
+        assert not health.available
+        assert health.note is not None
+        assert health.note.startswith(f"Dagster webserver not reachable at {url} (")
+        assert "start Dagster with `make up`" in health.note
+        assert "CLICKSTREAM_DAGSTER_URL" in health.note
+        assert health.kafka_lag is None
+        with pytest.raises(data.WebserverUnavailable) as first:
+            webserver.query("{ __typename }")
+        with pytest.raises(data.WebserverUnavailable) as again:
+            webserver.query("{ __typename }")
+        assert again.value is first.value  # no new attempt within retry_after_s
+    finally:
+        webserver.close()
+
+
+def test_a_webserver_that_does_not_answer_costs_one_timeout() -> None:
+    """A port that accepts connections but never answers: one short read timeout, then the note at once."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        webserver = data.DagsterWebserver(url, read_timeout_s=0.5, retry_after_s=30)
+        try:
+            started = time.monotonic()
+            health = data.dagster_health(webserver)
+            first = time.monotonic() - started
+            assert health.note is not None
+            assert f"not reachable at {url} (no answer within 0.5 s)" in health.note
+            started = time.monotonic()
+            assert data.dagster_health(webserver).note == health.note
+            assert time.monotonic() - started < 0.2 < first
+        finally:
+            webserver.close()
