@@ -51,7 +51,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from clickstream_dagster.assets.ml import write_serving_rows
+from clickstream_dagster.ml.serving_tables import write_serving_rows
 from clickstream_dagster.sql import serving as q
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database

@@ -39,19 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(code: str, env: dict[str, str]) -> tuple[float, str]:
+def _run(python: Path, code: str) -> tuple[float, str] | None:
+    """(seconds, "1" if Dagster got loaded), or None if the code fails (a module that checkout lacks)."""
+    probe = f"{code}\nimport sys\nprint(int(any(m.startswith('dagster') for m in sys.modules)))"
     started = time.perf_counter()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"{code}\nimport sys\nprint(int(any(m.startswith('dagster') for m in sys.modules)))",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return None
     return time.perf_counter() - started, out.stdout.strip().splitlines()[-1]
 
 

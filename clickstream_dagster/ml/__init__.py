@@ -1,4 +1,4 @@
-"""The recommender library: pure pandas/numpy/scipy/LightFM, no Dagster and no database.
+"""The recommender library: pandas/numpy/scipy/LightFM and, at its edges, PostgreSQL; no Dagster.
 
 Data comes in as frames shaped like the clickstream_events and items tables. The modules, in pipeline
 order:
@@ -13,7 +13,16 @@ order:
 - `evaluate`: every model side by side on test, LightFM grid on validation, `run_full_evaluation`;
 - `nextitem`: the session (next-item) protocol of Ludewig et al. with its predictors;
 - `serving`: recommendations, similar items and popular/trending rows for the serving tables;
-- `bundle`: the model artefact (pickle bytes or models/*.pkl).
+- `bundle`: the model artefact (pickle bytes or models/*.pkl);
+- `candidate`: a run's candidate: evaluation, the gate's evidence, the served refit, artefact and metrics;
+- `gate`: the promotion policy (the evidence on validation and the decision from it).
+
+The modules that read or write PostgreSQL take a psycopg connection (or a factory of them) from the
+caller; the others never touch a database:
+- `source`: the ingested events and the items, read to train on;
+- `training_tables`: ml_interactions and the feature tables;
+- `registry`: model_registry (register, judge, promote, load the promoted model);
+- `serving_tables`: recommendations, similar_items and popular_items from the promoted model.
 """
 
 from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle, load_bundle, loads_bundle, save_bundle

@@ -1,7 +1,9 @@
-"""SQL of the recommender assets (group `ml`): training data in, registry and serving tables out.
+"""SQL of the recommender library (`clickstream_dagster.ml.source`, `training_tables`, `registry`,
+`serving_tables`): training data in, registry and serving tables out.
 
 Tables are created by migration 0003. Every statement is parameterised; table rebuilds delete and COPY in
 one transaction, so readers (the API, the dashboard) see the old rows until the new ones are committed.
+Queries read into typed rows name their columns, which are the fields of the row class that reads them.
 """
 
 # --- training data -----------------------------------------------------------------------------------------
@@ -26,8 +28,10 @@ COPY ml_interactions (split, visitorid, itemid, strength, views, carts, purchase
 FROM STDIN (FORMAT BINARY)
 """
 INTERACTION_TYPES = ("text", "int8", "int8", "float8", "int4", "int4", "int4", "int8", "int8")
+# Read into ml.training_tables.SplitCounts.
 INTERACTIONS_BY_SPLIT = """
-SELECT split, count(*), count(DISTINCT visitorid), count(DISTINCT itemid), min(first_ts), max(last_ts)
+SELECT split, count(*) AS interactions, count(DISTINCT visitorid) AS visitors, count(DISTINCT itemid) AS items,
+       min(first_ts) AS first_ts, max(last_ts) AS last_ts
 FROM ml_interactions GROUP BY split ORDER BY min(first_ts)
 """
 
@@ -72,12 +76,13 @@ RETURNING version
 """
 SET_ARTEFACT_PATH = "UPDATE model_registry SET artefact_path = %s WHERE version = %s"
 
+# Read into ml.registry.PromotedModel.
 PROMOTED_MODEL = """
 SELECT version, params, metrics, artefact, artefact_sha256
 FROM model_registry WHERE status = 'promoted'
 """
 
-# The candidate a run trained (the newest, should a run be retried).
+# The candidate a run trained (the newest, should a run be retried). Read into ml.registry.RunCandidate.
 CANDIDATE_OF_RUN = """
 SELECT version, metrics, status FROM model_registry
 WHERE dagster_run_id = %s ORDER BY version DESC LIMIT 1

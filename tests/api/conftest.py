@@ -24,7 +24,6 @@ from fastapi import FastAPI
 from psycopg.types.json import Jsonb
 
 from clickstream_dagster.api import create_app
-from clickstream_dagster.assets.ml import write_serving_rows
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.ml import (
     ModelBundle,
@@ -37,6 +36,7 @@ from clickstream_dagster.ml import (
 )
 from clickstream_dagster.ml.config import LightFMParams
 from clickstream_dagster.ml.prep import clean_events, read_csv_dir
+from clickstream_dagster.ml.serving_tables import write_serving_rows
 from clickstream_dagster.stack.process import free_port
 
 EVENTS = 30_000
