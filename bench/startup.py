@@ -12,6 +12,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,11 +43,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _run(python: Path, code: str) -> tuple[float, str] | None:
     """(seconds, "1" if Dagster got loaded), or None if the code fails (a module that checkout lacks)."""
     probe = f"{code}\nimport sys\nprint(int(any(m.startswith('dagster') for m in sys.modules)))"
-    started = time.perf_counter()
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    # From an empty folder: `python -c` puts the working directory first on sys.path, and the checkout
+    # measured must be the interpreter's own install, not whatever the current directory holds.
+    with tempfile.TemporaryDirectory() as empty:
+        started = time.perf_counter()
+        out = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, check=False, cwd=empty
+        )
+        seconds = time.perf_counter() - started
     if out.returncode != 0:
         return None
-    return time.perf_counter() - started, out.stdout.strip().splitlines()[-1]
+    return seconds, out.stdout.strip().splitlines()[-1]
 
 
 def run(args: argparse.Namespace) -> int:
