@@ -5,6 +5,9 @@ KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL. Factory fixtures give every test its own
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -20,6 +23,21 @@ from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
 from clickstream_dagster.stack.manager import Stack
 from clickstream_dagster.stack.process import free_port
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets its own temporary root. pytest's default root is shared by every run of the user
+    (`/tmp/pytest-of-<user>/pytest-<N>`) and a starting run deletes all but the newest three: with two
+    suites running at once on one machine, that deleted a live run's PostgreSQL data directory under it.
+    A run's root is kept (for the logs of a failure) and pruned by later runs once it is a day old."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        parent = Path(tempfile.gettempdir()) / f"clickstream-pytest-{os.getuid()}"
+        parent.mkdir(exist_ok=True)
+        cutoff = time.time() - 86_400
+        for old in parent.iterdir():
+            if old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        config.option.basetemp = tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=parent)
 
 
 def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> StackConfig:
