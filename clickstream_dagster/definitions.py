@@ -5,7 +5,7 @@ import dagster as dg
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
 from clickstream_dagster.assets.ml import (
-    lightfm_model,
+    candidate_model,
     ml_dataset,
     ml_features,
     ml_interactions,
@@ -52,7 +52,7 @@ ml_assets = [
     ml_dataset,
     ml_interactions,
     ml_features,
-    lightfm_model,
+    candidate_model,
     promoted_model,
     recommendations,
     similar_items,
@@ -64,7 +64,7 @@ train_recommender = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     # A rejected model fails the run (and alerts); retrying would only train the same model again.
     tags={"dagster/max_retries": "0"},
-    description="Prepare training data, train and evaluate LightFM and the baselines, promote, rebuild serving",
+    description="Prepare training data, let every candidate type compete on validation, promote on evidence, rebuild serving",
 )
 daily_retraining = dg.ScheduleDefinition(
     name="daily_retraining",

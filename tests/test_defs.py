@@ -38,4 +38,4 @@ def test_recommender_is_retrained_daily_behind_a_blocking_gate(service_env: None
     assert job.tags.get("dagster/max_retries") == "0"  # a rejected model is not retried
     specs = [s for c in definitions.defs.asset_checks or [] for s in c.check_specs]
     [spec] = [s for s in specs if s.name == "promotion_gate"]
-    assert spec.blocking and spec.asset_key == dg.AssetKey("lightfm_model")
+    assert spec.blocking and spec.asset_key == dg.AssetKey("candidate_model")

@@ -4,13 +4,14 @@ PostgreSQL resource, makes one call into the library and reports metadata; the w
 
 - `ml.source` reads the ingested events and items, `ml.dataset` cleans and splits them (`ml_dataset`);
 - `ml.training_tables` writes ml_interactions and the feature tables (`ml_interactions`, `ml_features`);
-- `ml.candidate` trains, evaluates and registers the candidate in `ml.registry` (`lightfm_model`);
+- `ml.candidate` lets every candidate type compete (`ml.competition`) and registers them all in `ml.registry`
+  (`candidate_model`);
 - `ml.gate` is the promotion policy, applied by `ml.registry` (`promotion_gate`, `promoted_model`);
 - `ml.serving_tables` writes the serving tables from the promoted model (`recommendations`,
   `similar_items`, `popular_items`).
 
     clickstream_events + items -> ml_dataset -> ml_interactions, ml_features
-                                             -> lightfm_model --[promotion_gate]--> promoted_model
+                                             -> candidate_model --[promotion_gate]--> promoted_model
                                                 -> recommendations, similar_items, popular_items
 
 Evaluation protocol (time-based, also in docs/recommendations.md): cleaned events are cut at the 70th and
@@ -23,13 +24,13 @@ finally refitted on all cleaned events.
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from clickstream_dagster.ml.candidate import finite, register_candidate, train_candidate
+from clickstream_dagster.ml.candidate import Candidates, register_candidates, train_candidates
 from clickstream_dagster.ml.config import MLParams
 from clickstream_dagster.ml.dataset import MLDataset, build_dataset
 from clickstream_dagster.ml.gate import GateSettings
@@ -57,13 +58,14 @@ GROUP = "ml"
 ML_DATASET = dg.AssetKey("ml_dataset")
 ML_INTERACTIONS = dg.AssetKey("ml_interactions")
 ML_FEATURES = dg.AssetKey("ml_features")
-LIGHTFM_MODEL = dg.AssetKey("lightfm_model")
+CANDIDATE_MODEL = dg.AssetKey("candidate_model")
 PROMOTED_MODEL = dg.AssetKey("promoted_model")
 RECOMMENDATIONS = dg.AssetKey("recommendations")
 SIMILAR_ITEMS = dg.AssetKey("similar_items")
 POPULAR_ITEMS = dg.AssetKey("popular_items")
 PROMOTION_GATE = "promotion_gate"
 SIMILAR_ITEMS_PER_ITEM = 20
+RECOMMENDATIONS_PER_VISITOR = 20  # the stored depth; the API's maximum k (api.schemas.MAX_K) matches it
 POPULAR_ITEMS_PER_LIST = 100
 
 
@@ -179,81 +181,108 @@ class ModelConfig(dg.Config):
         description="Overrides of the model settings (lightfm, grid, knn, session, k), merged over those of "
         'ml_dataset, e.g. {"grid": null, "lightfm": {"epochs": 20}}',
     )
-    gate_metric: str = Field(
-        default="ndcg", description="precision, recall, f1, ndcg or auc (@k on validation)"
+    gate_metric: str = Field(default="ndcg", description="precision, recall, f1 or ndcg (@k on validation)")
+    min_visitors: int = Field(
+        default=GateSettings().min_visitors,
+        description="Validation visitors needed before any model is promoted",
     )
-    min_lift_over_popularity: float = Field(
-        default=0.0, description="The candidate must beat popularity by more than this fraction"
+    confidence: float = Field(
+        default=GateSettings().confidence,
+        description="Of the bootstrap interval whose lower bound must beat the incumbent's estimate",
     )
-    champion_tolerance: float = Field(
-        default=0.01,
-        description="...and reach at least (1 - this) x the promoted model's score: LightFM trains with "
-        "2 threads (Hogwild), so the same configuration on the same data varies by about 1 %",
-    )
+    resamples: int = Field(default=GateSettings().resamples, description="Bootstrap resamples over visitors")
+
+    def gate(self, seed: int) -> GateSettings:
+        return GateSettings(self.gate_metric, self.min_visitors, self.confidence, self.resamples, seed)
 
 
-@dg.asset(key=LIGHTFM_MODEL, group_name=GROUP, kinds={"lightfm", "postgres"})
-def lightfm_model(
+@dg.asset(key=CANDIDATE_MODEL, group_name=GROUP, kinds={"lightfm", "scipy", "postgres"})
+def candidate_model(
     context: dg.AssetExecutionContext, config: ModelConfig, ml_dataset: MLDataset, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """LightFM (WARP, hybrid with category features), tuned on validation, evaluated on test beside
-    popularity, item-based and user-based CF, registered as a candidate with its metrics and artefact."""
+    """Every candidate type (popularity, item-based CF, user-based CF, session kNN, LightFM tuned on
+    validation) scored on the same validation visitors; the best, refitted on every cleaned event, is this
+    run's candidate. Every candidate is registered with its evidence; all are evaluated on test."""
     params = MLParams.from_dict({**ml_dataset.params.to_dict(), **json.loads(config.params_json)})
-    gate = GateSettings(config.gate_metric, config.min_lift_over_popularity, config.champion_tolerance)
-    candidate = train_candidate(postgres.connection, replace(ml_dataset, params=params), gate)
-    context.log.info(f"test evaluation:\n{candidate.evaluation.to_string(index=False)}")
+    candidates = train_candidates(
+        postgres.connection, replace(ml_dataset, params=params), config.gate(params.seed)
+    )
+    metric = candidates.metric
+    context.log.info(f"test evaluation:\n{candidates.evaluation.to_string(index=False)}")
     context.log.info(
-        f"validation: {json.dumps(finite(candidate.validation))}; promoted model compared: {candidate.champion}"
+        "validation: "
+        + "; ".join(f"{c.model_type} {metric} {c.estimate.text()}" for c in candidates.contenders)
+        + f"; incumbent {candidates.incumbent} {candidates.incumbent_evidence.estimate.text()}"
     )
     with postgres.connection() as conn:
-        model = register_candidate(conn, candidate, context.run.run_id, models_dir())
+        model = register_candidates(conn, candidates, context.run.run_id, models_dir())
+    best = candidates.best
     context.log.info(
-        f"registered candidate v{model.version} ({model.artefact_bytes / 1e6:.1f} MB) -> {model.path}"
+        f"registered {len(candidates.contenders)} candidates; the best, {best.model_type}, as v{model.version} "
+        f"({model.artefact_bytes / 1e6:.1f} MB) -> {model.path}"
     )
-    metric, k, test = candidate.metric, params.k, candidate.metrics["test"]
+    k, test = params.k, candidates.metrics["test"]
     return dg.MaterializeResult(
         metadata={
             "model_version": model.version,
+            "model_type": best.model_type,
             "artefact_path": str(model.path),
             "artefact_mb": round(model.artefact_bytes / 1e6, 2),
-            "chosen_params": dg.MetadataValue.json(asdict(candidate.chosen)),
-            f"validation_{metric}": candidate.validation["candidate"][metric],
-            f"validation_{metric}_popularity": candidate.validation["popularity"][metric],
-            f"test_recall@{k}": test["lightfm"][f"recall@{k}"],
-            f"test_ndcg@{k}": test["lightfm"][f"ndcg@{k}"],
-            "evaluation": dg.MetadataValue.md(candidate.evaluation.to_markdown(index=False, floatfmt=".4f")),
-            "peak_memory_mb": round(candidate.peak_memory_mb),
+            "config": dg.MetadataValue.json(best.config),
+            "validation": dg.MetadataValue.md(_validation_table(candidates, metric)),
+            f"validation_{metric}": best.estimate.mean,
+            f"test_ndcg@{k}": (test.get(best.model_type) or {}).get(f"ndcg@{k}"),
+            "evaluation": dg.MetadataValue.md(candidates.evaluation.to_markdown(index=False, floatfmt=".4f")),
+            "peak_memory_mb": round(candidates.peak_memory_mb),
             "seconds": dg.MetadataValue.json(
-                {n: round(v, 2) for n, v in candidate.metrics["timings"].items()}
+                {n: round(v, 2) for n, v in candidates.metrics["timings"].items()}
             ),
         }
     )
 
 
-@dg.asset_check(asset=LIGHTFM_MODEL, name=PROMOTION_GATE, blocking=True)
+def _validation_table(candidates: Candidates, metric: str) -> str:
+    lines = [f"| model | {metric} | 95 % interval | visitors |", "|---|---|---|---|"]
+    for c in candidates.contenders:
+        e = c.estimate
+        lines.append(f"| {c.model_type} | {e.mean:.4f} | [{e.low:.4f}, {e.high:.4f}] | {e.visitors} |")
+    e = candidates.incumbent_evidence.estimate
+    lines.append(
+        f"| incumbent: {candidates.incumbent} | {e.mean:.4f} | [{e.low:.4f}, {e.high:.4f}] | {e.visitors} |"
+    )
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset=CANDIDATE_MODEL, name=PROMOTION_GATE, blocking=True)
 def promotion_gate(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    """The candidate is served only if it beats popularity and the promoted model on validation; a
-    rejected model stays in the registry with the reason."""
+    """The run's best candidate is served only on evidence (`ml.gate`): enough validation visitors, and the
+    lower bound of its bootstrap interval above the incumbent's estimate. Otherwise the incumbent stays, and
+    the candidate stays in the registry with the reason."""
     with postgres.connection() as conn:
         verdict = judge_run_candidate(conn, context.run.run_id)
     if verdict is None:
         return dg.AssetCheckResult(passed=False, description="this run registered no model")
     context.log.info(f"model v{verdict.version}: {verdict.reason}")
-    metric, validation = verdict.metrics["metric"], verdict.metrics["validation"]
+    evidence = verdict.metrics["evidence"]
+    candidate, incumbent = evidence["candidate"], evidence["incumbent"]
     return dg.AssetCheckResult(
         passed=verdict.passed,
         description=verdict.reason,
         metadata={
             "model_version": verdict.version,
+            "model_type": candidate["label"],
             "status_before": verdict.status_before,
-            "candidate": validation["candidate"][metric],
-            "popularity": validation["popularity"][metric],
-            "champion": validation.get("champion", {}).get(metric, float("nan")),
+            "candidate": candidate["estimate"]["mean"],
+            "candidate_low": candidate["estimate"]["low"],
+            "candidate_high": candidate["estimate"]["high"],
+            "visitors": candidate["estimate"]["visitors"],
+            "incumbent": incumbent["label"],
+            "incumbent_estimate": incumbent["estimate"]["mean"],
         },
     )
 
 
-@dg.asset(key=PROMOTED_MODEL, group_name=GROUP, kinds={"lightfm", "postgres"}, deps=[LIGHTFM_MODEL])
+@dg.asset(key=PROMOTED_MODEL, group_name=GROUP, kinds={"lightfm", "postgres"}, deps=[CANDIDATE_MODEL])
 def promoted_model(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
     """The served model: this run's candidate once the promotion gate passed (the previous one is retired);
     also exported as models/promoted.pkl."""
@@ -274,34 +303,27 @@ def promoted_model(context: dg.AssetExecutionContext, postgres: PostgresResource
 
 
 class RecommendationsConfig(dg.Config):
-    top_n: int = Field(default=20, description="Recommendations kept per visitor")
-    active_days: float = Field(
-        default=7.0, description="Visitors with an event in the last N days of event time"
-    )
-    max_visitors: int = Field(default=50_000, description="At most this many, the most recently active first")
+    top_n: int = Field(default=RECOMMENDATIONS_PER_VISITOR, description="Recommendations kept per visitor")
 
 
 @dg.asset(key=RECOMMENDATIONS, group_name=GROUP, kinds={"lightfm", "postgres"}, deps=[PROMOTED_MODEL])
 def recommendations(
     context: dg.AssetExecutionContext, config: RecommendationsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """Top-N items per recently active visitor from the promoted model, never an item they bought."""
+    """Top-N items for every visitor the promoted model knows, never an item they bought."""
     with _registry_failure():
-        written = publish_recommendations(
-            postgres.connection, config.top_n, config.active_days, config.max_visitors
-        )
+        written = publish_recommendations(postgres.connection, config.top_n)
     context.log.info(
-        f"{len(written.rows):,} recommendations for {written.known_visitors:,} of {written.active_visitors:,} "
-        f"active visitors in {written.seconds:.1f} s"
+        f"{written.rows_written:,} recommendations for all {written.known_visitors:,} visitors the model "
+        f"knows in {written.seconds:.1f} s"
     )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": written.rows_written,
             "visitors": written.visitors_written,
-            "active_visitors": written.active_visitors,
-            "active_unknown_to_model": written.active_visitors - written.known_visitors,
+            "visitors_known_to_model": written.known_visitors,
             "model_version": written.version,
-            "preview": dg.MetadataValue.md(written.rows.head(10).to_markdown(index=False)),
+            "preview": dg.MetadataValue.md(written.preview.to_markdown(index=False)),
         }
     )
 

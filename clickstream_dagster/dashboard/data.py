@@ -623,13 +623,44 @@ class Registry:
     metrics: pd.DataFrame  # long: version, status, split, model, metric, value
 
 
+EVIDENCE_COLUMNS = ("gate metric", "validation estimate", "interval low", "interval high", "visitors")
+
+
+def gate_evidence(metrics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The gate's evidence a registry row stores: its metric, the validation estimate with its bootstrap
+    interval and the number of validation visitors (empty for rows registered before the gate had one)."""
+    evidence = (metrics or {}).get("evidence")
+    estimate = evidence.get("candidate", {}).get("estimate") if isinstance(evidence, Mapping) else None
+    if not isinstance(estimate, Mapping):
+        return dict.fromkeys(EVIDENCE_COLUMNS)
+    return dict(
+        zip(
+            EVIDENCE_COLUMNS,
+            (
+                (metrics or {}).get("metric"),
+                estimate.get("mean"),
+                estimate.get("low"),
+                estimate.get("high"),
+                _int_or_none(estimate.get("visitors")),
+            ),
+            strict=True,
+        )
+    )
+
+
 def model_registry(db: Database) -> Registry:
     df = db.frame(sql.MODEL_REGISTRY)
     rows: list[dict[str, Any]] = []
+    evidence: list[dict[str, Any]] = []
     for version, model_type, status, _, metrics, *_ in df.itertuples(index=False, name=None):
         rows.extend(metrics_long(int(version), status, model_type, metrics))
+        evidence.append(gate_evidence(metrics))
     long = pd.DataFrame(rows, columns=["version", "status", "split", "model", "metric", "value"])
-    return Registry(models=df.drop(columns=["metrics"]), metrics=long)
+    models = df.drop(columns=["metrics"])
+    models = pd.concat(
+        [models, pd.DataFrame(evidence, columns=list(EVIDENCE_COLUMNS), index=models.index)], axis=1
+    )
+    return Registry(models=models, metrics=long)
 
 
 def registry_table(registry: Registry) -> pd.DataFrame:

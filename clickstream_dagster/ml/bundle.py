@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from clickstream_dagster.ml.models import Recommender
 from clickstream_dagster.ml.prep import IntArray
@@ -46,6 +47,9 @@ class ModelBundle:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     data_window: dict[str, Any] = field(default_factory=dict)  # start_ms, end_ms, events, ...
+    # Items x items: each item's nearest items (cosine of their visitor columns), for the similar_items table
+    # of a model without item embeddings or neighbours of its own; None for LightFM and item-based CF.
+    item_neighbours: sp.csr_matrix | None = None
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     versions: dict[str, str] = field(default_factory=_versions)
     format_version: int = BUNDLE_FORMAT

@@ -133,6 +133,8 @@ class MLParams:
     k: int = 10
     max_eval_users: int | None = None  # test users sampled for the ranking metrics (None: all)
     seed: int = 0
+    # The model types that compete for promotion (ml.competition.CANDIDATE_TYPES, in that order).
+    candidates: tuple[str, ...] = ("popularity", "item_knn", "user_knn", "session_knn", "lightfm")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
@@ -25,6 +26,7 @@ from clickstream_dagster.ml.models import (
     LightFMRecommender,
     PopularityRecommender,
     Recommender,
+    SessionKNNRecommender,
     UserKNNRecommender,
     batch_rows,
     top_k,
@@ -97,6 +99,9 @@ def make_fold(
     return Fold(name, data, eval_users, rel[eval_users], counts)
 
 
+RANKING_METRICS = ("precision", "recall", "f1", "ndcg")
+
+
 def evaluate_model(
     model: Recommender,
     fold: Fold,
@@ -108,13 +113,40 @@ def evaluate_model(
 ) -> dict[str, float]:
     """Mean precision/recall/F1/NDCG@k and full AUC over the fold's evaluation users, plus catalogue
     coverage of their top-k lists. `model` must have been fitted on `fold.data.matrix`."""
-    users, relevant = fold.eval_users, fold.relevant
-    if max_users is not None and len(users) > max_users:
-        pick = np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))
-        users, relevant = users[pick], relevant[pick]
+    return _evaluate(model, fold, k, max_users, seed, with_auc, batch_size)[0]
+
+
+def evaluate_model_per_visitor(
+    model: Recommender, fold: Fold, k: int, max_users: int | None, seed: int, metric: str
+) -> tuple[dict[str, float], npt.NDArray[np.float64]]:
+    """(mean precision/recall/F1/NDCG@k, `metric` per evaluated visitor): the gate's evidence. The visitors
+    are the same, in the same order, for every model scored on `fold` with the same `max_users` and `seed`."""
+    means, per_visitor = _evaluate(model, fold, k, max_users, seed, False, None)
+    return {f"{m}@{k}": means[m] for m in RANKING_METRICS}, per_visitor[metric]
+
+
+def evaluation_sample(fold: Fold, max_users: int | None, seed: int) -> npt.NDArray[np.intp]:
+    """Positions (into `fold.eval_users`) of the visitors scored: all, or a seeded sample of `max_users`."""
+    n = len(fold.eval_users)
+    if max_users is None or n <= max_users:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
+
+
+def _evaluate(
+    model: Recommender,
+    fold: Fold,
+    k: int,
+    max_users: int | None,
+    seed: int,
+    with_auc: bool,
+    batch_size: int | None,
+) -> tuple[dict[str, float], dict[str, npt.NDArray[np.float64]]]:
+    pick = evaluation_sample(fold, max_users, seed)
+    users, relevant = fold.eval_users[pick], fold.relevant[pick]
     # AUC ranks a float64 copy of each block: keep blocks at a quarter of the usual size
     batch_size = batch_size or batch_rows(len(model.item_ids), BATCH_CELLS // 4)
-    sums = dict.fromkeys(("precision", "recall", "f1", "ndcg"), 0.0)
+    parts: dict[str, list[npt.NDArray[np.float64]]] = {m: [] for m in RANKING_METRICS}
     auc_sum, auc_n = 0.0, 0
     recommended: list[IntArray] = []
     for lo in range(0, len(users), batch_size):
@@ -124,25 +156,45 @@ def evaluate_model(
         top, top_scores = top_k(scores, k)
         top = np.where(np.isfinite(top_scores), top, -1)
         for name, values in batch_ranking_metrics(top, rel, k).items():
-            sums[name] += float(values.sum())
+            parts[name].append(values)
         recommended.append(top[top >= 0])
         if with_auc:
             auc = batch_auc(scores, rel)
             auc_sum += float(np.nansum(auc))
             auc_n += int(np.isfinite(auc).sum())
+    per_visitor = {name: np.concatenate(v) if v else np.zeros(0) for name, v in parts.items()}
     n = max(len(users), 1)
-    out = {name: total / n for name, total in sums.items()}
+    out = {name: float(values.sum()) / n for name, values in per_visitor.items()}
     out["auc"] = auc_sum / auc_n if auc_n else float("nan")
     out["coverage"] = catalogue_coverage(
         np.concatenate(recommended) if recommended else np.zeros(0), len(model.item_ids)
     )
     out["users"] = float(len(users))
-    return out
+    return out, per_visitor
+
+
+@dataclass
+class LightFMSelection:
+    """The grid's choice, with the evidence of its selection fit on validation (no refit needed)."""
+
+    params: LightFMParams
+    table: pd.DataFrame  # every (configuration, epochs) tried and its scores
+    scores: dict[str, float]  # the chosen one's mean precision/recall/F1/NDCG@k
+    per_visitor: dict[str, npt.NDArray[np.float64]]  # the chosen one's metrics per validation visitor
+    fit_seconds: float  # its training time up to the chosen epochs
 
 
 def select_lightfm(
     fold: Fold, grid: GridConfig, base: LightFMParams | None = None, seed: int = 0
 ) -> tuple[LightFMParams, pd.DataFrame]:
+    """(chosen configuration, table of every one tried): `select_lightfm_with_evidence` without it."""
+    selection = select_lightfm_with_evidence(fold, grid, base, seed)
+    return selection.params, selection.table
+
+
+def select_lightfm_with_evidence(
+    fold: Fold, grid: GridConfig, base: LightFMParams | None = None, seed: int = 0
+) -> LightFMSelection:
     """Grid search on the validation fold. Each (no_components, learning_rate, item_alpha) is trained once
     and scored after every epoch count in `grid.epochs`; the best `grid.metric`@`grid.k` wins.
 
@@ -157,6 +209,7 @@ def select_lightfm(
         itertools.product(grid.no_components, grid.learning_rate, grid.item_alpha), key=lambda c: c[0]
     )
     seconds_per_component: list[float] = []
+    evidence: list[tuple[dict[str, npt.NDArray[np.float64]], float]] = []  # per row of the table
     for i, (components, lr, alpha) in enumerate(combos):
         elapsed = time.perf_counter() - started
         expected = float(np.mean(seconds_per_component)) * components if seconds_per_component else 0.0
@@ -171,7 +224,8 @@ def select_lightfm(
         model = LightFMRecommender(params).fit(fold.data.matrix, fold.data.item_features)
         for e in epochs:
             model.train_more(e - model.epochs_done)
-            metrics = evaluate_model(model, fold, grid.k, grid.max_eval_users, seed, with_auc=False)
+            metrics, per_visitor = _evaluate(model, fold, grid.k, grid.max_eval_users, seed, False, None)
+            evidence.append((per_visitor, float(np.sum(model.epoch_seconds))))
             rows.append(
                 {
                     "no_components": components,
@@ -189,7 +243,8 @@ def select_lightfm(
             )  # fmt: skip
         seconds_per_component.append((time.perf_counter() - combo_started) / components)
     table = pd.DataFrame(rows)
-    best = table.iloc[int(np.argmax(table["score"].to_numpy()))]
+    best_row = int(np.argmax(table["score"].to_numpy()))
+    best = table.iloc[best_row]
     chosen = replace(
         base,
         no_components=int(best["no_components"]),
@@ -198,7 +253,11 @@ def select_lightfm(
         epochs=int(best["epochs"]),
     )
     logger.info("grid: chose %s in %.1f s", chosen, time.perf_counter() - started)
-    return chosen, table
+    per_visitor, fit_seconds = evidence[best_row]
+    scores = {
+        f"{m}@{grid.k}": float(per_visitor[m].mean()) if len(per_visitor[m]) else 0.0 for m in RANKING_METRICS
+    }
+    return LightFMSelection(chosen, table, scores, per_visitor, fit_seconds)
 
 
 class PeakRSS:
@@ -253,6 +312,7 @@ class EvaluationReport:
     validation: Fold
     test: Fold
     lightfm_params: LightFMParams
+    selection: LightFMSelection | None  # the grid's choice and its validation evidence (None without a grid)
     grid: pd.DataFrame
     models: dict[str, Recommender]
     sessions: SessionData
@@ -290,8 +350,10 @@ def evaluate_split(
         timings["data_prep"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        selection: LightFMSelection | None = None
         if params.grid is not None:
-            lightfm_params, grid = select_lightfm(validation, params.grid, params.lightfm, params.seed)
+            selection = select_lightfm_with_evidence(validation, params.grid, params.lightfm, params.seed)
+            lightfm_params, grid = selection.params, selection.table
         else:
             lightfm_params, grid = params.lightfm, pd.DataFrame()
         timings["grid_search"] = time.perf_counter() - t
@@ -300,11 +362,12 @@ def evaluate_split(
             "popularity": PopularityRecommender(),
             "item_knn": ItemKNNRecommender(params.knn),
             "user_knn": UserKNNRecommender(params.knn),
+            "session_knn": SessionKNNRecommender(params.session),
             "lightfm": LightFMRecommender(lightfm_params),
         }
         rows: list[dict[str, Any]] = []
         for name, model in models.items():
-            model.fit(test.data.matrix, test.data.item_features)
+            model.fit(test.data.matrix, test.data.item_features, test.data.events)
             timings[f"fit_{name}"] = model.fit_seconds
             t = time.perf_counter()
             metrics = evaluate_model(model, test, params.k, params.max_eval_users, params.seed)
@@ -344,6 +407,7 @@ def evaluate_split(
         validation=validation,
         test=test,
         lightfm_params=lightfm_params,
+        selection=selection,
         grid=grid,
         models=models,
         sessions=sessions,

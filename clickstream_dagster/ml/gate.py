@@ -1,98 +1,142 @@
-"""The promotion gate's policy: the evidence a candidate is judged on and the decision taken from it.
+"""The promotion gate: which candidate serves, decided on evidence.
 
-The evidence is scored on one validation fold (fit on train, scored on validation): the candidate's
-configuration, popularity, and the promoted model's configuration refitted on this data (its stored
-artefact saw the validation period in training, so scoring it as is would flatter it). The decision reads
-only a registry row's metrics, where the thresholds are recorded with the model, so it can be re-read later.
+Every candidate type (popularity, item-based CF, user-based CF, session kNN, LightFM) is fitted on the
+training period and scored on the same validation visitors (`ml.competition`); the best by the gate's
+metric is the run's candidate. It is compared with the incumbent: the served model's type and configuration
+refitted on the same data and scored on the same visitors (its stored artefact saw the validation period in
+training, so scoring it as is would flatter it). When nothing has ever been promoted, the incumbent is
+popularity, which is what the API serves then.
+
+The rule (docs/recommendations.md, "The promotion gate"):
+
+1. at least `min_visitors` validation visitors were scored, else "insufficient evidence";
+2. the candidate is not the incumbent's own type and configuration (a re-run never replaces a model with
+   itself);
+3. the lower bound of the candidate's bootstrap confidence interval (`confidence`, over visitors,
+   `resamples` resamples, seeded) beats the incumbent's estimate, else "not beyond noise".
+
+Otherwise the incumbent stays, and the reason says why. The decision reads only what the registry stores
+(`metrics["gate"]`, the estimates and intervals), so it can be re-read and re-checked later.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from clickstream_dagster.ml.config import LightFMParams, MLParams
-from clickstream_dagster.ml.evaluate import Fold, evaluate_model
-from clickstream_dagster.ml.models import LightFMRecommender, PopularityRecommender, Recommender
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    metric: str = "ndcg"  # precision, recall, f1, ndcg or auc (@k on validation)
-    min_lift_over_popularity: float = 0.0  # the candidate must beat popularity by more than this fraction
-    # ...and reach at least (1 - this) x the promoted model's score
-    champion_tolerance: float = 0.01
+    metric: str = "ndcg"  # precision, recall, f1 or ndcg, @k on validation
+    min_visitors: int = 200  # validation visitors needed before anything is promoted
+    confidence: float = 0.95  # of the bootstrap interval
+    resamples: int = 2000  # bootstrap resamples over visitors
+    seed: int = 0
 
     def metric_at(self, k: int) -> str:
-        """The metric's name in the scores, e.g. ndcg@10 (auc has no cutoff)."""
-        return f"{self.metric}@{k}" if self.metric != "auc" else "auc"
+        """The metric's name in the scores, e.g. ndcg@10."""
+        return f"{self.metric}@{k}"
 
-    def thresholds(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         """As recorded in a registry row's metrics["gate"]."""
-        return {
-            "min_lift_over_popularity": self.min_lift_over_popularity,
-            "champion_tolerance": self.champion_tolerance,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
-class Champion:
-    """The promoted model a candidate is compared with: its version and LightFM configuration."""
+class Estimate:
+    """A metric's mean over validation visitors, with its bootstrap confidence interval."""
 
-    version: int
-    lightfm: LightFMParams
+    mean: float
+    low: float
+    high: float
+    visitors: int
 
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
 
-def validation_scores(
-    fold: Fold, chosen: LightFMParams, champion: Champion | None, params: MLParams
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(scores per model, which promoted model was compared): the gate's evidence, every model fit on the
-    fold's training data and scored on its evaluation period. When the champion's configuration is the
-    candidate's, the candidate's scores stand for both."""
-    k, seed = params.k, params.seed
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Estimate:
+        return cls(float(d["mean"]), float(d["low"]), float(d["high"]), int(d["visitors"]))
 
-    def score(model: Recommender) -> dict[str, float]:
-        model.fit(fold.data.matrix, fold.data.item_features)
-        return _rename(evaluate_model(model, fold, k, params.max_eval_users, seed), k)
-
-    candidate = score(LightFMRecommender(chosen))
-    out: dict[str, Any] = {"candidate": candidate, "popularity": score(PopularityRecommender())}
-    info: dict[str, Any] = {"version": None, "same_configuration": None}
-    if champion is not None:
-        same = replace(champion.lightfm, num_threads=chosen.num_threads) == chosen
-        out["champion"] = candidate if same else score(LightFMRecommender(champion.lightfm))
-        info = {"version": champion.version, "same_configuration": same}
-    return out, info
+    def text(self) -> str:
+        return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}]"
 
 
-def _rename(metrics: dict[str, float], k: int) -> dict[str, float]:
-    return {(m if m in ("auc", "users") else f"{m}@{k}"): float(v) for m, v in metrics.items()}
+def bootstrap(values: npt.ArrayLike, settings: GateSettings) -> Estimate:
+    """The mean of per-visitor `values` and its percentile bootstrap interval (resampling visitors)."""
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(settings.seed)
+    means = np.empty(settings.resamples)
+    # In blocks, so a large validation set never holds resamples x visitors indices at once.
+    block = max(1, 2_000_000 // n)
+    for lo in range(0, settings.resamples, block):
+        hi = min(lo + block, settings.resamples)
+        means[lo:hi] = x[rng.integers(0, n, size=(hi - lo, n))].mean(axis=1)
+    tail = (1.0 - settings.confidence) / 2
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return Estimate(float(x.mean()), float(low), float(high), n)
 
 
-def gate_decision(metrics: dict[str, Any]) -> tuple[bool, str]:
-    """(passed, reason) from a registry row's metrics; the thresholds are recorded with the model."""
-    m = metrics["metric"]
-    v = metrics["validation"]
-    gate = metrics["gate"]
-    cand, pop = v["candidate"][m], v["popularity"][m] or 0.0
-    floor = pop * (1 + gate["min_lift_over_popularity"])
-    if cand is None or not cand > floor:
-        return False, f"rejected: validation {m} {_f(cand)} does not beat popularity {_f(pop)}"
-    champion_version = metrics["champion"]["version"]
-    if "champion" in v:
-        champ = v["champion"][m]
-        needed = champ * (1 - gate["champion_tolerance"])
-        if not cand >= needed:
-            return False, (
-                f"rejected: validation {m} {_f(cand)} is below the promoted v{champion_version} "
-                f"{_f(champ)} (tolerance {gate['champion_tolerance']:.0%})"
-            )
-        return True, (
-            f"passed: validation {m} {_f(cand)} beats popularity {_f(pop)} and reaches the promoted "
-            f"v{champion_version} {_f(champ)}"
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def decide(
+    candidate: str,
+    candidate_estimate: Estimate,
+    incumbent: str,
+    incumbent_estimate: Estimate,
+    same_as_incumbent: bool,
+    settings: GateSettings,
+    metric: str,
+) -> Decision:
+    """The gate's rule (module docstring) on the estimates of the best candidate and of the incumbent."""
+    n = candidate_estimate.visitors
+    if n < settings.min_visitors:
+        return Decision(
+            False,
+            f"insufficient evidence: {n} validation visitors (minimum {settings.min_visitors}); "
+            f"{incumbent} stays",
         )
-    return True, f"passed: validation {m} {_f(cand)} beats popularity {_f(pop)}; no model was promoted before"
+    if same_as_incumbent:
+        return Decision(
+            False,
+            f"the incumbent {incumbent} is still the best candidate ({metric} {candidate_estimate.text()}); "
+            "it stays",
+        )
+    if not candidate_estimate.low > incumbent_estimate.mean:
+        return Decision(
+            False,
+            f"not beyond noise: {candidate} {metric} {candidate_estimate.text()} (lower bound) does not beat "
+            f"the incumbent {incumbent} {incumbent_estimate.mean:.4f} over {n} visitors; {incumbent} stays",
+        )
+    return Decision(
+        True,
+        f"passed: {candidate} {metric} {candidate_estimate.text()} beats the incumbent {incumbent} "
+        f"{incumbent_estimate.mean:.4f} over {n} visitors ({settings.confidence:.0%} interval)",
+    )
 
 
-def _f(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def gate_decision(metrics: dict[str, Any]) -> Decision:
+    """The decision from a registry row's metrics (as `competition` records them)."""
+    gate = GateSettings(**metrics["gate"])
+    evidence = metrics["evidence"]
+    return decide(
+        evidence["candidate"]["label"],
+        Estimate.from_dict(evidence["candidate"]["estimate"]),
+        evidence["incumbent"]["label"],
+        Estimate.from_dict(evidence["incumbent"]["estimate"]),
+        bool(evidence["incumbent"]["same_as_candidate"]),
+        gate,
+        metrics["metric"],
+    )

@@ -7,6 +7,8 @@
   neighbour unless `item_self_similarity` is off).
 - `UserKNNRecommender`: user-based CF, cosine between visitor rows, top-k neighbours per scored visitor
   computed on demand in batches (never a dense users x users matrix); score is `sims @ X`.
+- `SessionKNNRecommender`: session-based kNN (V-SKNN): a visitor's latest session, recency-weighted, against
+  the training sessions; the neighbours' items score by their similarity.
 - `LightFMRecommender`: LightFM (WARP by default), hybrid when given item features (identity + category
   path + availability); scores come from the learnt representations (`u @ I.T + item bias`).
 
@@ -28,7 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
-from clickstream_dagster.ml.config import KNNConfig, LightFMParams
+from clickstream_dagster.ml.config import KNNConfig, LightFMParams, SessionConfig
 from clickstream_dagster.ml.features import ItemFeatures
 from clickstream_dagster.ml.prep import IntArray, InteractionMatrix, index_of
 
@@ -56,13 +58,20 @@ class Recommender(ABC):
         self.popularity: ScoreMatrix = np.zeros(0, dtype=np.float32)
         self.fit_seconds: float = 0.0
 
-    def fit(self, train: InteractionMatrix, item_features: ItemFeatures | None = None) -> Self:
+    def fit(
+        self,
+        train: InteractionMatrix,
+        item_features: ItemFeatures | None = None,
+        events: pd.DataFrame | None = None,
+    ) -> Self:
+        """Fit on `train`; `events` (the cleaned events behind it, with timestamps) are needed only by the
+        models that use their order (session kNN)."""
         started = time.perf_counter()
         self.user_ids = train.user_ids
         self.item_ids = train.item_ids
         self.purchased = train.purchased.tocsr()
         self.popularity = np.asarray((train.weights > 0).sum(axis=0), dtype=np.float32).ravel()
-        self._fit(train, item_features)
+        self._fit(train, item_features, events)
         self.fit_seconds = time.perf_counter() - started
         logger.info(
             "%s: fitted on %d visitors x %d items (%d interactions) in %.2f s",
@@ -75,7 +84,9 @@ class Recommender(ABC):
         return self
 
     @abstractmethod
-    def _fit(self, train: InteractionMatrix, item_features: ItemFeatures | None) -> None: ...
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None: ...
 
     @abstractmethod
     def _score_users(self, user_idx: IntArray) -> ScoreMatrix:
@@ -227,7 +238,9 @@ class PopularityRecommender(Recommender):
 
     name = "popularity"
 
-    def _fit(self, train: InteractionMatrix, item_features: ItemFeatures | None) -> None:
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None:
         pass
 
     def _score_users(self, user_idx: IntArray) -> ScoreMatrix:
@@ -247,7 +260,9 @@ class ItemKNNRecommender(Recommender):
         self.similarity: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
         self._x: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
 
-    def _fit(self, train: InteractionMatrix, item_features: ItemFeatures | None) -> None:
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None:
         self._x = train.weights.astype(np.float32).tocsr()
         self.similarity = item_cosine_topk(
             self._x, self.cfg.item_neighbours, self.cfg.shrink, chunk_items=self.chunk_items
@@ -302,7 +317,9 @@ class UserKNNRecommender(Recommender):
         self._x_norm: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
         self._x_norm_t: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
 
-    def _fit(self, train: InteractionMatrix, item_features: ItemFeatures | None) -> None:
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None:
         self._x = train.weights.astype(np.float32).tocsr()
         self._x_norm = _l2_normalize_rows(self._x)
         self._x_norm_t = self._x_norm.T.tocsr()
@@ -338,7 +355,9 @@ class LightFMRecommender(Recommender):
         self._sample_weight: sp.coo_matrix | None = None
         self._features: sp.csr_matrix | None = None
 
-    def _fit(self, train: InteractionMatrix, item_features: ItemFeatures | None) -> None:
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None:
         from lightfm import LightFM
 
         p = self.params
@@ -426,3 +445,84 @@ class LightFMRecommender(Recommender):
         state = self.__dict__.copy()
         state["_interactions"] = state["_sample_weight"] = state["_features"] = None
         return state
+
+
+class SessionKNNRecommender(Recommender):
+    """Session-based kNN for visitors (V-SKNN, after Ludewig et al.).
+
+    A visitor's query is their latest session in the training events (a gap of more than `gap_minutes`
+    starts a new one), its items weighted by recency: the newest 1, the one before (L-1)/L, ... (L items).
+    Its neighbours are the `sknn_neighbours` training sessions most similar to it (cosine of the weighted
+    query and the sessions' item sets, the query session itself left out); an item scores the summed
+    similarity of the neighbours that hold it. Popularity breaks ties, so every list is full. It needs the
+    events in time order at fit (`fit(..., events=...)`)."""
+
+    name = "session_knn"
+
+    def __init__(self, cfg: SessionConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or SessionConfig()
+        self._query: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._query_norm: ScoreMatrix = np.zeros(0, dtype=np.float32)
+        self._sessions: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._sessions_norm_t: sp.csr_matrix = sp.csr_matrix((0, 0), dtype=np.float32)
+        self._last_session: IntArray = np.zeros(0, dtype=np.int64)
+
+    def _fit(
+        self, train: InteractionMatrix, item_features: ItemFeatures | None, events: pd.DataFrame | None
+    ) -> None:
+        if events is None:
+            raise ValueError("session_knn needs the training events (their time order) to fit")
+        rows = index_of(self.user_ids, events["visitorid"].to_numpy(dtype=np.int64))
+        cols = index_of(self.item_ids, events["itemid"].to_numpy(dtype=np.int64))
+        ts = events["timestamp"].to_numpy(dtype=np.int64)
+        ok = (rows >= 0) & (cols >= 0)
+        rows, cols, ts = rows[ok], cols[ok], ts[ok]
+        order = np.lexsort((ts, rows))
+        rows, cols, ts = rows[order], cols[order], ts[order]
+        gap = int(self.cfg.gap_minutes * 60_000)
+        starts = np.ones(len(rows), dtype=bool)
+        starts[1:] = (rows[1:] != rows[:-1]) | (ts[1:] - ts[:-1] > gap)
+        session = np.cumsum(starts) - 1
+        n_sessions = int(session[-1]) + 1 if len(session) else 0
+        n_users, n_items = len(self.user_ids), len(self.item_ids)
+        sessions = sp.csr_matrix(
+            (np.ones(len(cols), dtype=np.float32), (session, cols)), shape=(n_sessions, n_items)
+        )
+        sessions.data[:] = 1.0  # an item viewed twice in a session counts once
+        self._sessions = sessions
+        size = np.diff(sessions.indptr).astype(np.float32)
+        self._sessions_norm_t = sp.csr_matrix(
+            sp.diags(1.0 / np.sqrt(np.maximum(size, 1.0))) @ sessions
+        ).T.tocsr()
+        # Each visitor's latest session, its events numbered from 1 (oldest) to L (newest): weight k / L.
+        last = np.full(n_users, -1, dtype=np.int64)
+        last[rows] = session  # rows are sorted by time within each visitor: the last write wins
+        self._last_session = last
+        mine = session == last[rows]
+        first_of = np.searchsorted(session, session[mine], side="left")
+        count = np.searchsorted(session, session[mine], side="right") - first_of
+        position = np.flatnonzero(mine) - first_of + 1
+        weight = (position / count).astype(np.float32)
+        query = sp.coo_matrix((weight, (rows[mine], cols[mine])), shape=(n_users, n_items)).tocsr()
+        query.sum_duplicates()
+        # Repeated items keep their newest (largest) weight rather than a sum.
+        query = sp.csr_matrix((np.minimum(query.data, 1.0), query.indices, query.indptr), shape=query.shape)
+        self._query = query
+        self._query_norm = np.sqrt(np.asarray(query.multiply(query).sum(axis=1)).ravel()).astype(np.float32)
+
+    def _score_users(self, user_idx: IntArray) -> ScoreMatrix:
+        out = np.empty((len(user_idx), len(self.item_ids)), dtype=np.float32)
+        step = min(512, batch_rows(len(self.item_ids)))
+        tie_break = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0) * 1e-6
+        for lo in range(0, len(user_idx), step):
+            batch = user_idx[lo : lo + step]
+            q = self._query[batch]
+            sims = sp.csr_matrix(
+                sp.diags(1.0 / np.maximum(self._query_norm[batch], 1e-12)) @ (q @ self._sessions_norm_t)
+            ).tocoo()
+            keep = sims.col != self._last_session[batch][sims.row]  # not the query session itself
+            sims = sp.csr_matrix((sims.data[keep], (sims.row[keep], sims.col[keep])), shape=sims.shape)
+            sims = top_k_per_row(sims, self.cfg.sknn_neighbours)
+            out[lo : lo + len(batch)] = (sims @ self._sessions).toarray() + tie_break
+        return out

@@ -1,9 +1,10 @@
 """The model registry (table model_registry): register a run's model with its artefact, record the promotion
 gate's decision, promote a model (retiring the one served before), and load the promoted model to serve.
 
-A model moves candidate -> promoted -> retired, or candidate -> rejected; at most one row is promoted (a
+A run registers every candidate: the one it selected moves candidate -> promoted -> retired, or candidate ->
+rejected; the others are rejected (outranked) at once, without an artefact. At most one row is promoted (a
 unique partial index). Each artefact is stored in the row with its sha256 and exported to the models folder
-(`lightfm-vNNNN.pkl`, and `promoted.pkl` for the served one). Rows are read as the frozen dataclasses below
+(`<type>-vNNNN.pkl`, and `promoted.pkl` for the served one). Rows are read as the frozen dataclasses below
 (psycopg's `class_row`); the queries are in `clickstream_dagster.sql.ml`. Every function runs in the
 caller's transaction.
 """
@@ -20,8 +21,7 @@ from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from clickstream_dagster.ml.bundle import ModelBundle, loads_bundle, write_atomic
-from clickstream_dagster.ml.config import LightFMParams
-from clickstream_dagster.ml.gate import Champion, gate_decision
+from clickstream_dagster.ml.gate import gate_decision
 from clickstream_dagster.sql import ml as q
 
 PROMOTABLE = ("candidate", "promoted")
@@ -37,20 +37,27 @@ class PromotedModel:
     """The served model's row (`PROMOTED_MODEL`)."""
 
     version: int
-    params: dict[str, Any]  # every ML setting, with the chosen LightFM configuration under "lightfm"
+    model_type: str
+    params: dict[str, Any]  # every ML setting, and the model's type and configuration under "model"
     metrics: dict[str, Any]
     artefact: bytes  # the pickled ModelBundle
     artefact_sha256: str
 
-    def champion(self) -> Champion:
-        return Champion(self.version, LightFMParams(**self.params["lightfm"]))
+    def served(self) -> tuple[str, dict[str, Any]]:
+        """(model type, configuration) of the served model; a model registered before every candidate
+        competed (#18) is a LightFM model with its configuration under "lightfm"."""
+        model = self.params.get("model")
+        if isinstance(model, dict) and "model_type" in model:
+            return str(model["model_type"]), dict(model.get("config") or {})
+        return self.model_type, dict(self.params.get("lightfm") or {})
 
 
 @dataclass(frozen=True)
 class RunCandidate:
-    """The newest model a run registered (`CANDIDATE_OF_RUN`)."""
+    """The candidate a run selected (`CANDIDATE_OF_RUN`)."""
 
     version: int
+    model_type: str
     metrics: dict[str, Any]
     status: str  # candidate, promoted, rejected or retired
 
@@ -58,9 +65,9 @@ class RunCandidate:
 @dataclass(frozen=True)
 class RegisteredModel:
     version: int
-    path: Path  # its models/lightfm-vNNNN.pkl export
+    path: Path | None  # its models/<type>-vNNNN.pkl export (None without an artefact)
     artefact_bytes: int
-    artefact_sha256: str
+    artefact_sha256: str | None
 
 
 @dataclass(frozen=True)
@@ -84,33 +91,46 @@ def run_candidate(conn: psycopg.Connection, run_id: str) -> RunCandidate | None:
 
 def register_model(
     conn: psycopg.Connection,
-    bundle: ModelBundle,
-    artefact: bytes,
+    bundle: ModelBundle | None,
+    artefact: bytes | None,
     metrics: dict[str, Any],
     cleaning: dict[str, int],
     run_id: str | None,
     models_dir: Path,
     model_type: str = "lightfm",
+    *,
+    params: dict[str, Any] | None = None,
+    data_window: dict[str, Any] | None = None,
+    selected: bool = True,
+    reason: str | None = None,
 ) -> RegisteredModel:
-    """A new `candidate` row with `artefact` (the pickled `bundle`) and its sha256, exported to
-    `models_dir`/lightfm-vNNNN.pkl. `metrics` must be JSON-safe (no NaN)."""
-    sha = hashlib.sha256(artefact).hexdigest()
+    """A new registry row. The selected candidate of a run comes with `bundle` and `artefact` (the pickled
+    bundle, stored with its sha256 and exported to `models_dir`/<type>-vNNNN.pkl) and starts as `candidate`;
+    a candidate that was not selected has neither and is `rejected` at once with `reason`. `metrics` must be
+    JSON-safe (no NaN)."""
+    if selected and (bundle is None or artefact is None):
+        raise ValueError("the selected candidate needs its bundle and artefact")
+    sha = hashlib.sha256(artefact).hexdigest() if artefact is not None else None
     with conn.cursor(row_factory=scalar_row) as cur:
         version = cur.execute(
             q.INSERT_MODEL,
             {
                 "model_type": model_type,
-                "params": Jsonb(bundle.params),
-                "data_window": Jsonb(bundle.data_window),
+                "params": Jsonb(bundle.params if bundle is not None else params or {}),
+                "data_window": Jsonb(bundle.data_window if bundle is not None else data_window or {}),
                 "cleaning": Jsonb(cleaning),
                 "metrics": Jsonb(metrics),
-                "library_versions": Jsonb(bundle.versions),
+                "library_versions": Jsonb(bundle.versions if bundle is not None else {}),
                 "artefact": artefact,
                 "artefact_sha256": sha,
                 "dagster_run_id": run_id,
+                "selected": selected,
+                "reason": reason,
             },
         ).fetchone()
     assert version is not None
+    if artefact is None:
+        return RegisteredModel(int(version), None, 0, None)
     path = write_atomic(models_dir / f"{model_type}-v{int(version):04d}.pkl", artefact)
     conn.execute(q.SET_ARTEFACT_PATH, (str(path), version))
     return RegisteredModel(int(version), path, len(artefact), sha)
@@ -122,9 +142,9 @@ def judge_run_candidate(conn: psycopg.Connection, run_id: str) -> GateVerdict | 
     row = run_candidate(conn, run_id)
     if row is None:
         return None
-    passed, reason = gate_decision(row.metrics)
-    conn.execute(q.PASS_GATE if passed else q.REJECT_MODEL, (reason, row.version))
-    return GateVerdict(row.version, row.status, passed, reason, row.metrics)
+    decision = gate_decision(row.metrics)
+    conn.execute(q.PASS_GATE if decision.promote else q.REJECT_MODEL, (decision.reason, row.version))
+    return GateVerdict(row.version, row.status, decision.promote, decision.reason, row.metrics)
 
 
 def promote_run_candidate(conn: psycopg.Connection, run_id: str) -> PromotedModel:
@@ -151,7 +171,7 @@ def load_promoted(conn: psycopg.Connection) -> tuple[int, ModelBundle]:
     """(version, bundle) of the served model, its artefact checked against its sha256."""
     row = promoted_model(conn)
     if row is None:
-        raise RegistryError("no promoted model: materialize lightfm_model and promoted_model first")
+        raise RegistryError("no promoted model: materialize candidate_model and promoted_model first")
     artefact = bytes(row.artefact)
     if hashlib.sha256(artefact).hexdigest() != row.artefact_sha256:
         raise RegistryError(f"model v{row.version}: artefact does not match its sha256; retrain the model")

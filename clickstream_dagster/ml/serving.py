@@ -2,8 +2,8 @@
 
 - `recommendations_for_visitors`: top-N per visitor (recommendations table), never an item the visitor
   bought in the training window, nor anything in `exclude` / `exclude_items`;
-- `similar_items`: for every catalogue item, its top-k items by cosine of LightFM item embeddings
-  (similar_items table), never itself;
+- `similar_items`: for every catalogue item, its top-k nearest items (similar_items table), never itself:
+  by LightFM's item embeddings, item-based CF's neighbours, or the bundle's item neighbourhood;
 - `popular_items`: the fallback lists for visitors without history (popular_items table): `popular`
   (distinct visitors in the last `window_days`) and `trending` (recent rate over earlier rate).
 """
@@ -15,9 +15,19 @@ from collections.abc import Collection, Mapping
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import scipy.sparse as sp
 
+from clickstream_dagster.ml.bundle import ModelBundle
 from clickstream_dagster.ml.features import item_stats
-from clickstream_dagster.ml.models import LightFMRecommender, Recommender, batch_rows, top_k, unit_rows
+from clickstream_dagster.ml.models import (
+    ItemKNNRecommender,
+    LightFMRecommender,
+    Recommender,
+    batch_rows,
+    top_k,
+    top_k_per_row,
+    unit_rows,
+)
 from clickstream_dagster.ml.prep import DAY_MS, IntArray
 
 
@@ -43,7 +53,36 @@ def recommendations_for_visitors(
     return model.recommend(visitors, n, exclude=exclude, exclude_items=exclude_items)
 
 
-def similar_items(model: LightFMRecommender, k: int = 20, batch_size: int | None = None) -> pd.DataFrame:
+def similar_items(source: ModelBundle | Recommender, k: int = 20) -> pd.DataFrame:
+    """Rows (itemid, rank, similar_itemid, score) for every item of the model (or the bundle's model), never
+    the item itself: by cosine of the item embeddings (LightFM), the model's own neighbours (item-based CF),
+    or the item neighbourhood stored with the bundle (the other types)."""
+    model = source.model if isinstance(source, ModelBundle) else source
+    if isinstance(model, LightFMRecommender):
+        return embedding_neighbours(model, k)
+    stored = getattr(source, "item_neighbours", None) if isinstance(source, ModelBundle) else None
+    neighbours = model.similarity if isinstance(model, ItemKNNRecommender) else stored
+    if neighbours is None:
+        raise ValueError(f"the {model.name} bundle holds no item neighbourhood for similar items")
+    return neighbour_rows(model.item_ids, top_k_per_row(neighbours.tocsr(), k))
+
+
+def neighbour_rows(item_ids: IntArray, neighbours: sp.csr_matrix) -> pd.DataFrame:
+    """Rows (itemid, rank, similar_itemid, score) of an items x items matrix holding each item's neighbours,
+    best first (ties: the lower item id)."""
+    coo = neighbours.tocoo()
+    frame = pd.DataFrame(
+        {"row": coo.row, "itemid": item_ids[coo.row], "similar_itemid": item_ids[coo.col], "score": coo.data}
+    )
+    frame = frame.loc[(frame["itemid"] != frame["similar_itemid"]) & (frame["score"] > 0)]
+    frame = frame.sort_values(["row", "score", "similar_itemid"], ascending=[True, False, True])
+    frame["rank"] = frame.groupby("row").cumcount() + 1
+    return frame[["itemid", "rank", "similar_itemid", "score"]].reset_index(drop=True)
+
+
+def embedding_neighbours(
+    model: LightFMRecommender, k: int = 20, batch_size: int | None = None
+) -> pd.DataFrame:
     """Rows (itemid, rank, similar_itemid, score) for every item of the model: the `k` items whose
     embeddings have the highest cosine similarity, excluding the item itself."""
     emb = unit_rows(model.item_embeddings)

@@ -1,5 +1,5 @@
-"""The serving tables the API reads, written from the promoted model: recommendations (top-N per recently
-active visitor, never an item they bought), similar_items (nearest items by embedding cosine) and
+"""The serving tables the API reads, written from the promoted model of any type: recommendations (top-N for
+every visitor the model knows, never an item they bought), similar_items (each item's nearest items) and
 popular_items (the fallback lists). `ml.serving` computes the rows; this module writes them.
 
 A version's rows are written beside the served version's, and older versions are pruned (`write_serving_rows`).
@@ -19,15 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg.rows import scalar_row
 
-from clickstream_dagster.ml.models import LightFMRecommender
-from clickstream_dagster.ml.prep import DAY_MS
-from clickstream_dagster.ml.registry import RegistryError, load_promoted, promoted_model
+from clickstream_dagster.ml.registry import load_promoted, promoted_model
 from clickstream_dagster.ml.serving import popular_items as popular_rows
-from clickstream_dagster.ml.serving import recommendations_for_visitors
 from clickstream_dagster.ml.serving import similar_items as similar_rows
-from clickstream_dagster.ml.source import newest_event_ms
 from clickstream_dagster.sql import ml as q
 from clickstream_dagster.sql.copy import copy_frame
 
@@ -78,35 +73,37 @@ def write_serving_rows(conn: psycopg.Connection, table: str, frame: pd.DataFrame
 @dataclass(frozen=True)
 class RecommendationsWritten:
     version: int
-    rows: pd.DataFrame  # visitorid, rank, itemid, score
-    active_visitors: int  # with an event in the active window (at most max_visitors)
-    known_visitors: int  # of those, the ones the model knows: the ones recommended to
+    preview: pd.DataFrame  # the first visitors' rows: visitorid, rank, itemid, score
+    known_visitors: int  # every visitor the model knows: each gets a list
     rows_written: int
     visitors_written: int
-    seconds: float  # ranking time
+    seconds: float  # ranking and writing
 
 
-def publish_recommendations(
-    connection: Connect, top_n: int, active_days: float, max_visitors: int
-) -> RecommendationsWritten:
-    """Top `top_n` items from the promoted model for each visitor with an event in the last `active_days` of
-    event time (the `max_visitors` most recently active), never an item they ever bought."""
+def publish_recommendations(connection: Connect, top_n: int) -> RecommendationsWritten:
+    """Top `top_n` items from the promoted model for every visitor it knows, never an item they ever bought
+    (in its training data or since: the purchases are read from the events). Ranked and written in batches,
+    in one transaction, so memory stays bounded at any number of visitors."""
     with connection() as conn:
         version, bundle = load_promoted(conn)
-        since = newest_event_ms(conn) - int(active_days * DAY_MS)
-        with conn.cursor(row_factory=scalar_row) as cur:
-            active = cur.execute(q.ACTIVE_VISITORS, (since, max_visitors)).fetchall()
-        known = np.intersect1d(np.asarray(active, dtype=np.int64), bundle.user_ids)
+        known = np.asarray(bundle.user_ids, dtype=np.int64)
         bought: dict[int, set[int]] = defaultdict(set)
         for visitor, item in conn.execute(q.PURCHASES_OF_VISITORS, (known.tolist(),)).fetchall():
             bought[int(visitor)].add(int(item))
     started = time.perf_counter()
-    rows = recommendations_for_visitors(bundle.model, known, top_n, exclude=bought)
-    seconds = time.perf_counter() - started
-    with connection() as conn:
-        write_serving_rows(conn, "recommendations", rows, version)
-        total, visitors = conn.execute(q.RECOMMENDATIONS_SUMMARY, (version,)).fetchone() or (0, 0)
-    return RecommendationsWritten(version, rows, len(active), len(known), total, visitors, seconds)
+    preview = pd.DataFrame(columns=["visitorid", "rank", "itemid", "score"])
+    spec = SERVING_TABLES["recommendations"]
+    with connection() as conn, conn.cursor() as cur:
+        cur.execute(spec.prune, {"version": version})
+        for k, rows in enumerate(bundle.model.iter_recommendations(known, top_n, exclude=bought)):
+            if k == 0:
+                preview = rows.head(10)
+            columns = (*spec.columns, "model_version")
+            copy_frame(cur, spec.copy, spec.types, rows.assign(model_version=version), columns)
+        total, visitors = cur.execute(q.RECOMMENDATIONS_SUMMARY, (version,)).fetchone() or (0, 0)
+    return RecommendationsWritten(
+        version, preview, len(known), total, visitors, time.perf_counter() - started
+    )
 
 
 @dataclass(frozen=True)
@@ -119,15 +116,12 @@ class SimilarItemsWritten:
 
 
 def publish_similar_items(connection: Connect, k: int = 20) -> SimilarItemsWritten:
-    """For every item of the promoted model (LightFM only), its `k` nearest items by cosine of the item
-    embeddings."""
+    """For every item of the promoted model, its `k` nearest items: by cosine of the item embeddings
+    (LightFM), the model's own neighbours (item-based CF), or the item neighbourhood its bundle holds."""
     with connection() as conn:
         version, bundle = load_promoted(conn)
-    model = bundle.model
-    if not isinstance(model, LightFMRecommender):
-        raise RegistryError(f"promoted model v{version} is a {type(model).__name__}, not LightFM")
     started = time.perf_counter()
-    rows = similar_rows(model, k=k)
+    rows = similar_rows(bundle, k=k)
     seconds = time.perf_counter() - started
     with connection() as conn:
         write_serving_rows(conn, "similar_items", rows, version)

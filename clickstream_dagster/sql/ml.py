@@ -66,26 +66,30 @@ HOURLY_PROFILE_TYPES = ("int4", "text", "int8", "float8")
 
 # --- model registry ----------------------------------------------------------------------------------------
 
+# A run registers every candidate: the best as `candidate` (selected, with its artefact), the others as
+# `rejected` at once, with the reason and their evidence but no artefact.
 INSERT_MODEL = """
 INSERT INTO model_registry
     (model_type, params, data_window, cleaning, metrics, library_versions, artefact, artefact_sha256,
-     dagster_run_id)
+     dagster_run_id, selected, status, reason, decided_at)
 VALUES (%(model_type)s, %(params)s, %(data_window)s, %(cleaning)s, %(metrics)s, %(library_versions)s,
-        %(artefact)s, %(artefact_sha256)s, %(dagster_run_id)s)
+        %(artefact)s, %(artefact_sha256)s, %(dagster_run_id)s, %(selected)s,
+        CASE WHEN %(selected)s THEN 'candidate' ELSE 'rejected' END, %(reason)s,
+        CASE WHEN %(selected)s THEN NULL ELSE now() END)
 RETURNING version
 """
 SET_ARTEFACT_PATH = "UPDATE model_registry SET artefact_path = %s WHERE version = %s"
 
 # Read into ml.registry.PromotedModel.
 PROMOTED_MODEL = """
-SELECT version, params, metrics, artefact, artefact_sha256
+SELECT version, model_type, params, metrics, artefact, artefact_sha256
 FROM model_registry WHERE status = 'promoted'
 """
 
-# The candidate a run trained (the newest, should a run be retried). Read into ml.registry.RunCandidate.
+# The candidate a run selected (the newest, should a run be retried). Read into ml.registry.RunCandidate.
 CANDIDATE_OF_RUN = """
-SELECT version, metrics, status FROM model_registry
-WHERE dagster_run_id = %s ORDER BY version DESC LIMIT 1
+SELECT version, model_type, metrics, status FROM model_registry
+WHERE dagster_run_id = %s AND selected ORDER BY version DESC LIMIT 1
 """
 
 REJECT_MODEL = """

@@ -64,7 +64,13 @@ SUMMARY_SQL = {
     ),
 }
 
-LATEST_MODEL_SQL = "SELECT version, status, reason FROM model_registry ORDER BY version DESC LIMIT 1"
+# Generated when data/raw has no events.csv: enough for the promotion gate's evidence (its 200 validation
+# visitors by default; 30,000 events leave about 75) while the demo stays a few minutes.
+DEMO_EVENTS = 150_000
+
+LATEST_MODEL_SQL = (
+    "SELECT version, status, reason FROM model_registry WHERE selected ORDER BY version DESC LIMIT 1"
+)
 PROMOTED_SQL = "SELECT version FROM model_registry WHERE status = 'promoted'"
 
 
@@ -90,8 +96,8 @@ def ensure_data(raw_dir: Path, log: Log) -> None:
         return
     from clickstream_dagster.data.generator import generate
 
-    log(f"  data: generating the small RetailRocket-shaped dataset into {raw_dir}")
-    summary = generate(raw_dir, "small", seed=42)
+    log(f"  data: generating a {DEMO_EVENTS:,}-event RetailRocket-shaped dataset into {raw_dir}")
+    summary = generate(raw_dir, DEMO_EVENTS, seed=42)
     for line in summary.lines()[:2]:
         log(f"    {line}")
 
@@ -158,7 +164,7 @@ def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
         raise StackError("the producer could not deliver every event; re-run `make demo` to resume")
     wait_until_ingested(cfg, kafka.end_offsets(), log)
 
-    log("4/5 training the recommender (train_recommender job: LightFM vs baselines, promotion gate, serving)")
+    log("4/5 training the recommender (train_recommender job: every candidate competes, promotion gate, serving)")
     train_recommender(cfg, log)
 
     log("5/5 done")

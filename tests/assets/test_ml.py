@@ -1,8 +1,9 @@
-"""The `ml` assets on real PostgreSQL with real LightFM models trained on generated data: the promotion gate
-promotes a good model, rejects a deliberately bad one (which stays in the registry with its reason), and
-every serving table is rebuilt from whichever model is promoted.
+"""The `ml` assets on real PostgreSQL with real models trained on generated data: every candidate type
+competes, the gate promotes the best only on evidence (and keeps the incumbent on too few visitors, on a lead
+inside the noise, on the same configuration again), and every serving table is rebuilt from whichever model
+is promoted, for every visitor it knows.
 
-One database and three training runs are shared by the module (~1-2 min): good model, bad model, good again.
+One database and four training runs are shared by the module (a few minutes).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 
 from clickstream_dagster.assets.ml import (
-    lightfm_model,
+    candidate_model,
     ml_dataset,
     ml_features,
     ml_interactions,
@@ -32,6 +33,7 @@ from clickstream_dagster.assets.ml import (
 from clickstream_dagster.assets.reference import category_tree, item_properties, items
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.ml.bundle import load_bundle
+from clickstream_dagster.ml.models import top_k_per_row
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.stack.config import StackConfig
 from tests.conftest import create_database, drop_database
@@ -40,13 +42,12 @@ EVENTS = 120_000
 K = 10
 # One small grid keeps each training run short; the gate and the tables do not depend on its size.
 GOOD = {"grid": {"no_components": [32], "item_alpha": [0.0], "epochs": [10, 30], "max_seconds": 60}}
-# Two components, one epoch at a tiny learning rate: barely better than random.
-BAD = {"grid": None, "lightfm": {"no_components": 2, "epochs": 1, "learning_rate": 0.0005}}
+KNN_TYPES = ("item_knn", "user_knn", "session_knn")
 ML_ASSETS = [
     ml_dataset,
     ml_interactions,
     ml_features,
-    lightfm_model,
+    candidate_model,
     promoted_model,
     recommendations,
     similar_items,
@@ -101,7 +102,7 @@ def _load_events(url: str, path: Path) -> None:
                 copy.write_row((*row, "gen", 0, offset))
 
 
-def _train(url: str, models: Path, params: dict[str, Any]) -> Run:
+def _train(url: str, models: Path, params: dict[str, Any], **gate: Any) -> Run:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CLICKSTREAM_MODELS_DIR", str(models))
         result = dg.materialize(
@@ -109,16 +110,16 @@ def _train(url: str, models: Path, params: dict[str, Any]) -> Run:
             resources={"postgres": PostgresResource(url=url)},
             run_config={
                 "ops": {
-                    "ml_dataset": {"config": {"params_json": json.dumps(params)}},
-                    "lightfm_model": {"config": {"params_json": json.dumps(params)}},
+                    "ml_dataset": {"config": {"params_json": json.dumps(GOOD)}},
+                    "candidate_model": {"config": {"params_json": json.dumps(params), **gate}},
                 }
             },
             raise_on_error=False,
         )
     with psycopg.connect(url) as conn:
         cur = conn.execute(
-            "SELECT version, status, reason, metrics, artefact_path, dagster_run_id, data_window "
-            "FROM model_registry ORDER BY version"
+            "SELECT version, model_type, status, reason, selected, metrics, artefact_path, dagster_run_id, "
+            "data_window FROM model_registry ORDER BY version"
         )
         names = [d.name for d in cur.description or []]
         registry = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -126,16 +127,38 @@ def _train(url: str, models: Path, params: dict[str, Any]) -> Run:
     return Run(result, registry, promoted[0] if promoted else None)
 
 
+def _tweaked(model_type: str) -> dict[str, Any]:
+    """Settings under which only `model_type` competes, with one neighbour (or epoch) fewer than by default:
+    a different configuration that scores all but the same."""
+    params: dict[str, Any] = {**GOOD, "candidates": [model_type]}
+    if model_type == "item_knn":
+        params["knn"] = {"item_neighbours": 99}
+    elif model_type == "user_knn":
+        params["knn"] = {"user_neighbours": 49}
+    elif model_type == "session_knn":
+        params["session"] = {"sknn_neighbours": 99}
+    elif model_type == "lightfm":
+        params["grid"] = {**GOOD["grid"], "epochs": [29]}
+    else:
+        raise AssertionError(f"popularity cannot be the promoted model here: {model_type}")
+    return params
+
+
 @pytest.fixture(scope="module")
 def runs(db: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Four training runs on the same data: the first promotes the best of every type; then too few
+    visitors, a near-identical rival and the same configuration again each leave the incumbent in place."""
     models = tmp_path_factory.mktemp("models")
     out: dict[str, Any] = {"models": models}
-    out["good"] = _train(db, models, GOOD)
-    out["tables_after_good"] = _serving_versions(db)
-    out["bad"] = _train(db, models, BAD)
-    out["tables_after_bad"] = _serving_versions(db)
-    out["good_again"] = _train(db, models, GOOD)
-    out["tables_after_good_again"] = _serving_versions(db)
+    out["first"] = _train(db, models, GOOD)
+    out["tables_after_first"] = _serving_versions(db)
+    out["too_few"] = _train(db, models, GOOD, min_visitors=10**9)
+    out["tables_after_too_few"] = _serving_versions(db)
+    promoted_type = next(r["model_type"] for r in out["first"].registry if r["status"] == "promoted")
+    out["rival"] = _train(db, models, _tweaked(promoted_type))
+    out["tables_after_rival"] = _serving_versions(db)
+    out["again"] = _train(db, models, GOOD)
+    out["tables_after_again"] = _serving_versions(db)
     return out
 
 
@@ -153,54 +176,105 @@ def _check_passed(result: dg.ExecuteInProcessResult) -> bool:
     return evaluations[0].passed
 
 
-def test_first_good_model_is_promoted_and_serving_tables_are_built(runs: dict[str, Any]) -> None:
-    good: Run = runs["good"]
-    assert good.result.success
-    assert _check_passed(good.result)
-    [row] = good.registry
-    assert row["status"] == "promoted" and row["reason"].startswith("passed")
-    assert runs["tables_after_good"] == {t: {row["version"]} for t in runs["tables_after_good"]}
-    # The export as the prototype does: one file per version plus the promoted one, loadable.
-    assert Path(row["artefact_path"]).is_file()
+def _of_run(run: Run) -> list[dict[str, Any]]:
+    run_id = run.result.run_id
+    return [r for r in run.registry if r["dagster_run_id"] == run_id]
+
+
+def test_every_candidate_type_competes_and_the_best_is_promoted(runs: dict[str, Any]) -> None:
+    first: Run = runs["first"]
+    assert first.result.success
+    assert _check_passed(first.result)
+    rows = _of_run(first)
+    assert sorted(r["model_type"] for r in rows) == sorted(
+        ["popularity", "item_knn", "user_knn", "session_knn", "lightfm"]
+    )
+    [best] = [r for r in rows if r["selected"]]
+    means = {r["model_type"]: r["metrics"]["evidence"]["candidate"]["estimate"]["mean"] for r in rows}
+    assert means[best["model_type"]] == max(means.values())  # the gate promotes the best on validation
+    assert best["status"] == "promoted" and best["reason"].startswith("passed:")
+    assert "beats the incumbent popularity (nothing promoted yet)" in best["reason"]
+    # On this data a nearest-neighbour model is the best: a KNN model is promoted and served.
+    assert best["model_type"] in KNN_TYPES, means
+    for r in rows:
+        if r is not best:
+            assert (r["status"], r["artefact_path"]) == ("rejected", None)
+            assert r["reason"].startswith(f"outranked: {r['model_type']} ndcg@10")
+    # The evidence, intervals and sample sizes are stored with the models.
+    evidence = best["metrics"]["evidence"]
+    estimate = evidence["candidate"]["estimate"]
+    assert estimate["low"] < estimate["mean"] < estimate["high"] and estimate["visitors"] >= 200
+    assert evidence["incumbent"]["estimate"]["visitors"] == estimate["visitors"]
+    assert runs["tables_after_first"] == {t: {best["version"]} for t in runs["tables_after_first"]}
+    assert Path(best["artefact_path"]).is_file()
     promoted = load_bundle(runs["models"] / "promoted.pkl")
-    assert len(promoted.item_ids) > 100
+    assert promoted.model.name == best["model_type"] and len(promoted.item_ids) > 100
 
 
-def test_lightfm_clearly_beats_popularity_on_test(runs: dict[str, Any]) -> None:
-    test = runs["good"].registry[0]["metrics"]["test"]
-    assert set(test) >= {"lightfm", "popularity", "item_knn", "user_knn"}
+def test_every_model_is_scored_on_test_with_every_metric(runs: dict[str, Any]) -> None:
+    [best] = [r for r in _of_run(runs["first"]) if r["selected"]]
+    test = best["metrics"]["test"]
+    assert set(test) >= {"lightfm", "popularity", "item_knn", "user_knn", "session_knn"}
     for metric in (f"recall@{K}", f"ndcg@{K}"):
-        assert test["lightfm"][metric] > 1.2 * test["popularity"][metric], (metric, test)
-    for model in test.values():  # every metric reported for every model
-        assert {f"precision@{K}", f"recall@{K}", f"f1@{K}", f"ndcg@{K}", "auc", f"coverage@{K}"} <= set(model)
+        assert test[best["model_type"]][metric] > 1.2 * test["popularity"][metric], (metric, test)
+    for name in ("popularity", "item_knn", "user_knn", "session_knn", "lightfm"):
+        assert {f"precision@{K}", f"recall@{K}", f"f1@{K}", f"ndcg@{K}", "auc", f"coverage@{K}"} <= set(
+            test[name]
+        )
 
 
-def test_bad_model_is_rejected_with_reason_and_nothing_is_rebuilt(runs: dict[str, Any]) -> None:
-    bad: Run = runs["bad"]
-    assert not _check_passed(bad.result)
-    first, second = bad.registry
-    assert second["status"] == "rejected"
-    assert second["reason"].startswith("rejected:") and "popularity" in second["reason"]
-    assert bad.promoted == first["version"]  # the good model is still served
-    assert runs["tables_after_bad"] == runs["tables_after_good"]
-    events = bad.result.get_asset_materialization_events()
+def _incumbent_stays(runs: dict[str, Any], name: str) -> dict[str, Any]:
+    run: Run = runs[name]
+    assert not _check_passed(run.result)
+    [candidate] = [r for r in _of_run(run) if r["selected"]]
+    assert candidate["status"] == "rejected"
+    assert run.promoted == next(r["version"] for r in _of_run(runs["first"]) if r["selected"])
+    assert runs[f"tables_after_{name}"] == runs["tables_after_first"]  # nothing was rebuilt
+    events = run.result.get_asset_materialization_events()
     materialized = {e.asset_key.path[-1] for e in events if e.asset_key is not None}
-    assert "lightfm_model" in materialized
+    assert "candidate_model" in materialized
     assert materialized.isdisjoint({"promoted_model", "recommendations", "similar_items"})
+    return candidate
 
 
-def test_next_good_model_replaces_the_promoted_one(runs: dict[str, Any]) -> None:
-    again: Run = runs["good_again"]
-    assert again.result.success and _check_passed(again.result)
-    first, second, third = again.registry
-    assert (first["status"], second["status"], third["status"]) == ("retired", "rejected", "promoted")
-    assert third["metrics"]["champion"] == {"version": first["version"], "same_configuration": True}
-    validation = third["metrics"]["validation"]
-    assert set(validation) == {"candidate", "popularity", "champion"}
-    # Every table holds the new version; the previous one stays beside it (readers filter on the version)
-    # until the next promotion prunes it.
-    after = {t: {first["version"], third["version"]} for t in runs["tables_after_good_again"]}
-    assert runs["tables_after_good_again"] == after
+def test_too_few_validation_visitors_is_insufficient_evidence(runs: dict[str, Any]) -> None:
+    candidate = _incumbent_stays(runs, "too_few")
+    n = candidate["metrics"]["evidence"]["candidate"]["estimate"]["visitors"]
+    assert candidate["reason"].startswith(
+        f"insufficient evidence: {n} validation visitors (minimum 1000000000)"
+    )
+
+
+def test_a_rival_inside_the_noise_does_not_replace_the_incumbent(runs: dict[str, Any]) -> None:
+    candidate = _incumbent_stays(runs, "rival")
+    incumbent = candidate["metrics"]["evidence"]["incumbent"]
+    assert incumbent["label"] == candidate["model_type"] and not incumbent["same_as_candidate"]
+    assert candidate["reason"].startswith(f"not beyond noise: {candidate['model_type']} ndcg@10")
+
+
+def test_the_same_configuration_again_keeps_the_incumbent(runs: dict[str, Any]) -> None:
+    """Reproducible: the same data and configuration select the same type and configuration, which never
+    replaces itself; a nearest-neighbour model's evidence is the same to the last digit."""
+    candidate = _incumbent_stays(runs, "again")
+    assert candidate["metrics"]["evidence"]["incumbent"]["same_as_candidate"]
+    assert "is still the best candidate" in candidate["reason"]
+    [first] = [r for r in _of_run(runs["first"]) if r["selected"]]
+    assert candidate["model_type"] == first["model_type"]
+    again = candidate["metrics"]["evidence"]["candidate"]["estimate"]
+    assert again == first["metrics"]["evidence"]["candidate"]["estimate"]
+
+
+def test_every_visitor_the_model_knows_has_recommendations(db: str, runs: dict[str, Any]) -> None:
+    bundle = load_bundle(runs["models"] / "promoted.pkl")
+    with psycopg.connect(db) as conn:
+        visitors = {
+            int(v)
+            for (v,) in conn.execute(
+                "SELECT DISTINCT visitorid FROM recommendations "
+                "WHERE model_version = (SELECT max(model_version) FROM popular_items)"
+            ).fetchall()
+        }
+    assert visitors == set(bundle.user_ids.tolist())
 
 
 def test_recommendations_never_include_purchased_items(db: str, runs: dict[str, Any]) -> None:
@@ -228,7 +302,9 @@ def test_recommendations_never_include_purchased_items(db: str, runs: dict[str, 
     assert per_visitor == (20, 20)
 
 
-def test_similar_items_are_ranked_cosine_neighbours(db: str, runs: dict[str, Any]) -> None:
+def test_similar_items_are_the_promoted_models_ranked_neighbours(db: str, runs: dict[str, Any]) -> None:
+    """similar_items holds, for every item with neighbours, exactly the served model's item neighbourhood
+    (item-based CF's own, or the bundle's for the other nearest-neighbour types), best first."""
     bundle = load_bundle(runs["models"] / "promoted.pkl")
     with psycopg.connect(db) as conn:
         frame = pd.DataFrame(
@@ -237,11 +313,27 @@ def test_similar_items_are_ranked_cosine_neighbours(db: str, runs: dict[str, Any
             ).fetchall(),
             columns=["itemid", "rank", "similar_itemid", "score"],
         )
-    assert set(frame["itemid"]) == set(bundle.item_ids.tolist())
     assert not (frame["itemid"] == frame["similar_itemid"]).any()
     ordered = frame.sort_values(["itemid", "rank"])
     assert (ordered.groupby("itemid")["score"].diff().dropna() <= 1e-6).all()
-    assert frame["score"].between(-1.0001, 1.0001).all()
+    assert frame["score"].between(0, 1.0001).all()
+    neighbours = getattr(bundle.model, "similarity", None)
+    if neighbours is None:
+        neighbours = bundle.item_neighbours
+    assert neighbours is not None
+    coo = top_k_per_row(neighbours.tocsr(), 20).tocoo()  # the table keeps 20 per item
+    expected = {
+        (int(bundle.item_ids[i]), int(bundle.item_ids[j])): float(v)
+        for i, j, v in zip(coo.row, coo.col, coo.data, strict=True)
+        if v > 0 and i != j
+    }
+    stored = {
+        (int(i), int(j)): float(v)
+        for i, j, v in frame[["itemid", "similar_itemid", "score"]].itertuples(index=False)
+    }
+    assert stored.keys() == expected.keys()
+    assert all(stored[key] == pytest.approx(expected[key], rel=1e-5) for key in stored)
+    assert len(set(frame["itemid"])) > 0.5 * len(bundle.item_ids)
 
 
 def test_popular_fallback_lists(db: str, runs: dict[str, Any]) -> None:
@@ -282,7 +374,7 @@ def test_training_data_split_is_time_ordered(db: str, runs: dict[str, Any]) -> N
         ).fetchone()
     assert bounds["train"][1] < bounds["validation"][0]
     assert bounds["validation"][1] < bounds["test"][0]
-    window = runs["good_again"].registry[-1]["data_window"]
+    window = runs["again"].registry[-1]["data_window"]
     assert bounds["validation"][0] >= window["validation_start_ms"] > bounds["train"][1]
     assert bounds["test"][0] >= window["test_start_ms"] > bounds["validation"][1]
     assert features is not None and features[0] > 1000

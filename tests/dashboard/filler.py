@@ -195,15 +195,33 @@ def _reference(url: str, raw_dir: Path) -> None:
 
 
 def registry_metrics(version: int) -> dict[str, Any]:
-    """Metrics shaped as the registry documents them: validation, test per model, gate."""
+    """Metrics shaped as the registry stores them (ml.candidate): validation per type with the gate metric's
+    interval, the gate's evidence, test per model, the gate's settings."""
     lift = 0.004 * version
+    estimate = {"mean": 0.030 + lift, "low": 0.025 + lift, "high": 0.035 + lift, "visitors": 400 + version}
     return {
         "metric": "ndcg@10",
+        "model_type": "lightfm",
         "validation": {
-            "candidate": {"precision@10": 0.010 + lift, "recall@10": 0.050 + lift, "ndcg@10": 0.030 + lift},
+            "lightfm": {
+                "precision@10": 0.010 + lift,
+                "recall@10": 0.050 + lift,
+                "ndcg@10": estimate["mean"],
+                "ndcg@10 low": estimate["low"],
+                "ndcg@10 high": estimate["high"],
+                "visitors": estimate["visitors"],
+            },
             "popularity": {"precision@10": 0.012, "recall@10": 0.052, "ndcg@10": 0.031},
         },
-        "champion": {"version": None, "same_configuration": None},
+        "evidence": {
+            "candidate": {"label": "lightfm", "estimate": estimate},
+            "incumbent": {
+                "label": "popularity (nothing promoted yet)",
+                "version": None,
+                "estimate": {"mean": 0.031, "low": 0.027, "high": 0.035, "visitors": 400 + version},
+                "same_as_candidate": False,
+            },
+        },
         "test": {
             "lightfm": {
                 "precision@10": 0.011 + lift,
@@ -213,7 +231,7 @@ def registry_metrics(version: int) -> dict[str, Any]:
             },
             "popularity": {"precision@10": 0.015, "recall@10": 0.060, "ndcg@10": 0.035, "auc": 0.78},
         },
-        "gate": {"min_lift_over_popularity": 0.0, "champion_tolerance": 0.01},
+        "gate": {"metric": "ndcg", "min_visitors": 200, "confidence": 0.95, "resamples": 2000, "seed": 0},
     }
 
 

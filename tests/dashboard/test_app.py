@@ -22,6 +22,7 @@ from tests.dashboard.filler import (
     RAW_EVENTS_MESSAGES,
     RECOMMENDATIONS_EACH,
     WINDOWED_STATS_ROWS,
+    registry_metrics,
 )
 
 UNKNOWN_VISITOR = "unknown visitor (popular fallback)"
@@ -155,6 +156,15 @@ def test_every_section_shows_what_the_database_holds(
     assert registry["version"].tolist() == list(range(1, MODEL_VERSIONS + 1))
     assert registry.loc[registry["version"] == PROMOTED_VERSION, "status"].item() == "promoted"
     assert "test ndcg@10" in registry.columns
+    # The gate's evidence beside each model: its estimate, interval and sample size, as stored.
+    evidence = table(at, "version", "validation estimate", "interval low", "interval high", "visitors")
+    for version in range(1, MODEL_VERSIONS + 1):
+        stored = registry_metrics(version)["evidence"]["candidate"]["estimate"]
+        shown_row = evidence.loc[evidence["version"] == version].iloc[0].to_dict()
+        assert float(shown_row["validation estimate"]) == pytest.approx(stored["mean"])
+        assert float(shown_row["interval low"]) == pytest.approx(stored["low"])
+        assert float(shown_row["interval high"]) == pytest.approx(stored["high"])
+        assert int(shown_row["visitors"]) == stored["visitors"]
     assert at.selectbox(key="model_metric").value == "ndcg@10"
     model_chart = figure(at, "model_metrics")
     names = {t["name"] for t in model_chart["data"]}

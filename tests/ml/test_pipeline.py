@@ -191,7 +191,15 @@ def test_run_full_evaluation_for_benches(tmp_path: Path) -> None:
         "session": {"max_test_sessions": 200},
     }
     table, timings, peak_mb = run_full_evaluation(events, items, params)
-    assert table["model"].tolist() == ["popularity", "item_knn", "user_knn", "lightfm", "markov", "sknn"]
+    assert table["model"].tolist() == [
+        "popularity",
+        "item_knn",
+        "user_knn",
+        "session_knn",
+        "lightfm",
+        "markov",
+        "sknn",
+    ]
     assert {
         "data_prep",
         "grid_search",
