@@ -22,7 +22,13 @@ The model, in the order it is built (every step is a numpy array operation, with
   visitor's first visit, at an hour drawn from a daily traffic cycle. Events inside a session are seconds to
   minutes apart, never more than 25 minutes, so a 30-minute gap rule recovers the sessions.
 - Taste: every visitor prefers three categories. A session mostly stays in one of them, and items are drawn
-  by popularity within the category. Some views repeat the previous item, as in the original.
+  by popularity within the category. Each one is new to the session: a draw that repeats an earlier view is
+  drawn again.
+- Repeats: a later view of a session shows the item on screen again (`SAME_ITEM_P`) or goes back to an
+  earlier item of the session (`RETURN_VIEW_P`), as real visitors reload and compare. Under the next-item
+  protocol's filters the sessions then look the way the published benchmark implies. `session_statistics`
+  measures them, and docs/recommendations.md ("Generated sessions against the published benchmark") gives
+  the targets and their sources.
 - Funnel: add-to-carts are sampled from views, weighted by a log-normal buying propensity per visitor and a
   shopping mood per session, and happen seconds after their view. A transaction buys one or more carts of
   one session together, at one timestamp after the last of those carts, so each id belongs to one visitor.
@@ -43,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from tqdm import tqdm
 
 from clickstream_dagster.data.readers import (
@@ -109,7 +116,9 @@ PREFERENCE_WEIGHTS = (0.6, 0.3, 0.1)
 SESSION_IN_PREFERENCE_P = 0.9
 EVENT_IN_SESSION_CATEGORY_P = 0.8
 EVENT_IN_PREFERENCE_P = 0.1  # else a random category by popularity
-REPEAT_VIEW_P = 0.3
+NEW_ITEM_DRAWS = 8  # tries to draw an item new to the session; the second half in another category
+SAME_ITEM_P = 0.13  # a later view shows the item on screen again
+RETURN_VIEW_P = 0.4  # ... or, from the third view on, an earlier item of the session
 BUY_PROPENSITY_SIGMA = 3.0
 SESSION_MOOD_SIGMA = 2.0
 CART_DELAY_MEDIAN_S = 25.0
@@ -206,6 +215,77 @@ def parse_scale(text: str) -> Scale:
     if digits.isdigit() and digits.isascii():
         return int(digits)
     raise ValueError(f"scale must be 'small', 'full' or a number of events, got {text!r}")
+
+
+# --- session statistics ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionStatistics:
+    """How the view sessions of an events frame look (see `session_statistics`).
+
+    A "next view" is every view of a session after its first one. `repeat_view_share` is the share of next
+    views on an item the session has already viewed; `same_item_share` the share on the very item viewed just
+    before (a consecutive repeat, which a predictor wins by proposing the item on screen).
+    """
+
+    sessions: int
+    views: int
+    mean_length: float  # views per session
+    median_length: float
+    mean_distinct_items: float  # distinct items per session
+    repeat_view_share: float
+    same_item_share: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.sessions:,} sessions, {self.views:,} views: length mean {self.mean_length:.2f} median"
+            f" {self.median_length:g}, distinct items {self.mean_distinct_items:.2f}, next views on a seen"
+            f" item {self.repeat_view_share:.3f}, on the same item {self.same_item_share:.3f}"
+        )
+
+
+def session_statistics(
+    events: pd.DataFrame, gap_minutes: float = 30.0, min_item_views: int = 5, min_session_views: int = 2
+) -> SessionStatistics:
+    """Session statistics of the views in `events` (columns visitorid, timestamp, event, itemid).
+
+    The defaults follow the next-item protocol of Ludewig et al. (`ml.nextitem`): items with fewer than
+    `min_item_views` views are dropped first, then a gap of more than `gap_minutes` starts a new session, and
+    sessions with fewer than `min_session_views` views are dropped. `min_item_views=1, min_session_views=1`
+    describes every session as it is.
+    """
+    views = events.loc[events["event"] == "view", ["visitorid", "timestamp", "itemid"]]
+    if min_item_views > 1:
+        support = views["itemid"].value_counts()
+        views = views.loc[views["itemid"].isin(support.index[support.to_numpy() >= min_item_views])]
+    views = views.sort_values(["visitorid", "timestamp"], kind="stable")
+    visitor = views["visitorid"].to_numpy(dtype=np.int64)
+    item = views["itemid"].to_numpy(dtype=np.int64)
+    gap = np.diff(views["timestamp"].to_numpy(dtype=np.int64))
+    new = np.r_[True, (visitor[1:] != visitor[:-1]) | (gap > gap_minutes * 60_000)][: len(item)]
+    session = np.cumsum(new) - 1
+    keep = np.bincount(session)[session] >= min_session_views if len(item) else new
+    item, new = item[keep], new[keep]
+    session = np.cumsum(new) - 1
+    lengths = np.bincount(session)
+    n_sessions, n_views = len(lengths), len(item)
+    if n_views == n_sessions:  # no next views (or no views at all)
+        nan = float("nan")
+        length = float(lengths.mean()) if n_sessions else nan
+        median = float(np.median(lengths)) if n_sessions else nan
+        return SessionStatistics(n_sessions, n_views, length, median, length, nan, nan)
+    distinct = len(np.unique(session * (int(item.max()) + 1) + item))
+    next_views = n_views - n_sessions
+    return SessionStatistics(
+        sessions=n_sessions,
+        views=n_views,
+        mean_length=n_views / n_sessions,
+        median_length=float(np.median(lengths)),
+        mean_distinct_items=distinct / n_sessions,
+        repeat_view_share=(n_views - distinct) / next_views,
+        same_item_share=float(((item[1:] == item[:-1]) & ~new[1:]).sum()) / next_views,
+    )
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -329,6 +409,16 @@ def _power_law_counts(rng: np.random.Generator, n: int, total: int, k_max: int) 
     return counts
 
 
+def _follow_copies(source: IntArray) -> IntArray:
+    """The original of every index, where `source` points each copy at an earlier index and originals at
+    themselves: chains of copies are followed by pointer doubling."""
+    while True:
+        deeper = source[source]
+        if np.array_equal(deeper, source):
+            return source
+        source = deeper
+
+
 def _simulate_views(
     rng: np.random.Generator, plan: Plan, cat: _Catalog
 ) -> tuple[_Events, IntArray, BoolArray]:
@@ -391,11 +481,32 @@ def _simulate_views(
     category[anywhere] = cat.sample_categories(rng, int(anywhere.sum()))
     item = cat.sample_items(rng, category)
     item[is_bot] = rng.integers(0, len(cat.item_ids), int(is_bot.sum()))  # crawlers walk the whole catalog
-    # Repeat views copy the latest non-repeated item of the session (a chain of repeats stays on one item).
-    repeat = ~new_session & ~is_bot & (rng.random(n) < REPEAT_VIEW_P)
-    source = np.where(repeat, 0, np.arange(n))
-    np.maximum.accumulate(source, out=source)
-    item = item[source]
+    # Those draws are with replacement, so they often hit an item the session has shown already, most of all
+    # in small categories (and so at small scales). Such a draw is drawn again, in the end from another
+    # category (the session has seen what it wanted of this one): repeats come only from the choices below.
+    for attempt in range(NEW_ITEM_DRAWS):
+        _, first = np.unique(session * len(cat.item_ids) + item, return_index=True)
+        again = np.ones(n, dtype=bool)
+        again[first] = False
+        again &= ~is_bot
+        if not again.any():
+            break
+        if attempt >= NEW_ITEM_DRAWS // 2:
+            category[again] = cat.sample_categories(rng, int(again.sum()))
+        item[again] = cat.sample_items(rng, category[again])
+    # A next view may show the item on screen again (a reload, a second look) or go back to an earlier item of
+    # the session (comparing); otherwise it is the new item drawn above.
+    position = np.arange(n) - session_start_idx[session]
+    u = rng.random(n)
+    human_next = ~new_session & ~is_bot
+    same = human_next & (u < SAME_ITEM_P)
+    back = human_next & (position >= 2) & (u >= SAME_ITEM_P) & (u < SAME_ITEM_P + RETURN_VIEW_P)
+    source = np.arange(n, dtype=np.int64)
+    source[same] -= 1
+    back_at = np.flatnonzero(back)
+    earlier = (rng.random(len(back_at)) * (position[back_at] - 1)).astype(np.int64)  # not the last one
+    source[back_at] = session_start_idx[session[back_at]] + earlier
+    item = item[_follow_copies(source)]
 
     views = _Events(
         timestamp=timestamp,

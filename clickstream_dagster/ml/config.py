@@ -115,7 +115,8 @@ class SessionConfig:
     cutoff: int = 20
     sknn_neighbours: int = 100
     # Ludewig et al. keep repeated views; collapsing consecutive repeats of one item (a page reload, a
-    # back-and-forth) shows how much of a score is "predict the item on screen" (most next views here).
+    # back-and-forth) shows how much of a score is "predict the item on screen" (about a fifth of next views
+    # in generated sessions, docs/recommendations.md).
     collapse_repeats: bool = False
     max_test_sessions: int | None = None  # sample test sessions to bound the run time
 
