@@ -11,14 +11,16 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, loading, ml, pipeline, producer, soak, startup
+from bench import api, daily, loading, ml, pipeline, producer, session, soak, startup
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
     "loading": loading,
     "pipeline": pipeline,
     "ml": ml,
+    "daily": daily,
     "api": api,
+    "session": session,
     "soak": soak,
     "startup": startup,
 }

@@ -5,7 +5,10 @@ One run:
    of --database-url / DATABASE_URL, dropped afterwards), migrated.
 2. A real model: the generator's events (250,000 by default), cleaned, LightFM trained, and its serving rows
    (top-20 per visitor, 20 similar items per item, popular/trending) written with binary COPY, plus a
-   promoted model_registry row: what the ML job leaves behind.
+   promoted model_registry row: what the ML job leaves behind. The same events (all of them, as ingested)
+   go into clickstream_events, ingested "now": every visitor with events has a live session, so every
+   known visitor's answer runs the whole session part (the heaviest case; --no-events leaves the table
+   empty, as before the API read it).
 3. The API as its own process (`python -m clickstream_dagster.api`, uvicorn with uvloop + httptools).
 4. The load generator in another process: a minimal HTTP/1.1 keep-alive client on asyncio + uvloop.
    - fixed rate: requests are scheduled at exact instants (open loop, as wrk2 does); a request whose
@@ -16,8 +19,8 @@ One run:
    The visitors are a shuffled sample of those with recommendations, plus --cold-share unknown visitors
    (popular fallback).
 5. Peers, same data, same load generator, same uvicorn settings:
-   - a raw ASGI app (no FastAPI, no pydantic, no metrics) running the same queries on the same pool
-     settings: what the framework costs;
+   - a raw ASGI app (no FastAPI, no pydantic, no metrics) running the same query and the same blend
+     (api/session.py) on the same pool settings: what the framework costs;
    - the query alone, straight from psycopg's async pool at the same rate: the database's share.
 """
 
@@ -51,8 +54,10 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from clickstream_dagster.api.session import SessionRules, blend, split_parts
 from clickstream_dagster.ml.serving_tables import write_serving_rows
 from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql.copy import copy_frame
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database
 from clickstream_dagster.stack.process import free_port, wait_until
@@ -68,6 +73,18 @@ INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, 
 VALUES ('lightfm', %s, %s, %s, '{}', '{}', %s, %s, 'promoted', 'bench', now())
 RETURNING version
 """
+COPY_EVENTS = """
+COPY clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, kafka_topic,
+                         kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)
+"""
+EVENT_TYPES = ("int8", "timestamptz", "int8", "text", "int8", "int8", "text", "int4", "int8")
+EVENT_COLUMNS = ("timestamp", "event_time", "visitorid", "event", "itemid", "transactionid", "kafka_topic",
+                 "kafka_partition", "kafka_offset")  # fmt: skip
+SESSION_PARAMS = SessionRules().params()  # the API's defaults
+
+
+def answer_params(user: int, version: int, k: int) -> dict[str, Any]:
+    return {**SESSION_PARAMS, "visitor": user, "version": version, "k": k}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use a scratch database on this server instead of an embedded one (default: DATABASE_URL)",
     )
     parser.add_argument("--no-peers", action="store_true", help="measure the API only")
+    parser.add_argument(
+        "--no-events", action="store_true", help="leave clickstream_events empty (no live sessions)"
+    )
 
 
 # ---- data ------------------------------------------------------------------------------------------------
@@ -93,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class ServingRows:
+    events: pd.DataFrame  # as generated (timestamp, visitorid, event, itemid, transactionid)
     recommendations: pd.DataFrame
     similar: pd.DataFrame
     popular: pd.DataFrame
@@ -126,7 +147,22 @@ def train(events_n: int, seed: int, folder: Path) -> ServingRows:
     similar = similar_items(model, k=TOP_N)
     popular = popular_items(data.events)
     artefact = dumps_bundle(ModelBundle(model.compact(), params=vars(params), data_window=data.window))
-    return ServingRows(recs, similar, popular, artefact, dict(vars(params)), data.window, cleaning)
+    return ServingRows(events, recs, similar, popular, artefact, dict(vars(params)), data.window, cleaning)
+
+
+def load_events(url: str, events: pd.DataFrame) -> None:
+    """The events into clickstream_events as if raw_events had just ingested them (created_at now)."""
+    frame = events.assign(
+        event_time=pd.to_datetime(events["timestamp"], unit="ms", utc=True),
+        transactionid=events["transactionid"].astype("Int64"),
+        kafka_topic="bench",
+        kafka_partition=0,
+        kafka_offset=np.arange(len(events), dtype=np.int64),
+    )
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        copy_frame(cur, COPY_EVENTS, EVENT_TYPES, frame, EVENT_COLUMNS)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE clickstream_events")
 
 
 def load(url: str, rows: ServingRows) -> int:
@@ -197,6 +233,25 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def postmaster(url: str) -> int:
+    """The pid of the PostgreSQL server behind `url` (the parent of a backend; the server is local)."""
+    with psycopg.connect(url) as conn:  # asked while the backend lives
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        return psutil.Process(int(row[0])).ppid()
+
+
+def postgres_cpu_seconds(pid: int) -> float:
+    """User + system CPU of PostgreSQL: the postmaster, its live backends, and the ended ones it reaped."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 @contextmanager
 def serve(argv: list[str], url: str, port: int, log: Path) -> Iterator[int]:
     env = {**os.environ, "DATABASE_URL": url}
@@ -241,7 +296,7 @@ def peer_argv(port: int, workers: int) -> list[str]:
 
 
 def peer_app_from_env() -> Callable[..., Awaitable[None]]:
-    """The raw ASGI peer: the same queries and pool settings as the API, JSON by hand, nothing else."""
+    """The raw ASGI peer: the same query, blend and pool settings as the API, JSON by hand, nothing else."""
     from psycopg_pool import AsyncConnectionPool
 
     pool = AsyncConnectionPool(
@@ -253,7 +308,7 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
     )
     state: dict[str, Any] = {}
 
-    async def fetch(query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(query: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         async with pool.connection() as conn:
             return await (await conn.execute(query, params)).fetchall()
 
@@ -278,17 +333,17 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
             status, body = 200, {"status": "ok", "model_version": version}
         elif path.startswith("/recommendations/"):
             user = int(path.rsplit("/", 1)[1])
-            rows = await fetch(q.RECOMMENDATIONS, (user, version, K))
-            source = "model"
-            if not rows:
-                if state.get("fallback_version") != version:
-                    merged: dict[int, float] = {}  # popular, then trending, without repeats
-                    for _list, item, score in await fetch(q.POPULAR_ITEMS, (version,)):
-                        merged.setdefault(item, score)
-                    state["fallback"] = list(merged.items())
-                    state["fallback_version"] = version
-                rows, source = state["fallback"][:K], "popular"
-            items = [{"rank": r, "itemid": i, "score": s} for r, (i, s) in enumerate(rows, 1)]
+            parts = split_parts(await fetch(q.VISITOR_ANSWER, answer_params(user, version, K)))
+            if state.get("fallback_version") != version:
+                merged: dict[int, float] = {}  # popular, then trending, without repeats
+                for _list, item, score in await fetch(q.POPULAR_ITEMS, (version,)):
+                    merged.setdefault(int(item), float(score))
+                state["fallback"] = list(merged.items())
+                state["fallback_version"] = version
+            source, answer = blend(parts, state["fallback"], K)
+            items = [
+                {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(answer, 1)
+            ]
             status = 200
             body = {"user_id": user, "source": source, "model_version": version, "items": items}
         payload = json.dumps(body).encode()
@@ -313,6 +368,7 @@ class LoadResult:
     latencies_ms: list[float]
     server_cpu_s: float = float("nan")  # CPU the server used during the run, warm-up included
     requests_total: int = 0  # requests of the run, warm-up included
+    db_cpu_s: float = float("nan")  # CPU of the embedded PostgreSQL during the run (all its processes)
 
     @property
     def throughput(self) -> float:
@@ -438,9 +494,8 @@ def _loadgen(job: dict[str, Any]) -> LoadResult:
             async def fire(i: int) -> int:
                 assert pool is not None
                 async with pool.connection() as conn:
-                    await (
-                        await conn.execute(q.RECOMMENDATIONS, (users[i % len(users)], version, K))
-                    ).fetchall()
+                    params = answer_params(users[i % len(users)], version, K)
+                    await (await conn.execute(q.VISITOR_ANSWER, params)).fetchall()
                 return 200
         else:
             client = HttpClient(HOST, job["port"], max_connections=max(job["connections"], 256))
@@ -486,7 +541,22 @@ def _report(r: LoadResult) -> str:
             if r.requests_total and r.server_cpu_s == r.server_cpu_s  # NaN: no server process (psycopg)
             else ""
         )
+        + (
+            f"  PostgreSQL CPU {r.db_cpu_s * 1000 / r.requests_total:.2f} ms/req"
+            if r.requests_total and r.db_cpu_s == r.db_cpu_s  # NaN: not an embedded server
+            else ""
+        )
     )
+
+
+def _sources(port: int, paths: list[str]) -> str:
+    """How a sample of the run's requests is answered (the source of each answer)."""
+    seen: dict[str, int] = {}
+    with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as client:
+        for path in paths:
+            source = client.get(path).json()["source"]
+            seen[source] = seen.get(source, 0) + 1
+    return ", ".join(f"{name} {100 * n / len(paths):.0f}%" for name, n in sorted(seen.items()))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -504,10 +574,13 @@ def run(args: argparse.Namespace) -> int:
             url = stack.enter_context(database(args.database_url, folder))
             rows = train(args.events, args.seed, folder / "data")
             version = load(url, rows)
+            if not args.no_events:
+                load_events(url, rows.events)
             visitors = rows.recommendations["visitorid"].unique().tolist()
             print(
                 f"model {version}: {args.events:,} events -> {len(visitors):,} visitors with recommendations "
                 f"({len(rows.recommendations):,} rows), {len(rows.similar):,} similar-item rows; "
+                f"clickstream_events {'empty' if args.no_events else f'{len(rows.events):,} rows, live'}; "
                 f"ready in {time.perf_counter() - started:.1f} s",
                 flush=True,
             )
@@ -518,6 +591,11 @@ def run(args: argparse.Namespace) -> int:
             users = sample + list(range(unknown, unknown + cold))
             rng.shuffle(users)
             paths = [f"/recommendations/{u}?k={K}" for u in users]
+            server = None if args.database_url else postmaster(url)
+
+            def db_cpu() -> float:
+                return postgres_cpu_seconds(server) if server is not None else float("nan")
+
             base = {"paths": paths, "url": url, "version": version, "users": users, "warmup": args.warmup}
             fixed = {"mode": "fixed", "rate": args.rate, "seconds": args.seconds, "connections": 16}
             peak = {"mode": "max", "rate": 0.0, "seconds": args.max_seconds, "connections": args.connections}
@@ -527,16 +605,21 @@ def run(args: argparse.Namespace) -> int:
             for target, label, argv in targets:
                 port = free_port()
                 with serve(argv(port, args.workers), url, port, folder / f"{target}.log") as pid:
+                    if target == "api":
+                        print(f"  answers by source: {_sources(port, paths[:500])}", flush=True)
                     for mode in (fixed, peak):
                         job = {**base, **mode, "target": target, "port": port, "label": label}
-                        cpu_before = cpu_seconds(pid)
+                        cpu_before, db_before = cpu_seconds(pid), db_cpu()
                         result = drive(job)
                         result.server_cpu_s = cpu_seconds(pid) - cpu_before
+                        result.db_cpu_s = db_cpu() - db_before
                         results.append(result)
                         print(_report(result), flush=True)
             if not args.no_peers:
                 job = {**base, **fixed, "target": "psycopg", "label": "peer: the query alone (psycopg)"}
+                db_before = db_cpu()
                 results.append(drive(job))
+                results[-1].db_cpu_s = db_cpu() - db_before
                 print(_report(results[-1]), flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

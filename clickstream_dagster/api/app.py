@@ -1,4 +1,5 @@
-"""The recommendations service: FastAPI over the serving tables of the promoted model.
+"""The recommendations service: FastAPI over the serving tables of the promoted model and the visitor's live
+session in clickstream_events.
 
 `create_app(database_url)` builds it (tests, the stack and `python -m clickstream_dagster.api` use it);
 `app_from_env()` is the factory uvicorn calls, with DATABASE_URL or the embedded stack's default database.
@@ -8,7 +9,7 @@ import gc
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,7 @@ from clickstream_dagster.api.schemas import (
     SimilarItemsResponse,
     ValidationErrorResponse,
 )
+from clickstream_dagster.api.session import SOURCES, SessionRules, blend
 from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
 from clickstream_dagster.settings import Settings
 
@@ -31,17 +33,32 @@ MAX_K = 100
 DEFAULT_K = 10
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
 
-DESCRIPTION = f"""
-Recommendations of the promoted LightFM model, read from the serving tables that the ML job rebuilds
-after every promotion.
 
+def service_description(rules: SessionRules) -> str:
+    """The OpenAPI description of the service, with the live-session rules it runs."""
+    return f"""
+Recommendations of the promoted model (whichever type the ML job promoted), read from the serving tables
+that the ML job rebuilds after every promotion, and following each visitor's live session: events ingested
+seconds ago change the answer, with no retraining.
+
+- **Live session**: the visitor's newest {rules.events} views and add-to-carts in `clickstream_events`, cut at
+  the first gap of more than {rules.gap_s / 60:g} minutes, live when one of them was ingested in the last
+  {rules.live_s / 60:g} minutes. Its items' neighbours in the promoted model's `similar_items` are scored by
+  similarity x event weight (add-to-cart {rules.cart_weight:g}, view {rules.view_weight:g}) x recency (each
+  older event {rules.decay:g} of the next newer one). A brand-new visitor who has viewed a few items gets
+  personal recommendations.
+- **Blend**: the session's neighbours first, then the model's precomputed list for the visitor, then the
+  popular list topped up from the trending list, each item once, until `k` items (fewer only when all the
+  lists run out). `"source"` says which part the first item comes from (`session`, `model` or `popular`),
+  and every item says its own.
+- **Never recommended**: an item the visitor bought (any transaction event), and the items of the session's
+  {rules.on_screen} newest events (what the page shows or what was just carted).
 - A newly promoted model answers within a few seconds, without a restart (the promoted version is re-read
   every couple of seconds; every answer comes from the rows of a single model version).
-- Visitors the model does not know get the popular list (topped up from the trending list), marked
-  `"source": "popular"`.
 - `k` is 1 to {MAX_K}; ids are non-negative integers. Anything else is answered with 422 and a message.
 - 503 means PostgreSQL is unreachable or no model can be served; `/health` says which.
 """
+
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "PostgreSQL unreachable, or no promoted model to serve."}
@@ -59,7 +76,17 @@ UserId = Annotated[
 ItemId = Annotated[
     int, Path(ge=0, le=MAX_ID, description="Item id (RetailRocket `itemid`), a non-negative integer.")
 ]
-K = Annotated[int, Query(ge=1, le=MAX_K, description=f"How many items to return, 1 to {MAX_K}.")]
+K = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_K,
+        description=f"How many items to return, 1 to {MAX_K}. Recommendations answer exactly k items: "
+        "beyond the session's neighbours and the model's stored list for the visitor, the popular and "
+        "trending lists fill up (fewer only when all of them run out). Similar items answer at most the "
+        "stored neighbours of the item.",
+    ),
+]
 
 
 def _describe(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
@@ -77,9 +104,20 @@ def _describe(errors: Sequence[Any]) -> tuple[str, list[dict[str, Any]]]:
     return "; ".join(lines), detail
 
 
-def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: int = 8) -> FastAPI:
+def create_app(
+    database_url: str,
+    *,
+    version_ttl_s: float = 2.0,
+    pool_max_size: int = 8,
+    session_rules: SessionRules | None = None,
+) -> FastAPI:
     """The service over the database at `database_url` (a libpq or SQLAlchemy-style postgresql URL)."""
-    store = ServingStore(database_url, version_ttl_s=version_ttl_s, pool_max_size=pool_max_size)
+    store = ServingStore(
+        database_url,
+        version_ttl_s=version_ttl_s,
+        pool_max_size=pool_max_size,
+        session_rules=session_rules,
+    )
     metrics = ApiMetrics()
 
     @asynccontextmanager
@@ -97,7 +135,7 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
     app = FastAPI(
         title="clickstream-dagster recommendations",
         version="1.0.0",
-        description=DESCRIPTION,
+        description=service_description(store.session_rules),
         lifespan=lifespan,
         # Prometheus (below) is the service's telemetry. FastAPI's OpenTelemetry hooks would look up three
         # global providers on every request even when none is configured (~50 us of a ~1 ms budget).
@@ -106,7 +144,7 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
     app.state.store = store
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    answered = {s: metrics.recommendation_source.labels(s) for s in ("model", "popular")}
+    answered = {s: metrics.recommendation_source.labels(s) for s in SOURCES}
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
@@ -125,14 +163,12 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
         summary="Top-k items for a visitor",
     )
     async def recommendations(user_id: UserId, k: K = DEFAULT_K) -> Response:
-        """The promoted model's list for this visitor, best first, never an item they bought. A visitor the
-        model does not know (new, or without enough history) gets the popular fallback instead."""
+        """The promoted model's list for this visitor, led by the neighbours of the items in their live
+        session, then filled from the popular list up to k; never an item they bought. A visitor the model
+        does not know and who has no live session gets the popular list."""
         version = await store.served_version()
-        rows = await store.recommendations(user_id, version, k)
-        source: Literal["model", "popular"] = "model"
-        if not rows:
-            rows = await store.fallback(version, k)
-            source = "popular"
+        rows = await store.visitor_rows(user_id, version, k)
+        source, items = blend(rows, await store.fallback(version), k)
         answered[source].inc()
         # The hot path skips building pydantic objects: the same shape, serialized once (schemathesis checks
         # the answers against RecommendationsResponse).
@@ -140,7 +176,9 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
             "user_id": user_id,
             "source": source,
             "model_version": version,
-            "items": [{"rank": r, "itemid": i, "score": s} for r, (i, s) in enumerate(rows, 1)],
+            "items": [
+                {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(items, 1)
+            ],
         }
         return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
 
@@ -156,7 +194,8 @@ def create_app(database_url: str, *, version_ttl_s: float = 2.0, pool_max_size: 
         summary="Items most similar to an item",
     )
     async def similar_items(item_id: ItemId, k: K = DEFAULT_K) -> SimilarItemsResponse | JSONResponse:
-        """The k items whose LightFM embeddings are closest (cosine) to this item's, most similar first."""
+        """The k items the promoted model finds most similar to this one (cosine of LightFM's item embeddings,
+        or the item neighbourhood of the other model types), most similar first."""
         version = await store.served_version()
         rows = await store.similar_items(item_id, version, k)
         if not rows:

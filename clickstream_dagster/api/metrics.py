@@ -53,7 +53,8 @@ class ApiMetrics:
         )
         self.recommendation_source = Counter(
             "clickstream_api_recommendations",
-            "Recommendation answers by source: model (the visitor's own list) or popular (fallback).",
+            "Recommendation answers by source: session (led by the live session's neighbours), model (the "
+            "visitor's own list) or popular (fallback).",
             ["source"],
             registry=self.registry,
         )

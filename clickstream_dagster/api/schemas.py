@@ -4,31 +4,51 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from clickstream_dagster.api.session import Source
+
 
 class RecommendedItem(BaseModel):
     rank: int = Field(description="1-based position in this answer, best first.", ge=1)
     itemid: int = Field(description="RetailRocket item id.")
     score: float = Field(
-        description="The model's score (source `model`), or the fallback list's score (source `popular`: "
-        "distinct visitors in the last 30 days, or the trend ratio for items taken from `trending`)."
+        description="The score within the item's own source, comparable only with items of the same source: "
+        "`session`, the sum over the live session's events of similarity x event weight x recency; `model`, "
+        "the model's score; `popular`, distinct visitors in the last 30 days, or the trend ratio for items "
+        "taken from the trending list."
+    )
+    source: Source = Field(
+        description="Which part of the answer this item comes from (see RecommendationsResponse.source)."
     )
 
 
 class RecommendationsResponse(BaseModel):
     user_id: int = Field(description="The visitor id asked for.")
-    source: Literal["model", "popular"] = Field(
-        description="`model`: the promoted model's list for this visitor (never an item they bought). "
-        "`popular`: the visitor is unknown or cold, so the popular list answered, topped up from the "
-        "trending list when it is shorter than k."
+    source: Source = Field(
+        description="Where the answer comes from: the source of its first item. The parts follow each other "
+        "in this order, each item once, until k items. "
+        "`session`: neighbours (the promoted model's similar items) of the items the visitor viewed or "
+        "carted in their live session, events ingested seconds ago included; then the model's list, then "
+        "the popular list. "
+        "`model`: the live session yields no neighbours (there is none, or its items are not in the model's "
+        "catalogue), so the promoted model's precomputed list for this visitor leads; then the popular list. "
+        "`popular`: the visitor is unknown or cold and has no live session, so the popular list answered, "
+        "topped up from the trending list. "
+        "Never an item the visitor bought, nor one of the items of their session's newest events."
     )
     model_version: int = Field(description="model_registry.version of the model whose rows answered.")
-    items: list[RecommendedItem] = Field(description="At most k items; fewer if the lists run out.")
+    items: list[RecommendedItem] = Field(
+        description="k items; fewer only when the session, the model's list and the popular and trending "
+        "lists together run out."
+    )
 
 
 class SimilarItem(BaseModel):
     rank: int = Field(description="1-based position, most similar first.", ge=1)
     itemid: int = Field(description="The similar item's id.")
-    score: float = Field(description="Cosine similarity of the two items' LightFM embeddings.")
+    score: float = Field(
+        description="The two items' similarity in the promoted model: the cosine of their LightFM embeddings, "
+        "or the score of the other model types' item neighbourhood."
+    )
 
 
 class SimilarItemsResponse(BaseModel):

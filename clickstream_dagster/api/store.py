@@ -1,21 +1,26 @@
-"""Reads the serving tables of the promoted model through an async psycopg 3 connection pool.
+"""Reads the serving tables of the promoted model, and the visitor's own events, through an async psycopg 3
+connection pool.
 
 Which model answers: the version model_registry marks as promoted, re-read at most every `version_ttl_s`
 seconds, so a newly promoted model is served without a restart. Every query filters on that version, so an
 answer never mixes two models. A promoted model whose serving rows are not written yet (promotion and the
 table rebuild are separate steps) does not take over until they are: the previous version keeps answering
 as long as its rows are still there.
+
+A visitor's answer is one query (VISITOR_ANSWER: their live session's neighbours, their precomputed list, what
+they bought) plus the fallback lists, fetched once per model version; api/session.py blends them.
 """
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from clickstream_dagster.api.session import SessionRules, VisitorRows, split_parts
 from clickstream_dagster.settings import libpq_url, redact_url
 from clickstream_dagster.sql import serving as q
 
@@ -40,9 +45,12 @@ class ServingStore:
         pool_max_size: int = 8,
         pool_timeout_s: float = 2.0,
         connect_timeout_s: int = 3,
+        session_rules: SessionRules | None = None,
     ) -> None:
         self.conninfo = libpq_url(database_url)
         self.version_ttl_s = version_ttl_s
+        self.session_rules = session_rules or SessionRules()
+        self._session_params = self.session_rules.params()
         # Autocommit: one round trip per query (no BEGIN, no rollback on return to the pool).
         # prepare_threshold=0: every query is a server-side prepared statement from its first use.
         self.pool = AsyncConnectionPool(
@@ -72,7 +80,9 @@ class ServingStore:
             f"DATABASE_URL ({type(exc).__name__}: {str(exc).strip() or 'no detail'})"
         )
 
-    async def _fetch(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _fetch(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(query, params)
@@ -125,10 +135,12 @@ class ServingStore:
 
     # ---- answers -------------------------------------------------------------------------------------
 
-    async def recommendations(self, user_id: int, version: int, k: int) -> list[tuple[int, float]]:
-        return [(int(i), float(s)) for i, s in await self._fetch(q.RECOMMENDATIONS, (user_id, version, k))]
+    async def visitor_rows(self, user_id: int, version: int, k: int) -> VisitorRows:
+        """What the visitor's answer is made of (api/session.py), from one query."""
+        params = {**self._session_params, "visitor": user_id, "version": version, "k": k}
+        return split_parts(await self._fetch(q.VISITOR_ANSWER, params))
 
-    async def fallback(self, version: int, k: int) -> list[tuple[int, float]]:
+    async def fallback(self, version: int) -> list[tuple[int, float]]:
         """The popular list, topped up from trending without repeats; fetched once per model version."""
         cached = self._fallback
         if cached is None or cached[0] != version:
@@ -139,7 +151,7 @@ class ServingStore:
                     seen.add(item)
                     merged.append((int(item), float(score)))
             cached = self._fallback = (version, merged)
-        return cached[1][:k]
+        return cached[1]
 
     async def similar_items(self, item_id: int, version: int, k: int) -> list[tuple[int, float]]:
         return [(int(i), float(s)) for i, s in await self._fetch(q.SIMILAR_ITEMS, (item_id, version, k))]

@@ -164,7 +164,9 @@ def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
         raise StackError("the producer could not deliver every event; re-run `make demo` to resume")
     wait_until_ingested(cfg, kafka.end_offsets(), log)
 
-    log("4/5 training the recommender (train_recommender job: every candidate competes, promotion gate, serving)")
+    log(
+        "4/5 training the recommender (train_recommender job: every candidate competes, promotion gate, serving)"
+    )
     train_recommender(cfg, log)
 
     log("5/5 done")

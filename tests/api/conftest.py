@@ -8,6 +8,7 @@ one transaction after promotion); they are self-contained so the tests do not de
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,15 @@ RETIRE_PROMOTED = "UPDATE model_registry SET status = 'retired', decided_at = no
 PROMOTE = (
     "UPDATE model_registry SET status = 'promoted', reason = 'test', decided_at = now() WHERE version = %s"
 )
+# What raw_events does for each valid message, with the ingestion time set (created_at: "now" by default).
+INSERT_EVENT = """
+INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, created_at,
+                                kafka_topic, kafka_partition, kafka_offset)
+VALUES (%(ts)s, to_timestamp(%(ts)s / 1000.0), %(visitor)s, %(event)s, %(item)s, %(tx)s,
+        now() - make_interval(secs => %(ago)s), 'test-events', 0, %(offset)s)
+"""
+EVENT_TIME_MS = 1_442_000_000_000  # event time of the events the tests insert (2015, as the data)
+_offsets = itertools.count()
 
 
 @dataclass
@@ -137,6 +147,46 @@ def publish(url: str, trained: TrainedModel) -> int:
     promote(url, version)
     rebuild_serving_tables(url, version, trained)
     return version
+
+
+@dataclass(frozen=True)
+class Event:
+    visitorid: int
+    event: str  # view | addtocart | transaction
+    itemid: int
+    minute: float = 0.0  # event time: minutes after EVENT_TIME_MS
+    transactionid: int | None = None
+
+    @property
+    def timestamp(self) -> int:
+        return EVENT_TIME_MS + int(self.minute * 60_000)
+
+
+def _transactionid(event: Event) -> int | None:
+    """On transactions only, as raw_events' checks require (a fresh id unless the event names one)."""
+    if event.event != "transaction":
+        return None
+    return event.transactionid if event.transactionid is not None else next(_offsets)
+
+
+def ingest(url: str, events: list[Event], ingested_ago_s: float = 0.0) -> None:
+    """Insert events into clickstream_events as raw_events stores them, ingested `ingested_ago_s` ago."""
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.executemany(
+            INSERT_EVENT,
+            [
+                {
+                    "ts": e.timestamp,
+                    "visitor": e.visitorid,
+                    "event": e.event,
+                    "item": e.itemid,
+                    "tx": _transactionid(e),
+                    "ago": float(ingested_ago_s),
+                    "offset": next(_offsets),
+                }
+                for e in events
+            ],
+        )
 
 
 class ApiServer:

@@ -57,9 +57,13 @@ def test_known_visitor_gets_the_models_list_without_purchased_items(
     visitor = buyers[0]
     five = served.client.get(f"/recommendations/{visitor}", params={"k": 5}).json()
     assert [i["itemid"] for i in five["items"]] == model_a.recs_of(visitor)[:5]
-    # k beyond the stored top-N returns what there is.
+    # k beyond the stored top-N: the whole stored list, then the popular list (no live session here: the
+    # test database holds no events).
     many = served.client.get(f"/recommendations/{visitor}", params={"k": 100}).json()
-    assert [i["itemid"] for i in many["items"]] == model_a.recs_of(visitor)
+    stored = model_a.recs_of(visitor)
+    assert many["source"] == "model"
+    assert [i["itemid"] for i in many["items"]] == stored + [i for i in model_a.fallback() if i not in stored]
+    assert {i["source"] for i in many["items"][len(stored) :]} == {"popular"}
 
 
 def test_unknown_visitor_gets_the_popular_fallback(served: Served, model_a: TrainedModel) -> None:
@@ -253,7 +257,7 @@ def test_docs_and_openapi_describe_every_route(served: Served) -> None:
     assert "404" in spec["paths"][SIMILAR_ROUTE]["get"]["responses"]
     schemas = spec["components"]["schemas"]
     source = schemas["RecommendationsResponse"]["properties"]["source"]
-    assert source["enum"] == ["model", "popular"] and source["description"]
+    assert source["enum"] == ["session", "model", "popular"] and source["description"]
 
 
 def _wait_for_version(client: httpx.Client, path: str, version: int, timeout: float) -> tuple[float, dict]:
