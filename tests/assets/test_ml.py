@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pandas as pd
 import psycopg
 import pytest
 
+from clickstream_dagster.api import create_app
 from clickstream_dagster.assets.ml import (
     candidate_model,
     ml_dataset,
@@ -379,3 +381,29 @@ def test_training_data_split_is_time_ordered(db: str, runs: dict[str, Any]) -> N
     assert bounds["test"][0] >= window["test_start_ms"] > bounds["validation"][1]
     assert features is not None and features[0] > 1000
     assert hours is not None and hours[0] == 24 and hours[1] == pytest.approx(1.0)
+
+
+def test_the_promoted_knn_model_is_served_through_the_api(db: str, runs: dict[str, Any]) -> None:
+    """The real API on the promoted nearest-neighbour model's tables: every visitor the model knows (no live
+    session: their events were ingested long ago) gets `"source": "model"` and exactly its stored list."""
+    from tests.api.conftest import ApiServer
+
+    with psycopg.connect(db) as conn:
+        conn.execute("UPDATE clickstream_events SET created_at = now() - interval '1 day'")
+        version = conn.execute("SELECT max(model_version) FROM popular_items").fetchone()
+        stored = conn.execute(
+            "SELECT visitorid, array_agg(itemid ORDER BY rank) FROM recommendations "
+            "WHERE model_version = (SELECT max(model_version) FROM popular_items) GROUP BY visitorid"
+        ).fetchall()
+    assert version is not None
+    bundle = load_bundle(runs["models"] / "promoted.pkl")
+    assert bundle.model.name in KNN_TYPES
+    lists = {int(v): [int(i) for i in items] for v, items in stored}
+    sample = sorted(lists)[:: max(1, len(lists) // 60)]
+    with ApiServer(create_app(db, version_ttl_s=0.1)) as server, httpx.Client(base_url=server.url) as client:
+        for visitor in sample:
+            body = client.get(f"/recommendations/{visitor}", params={"k": 20}).json()
+            assert body["source"] == "model", body
+            assert body["model_version"] == version[0]
+            assert [r["itemid"] for r in body["items"]] == lists[visitor]
+            assert {r["source"] for r in body["items"]} == {"model"}
