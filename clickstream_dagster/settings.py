@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypedDict
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_TOPIC = "clickstream"
@@ -85,7 +85,18 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        return cls(**settings_fields(os.environ if env is None else env))
+        env = os.environ if env is None else env
+        return cls(
+            ports=Ports.from_env(env),
+            external_kafka=env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            external_database_url=env.get("DATABASE_URL") or None,
+            external_dagster_database_url=env.get("DAGSTER_DATABASE_URL") or None,
+            external_spark_remote=env.get("SPARK_REMOTE") or None,
+            external_dagster_url=env.get("CLICKSTREAM_DAGSTER_URL") or None,
+            slack_webhook_url=env.get("SLACK_WEBHOOK_URL") or None,
+            topic=env.get("CLICKSTREAM_TOPIC") or DEFAULT_TOPIC,
+            kafka_partitions=int(env.get("CLICKSTREAM_KAFKA_PARTITIONS", 3)),
+        )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -123,31 +134,10 @@ class Settings:
         return f"http://{self.host}:{self.ports.dashboard}"
 
 
-class SettingsFields(TypedDict):
-    ports: Ports
-    external_kafka: str | None
-    external_database_url: str | None
-    external_dagster_database_url: str | None
-    external_spark_remote: str | None
-    external_dagster_url: str | None
-    slack_webhook_url: str | None
-    topic: str
-    kafka_partitions: int
-
-
-def settings_fields(env: Mapping[str, str]) -> SettingsFields:
-    """The keyword arguments of `Settings` read from `env` (subclasses add their own)."""
-    return {
-        "ports": Ports.from_env(env),
-        "external_kafka": env.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-        "external_database_url": env.get("DATABASE_URL") or None,
-        "external_dagster_database_url": env.get("DAGSTER_DATABASE_URL") or None,
-        "external_spark_remote": env.get("SPARK_REMOTE") or None,
-        "external_dagster_url": env.get("CLICKSTREAM_DAGSTER_URL") or None,
-        "slack_webhook_url": env.get("SLACK_WEBHOOK_URL") or None,
-        "topic": env.get("CLICKSTREAM_TOPIC") or DEFAULT_TOPIC,
-        "kafka_partitions": int(env.get("CLICKSTREAM_KAFKA_PARTITIONS", 3)),
-    }
+def settings_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    """The keyword arguments of `Settings` read from `env`, for subclasses that add their own."""
+    settings = Settings.from_env(env)
+    return {f.name: getattr(settings, f.name) for f in fields(Settings)}
 
 
 # ---- URLs --------------------------------------------------------------------------------------------------

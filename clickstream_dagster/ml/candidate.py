@@ -23,7 +23,7 @@ import pandas as pd
 import psycopg
 
 from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle
-from clickstream_dagster.ml.competition import Contender, comparable, compete, incumbent_evidence, make_model
+from clickstream_dagster.ml.competition import Contender, compete, incumbent_evidence, make_model
 from clickstream_dagster.ml.dataset import MLDataset
 from clickstream_dagster.ml.evaluate import PeakRSS, evaluate_split
 from clickstream_dagster.ml.gate import GateSettings
@@ -92,11 +92,7 @@ def train_candidates(
         else:
             neighbours = item_cosine_topk(full.matrix.weights.astype(np.float32).tocsr(), SIMILAR_ITEMS_K)
         final_fit_seconds = time.perf_counter() - t
-    same = (
-        served is not None
-        and served[0] == best.model_type
-        and comparable(served[1]) == comparable(best.config)
-    )
+    same = served is not None and incumbent is best  # incumbent_evidence reuses a matching contender
     metrics = finite(
         {
             "metric": metric,

@@ -504,10 +504,13 @@ class SessionKNNRecommender(Recommender):
         count = np.searchsorted(session, session[mine], side="right") - first_of
         position = np.flatnonzero(mine) - first_of + 1
         weight = (position / count).astype(np.float32)
-        query = sp.coo_matrix((weight, (rows[mine], cols[mine])), shape=(n_users, n_items)).tocsr()
-        query.sum_duplicates()
-        # Repeated items keep their newest (largest) weight rather than a sum.
-        query = sp.csr_matrix((np.minimum(query.data, 1.0), query.indices, query.indptr), shape=query.shape)
+        # An item seen more than once in the query keeps its newest (largest) weight, not a sum.
+        key = rows[mine] * n_items + cols[mine]
+        order = np.lexsort((weight, key))
+        key, weight = key[order], weight[order]
+        newest = np.r_[key[1:] != key[:-1], True] if len(key) else np.zeros(0, dtype=bool)
+        key, weight = key[newest], weight[newest]
+        query = sp.csr_matrix((weight, (key // n_items, key % n_items)), shape=(n_users, n_items))
         self._query = query
         self._query_norm = np.sqrt(np.asarray(query.multiply(query).sum(axis=1)).ravel()).astype(np.float32)
 

@@ -72,11 +72,12 @@ def test_session_knn_matches_a_brute_force_v_sknn() -> None:
         for _ in range(int(rng.integers(2, 9))):
             rows.append((visitor, int(rng.integers(0, 25)), t))
             t += int(rng.choice([MIN, 5 * MIN, 45 * MIN]))  # some gaps start new sessions
+    rows += [(40, 3, 0), (40, 4, MIN), (40, 3, 2 * MIN), (40, 5, 3 * MIN)]  # a repeat in the query session
     events = _events(rows)
     matrix = InteractionMatrix.from_interactions(build_interactions(events))
     model = SessionKNNRecommender(SessionConfig(gap_minutes=30, sknn_neighbours=5)).fit(matrix, None, events)
     items = matrix.item_ids.tolist()
-    for visitor in (0, 7, 23, 39):
+    for visitor in (0, 7, 23, 39, 40):
         expected = _brute_force(events, visitor, items, 30 * MIN, 5)
         got = model.score([visitor])[0]
         tie_break = model.popularity / model.popularity.max() * 1e-6
