@@ -196,13 +196,51 @@ class Recommender(ABC):
         )
 
 
+TOP_K_BLOCK = 128  # columns per block of `top_k`'s block maxima
+
+
 def top_k(scores: ScoreMatrix, k: int) -> tuple[IntArray, ScoreMatrix]:
-    """Column indices and values of each row's `k` largest scores, best first (ties: lower index)."""
-    k = min(k, scores.shape[1])
+    """Column indices and values of each row's `k` largest scores, best first (ties: lower index; which of
+    several scores equal to the k-th is kept is not specified).
+
+    Exact, and fast on wide rows: the maximum of every block of `TOP_K_BLOCK` columns is taken first. If a
+    row's k-th largest block maximum m is reached by exactly k blocks, those blocks hold every score >= the
+    row's k-th largest score (each of the k blocks holds one score >= m, so the k-th largest score is >= m,
+    and any score >= it lies in a block whose maximum is >= m), so the full selection runs on their k x
+    TOP_K_BLOCK columns only. Rows with ties at m (e.g. many equal or -inf scores) take the full selection."""
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
     if k <= 0:
-        return np.zeros((scores.shape[0], 0), dtype=np.int64), np.zeros((scores.shape[0], 0), np.float32)
+        return np.zeros((n_rows, 0), dtype=np.int64), np.zeros((n_rows, 0), np.float32)
+    blocks = -(-n_cols // TOP_K_BLOCK)
+    if n_rows == 0 or blocks < 4 * k:
+        return _top_k_full(scores, k, None)
+    block_max = np.maximum.reduceat(scores, np.arange(0, n_cols, TOP_K_BLOCK), axis=1)
+    kth = np.partition(block_max, blocks - k, axis=1)[:, blocks - k]
+    fast = (block_max >= kth[:, None]).sum(axis=1) == k
+    top = np.empty((n_rows, k), dtype=np.int64)
+    vals = np.empty((n_rows, k), dtype=scores.dtype)
+    rows = np.flatnonzero(fast)
+    if len(rows):
+        chosen = np.argpartition(-block_max[rows], k - 1, axis=1)[:, :k]
+        cols = (chosen[:, :, None] * TOP_K_BLOCK + np.arange(TOP_K_BLOCK)).reshape(len(rows), -1)
+        inside = cols < n_cols
+        cols = np.where(inside, cols, 0)
+        candidates = np.where(inside, scores[rows[:, None], cols], -np.inf).astype(scores.dtype, copy=False)
+        top[rows], vals[rows] = _top_k_full(candidates, k, cols)
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        top[slow], vals[slow] = _top_k_full(scores[slow], k, None)
+    return top, vals
+
+
+def _top_k_full(scores: ScoreMatrix, k: int, columns: IntArray | None) -> tuple[IntArray, ScoreMatrix]:
+    """`top_k` by a partition of every column; `columns` maps the columns of `scores` to the indices
+    reported (and tie-broken on), when `scores` holds a gathered subset."""
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     vals = np.take_along_axis(scores, part, axis=1)
+    if columns is not None:
+        part = np.take_along_axis(columns, part, axis=1)
     order = np.lexsort((part, -vals), axis=1)
     top = np.take_along_axis(part, order, axis=1).astype(np.int64)
     return top, np.take_along_axis(vals, order, axis=1)

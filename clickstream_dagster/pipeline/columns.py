@@ -5,10 +5,8 @@ in source-key order, filtered of offsets already stored, written to PostgreSQL a
 (`copy_data`), and added to the distinct sets (`analytics.distinct`). The COPY data is built for all rows at
 once with numpy instead of row by row.
 
-Binary COPY format (PostgreSQL docs, "COPY", "Binary Format"): a header, then per row a 16-bit field count and
-per field a 32-bit length (-1 for NULL) and the value's bytes, all big-endian; a 16-bit -1 ends the data.
-bigint is 8 bytes, integer 4, timestamptz the microseconds since 2000-01-01 UTC as 8 bytes, text its UTF-8
-bytes.
+Binary COPY format: see `sql.copy`. bigint is 8 bytes, integer 4, timestamptz the microseconds since 2000-01-01
+UTC as 8 bytes, text its UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from clickstream_dagster.events import EventColumns
+from clickstream_dagster.sql.copy import COPY_HEADER, COPY_TRAILER
 
 PG_EPOCH_MS = 946_684_800_000  # 2000-01-01 UTC, where timestamptz counts from
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension length
-COPY_TRAILER = b"\xff\xff"
 
 # The fields of each row, in the order of queries.COPY_EVENTS: fixed-size first, then the nullable and
 # variable ones, so that a row's bytes are its fixed prefix and then its tail.

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from clickstream_dagster.ml.config import KNNConfig, LightFMParams
 from clickstream_dagster.ml.features import item_feature_matrix
 from clickstream_dagster.ml.models import (
+    TOP_K_BLOCK,
     ItemKNNRecommender,
     LightFMRecommender,
     PopularityRecommender,
@@ -103,6 +104,34 @@ def test_top_k_helpers() -> None:
     m = sp.csr_matrix(np.array([[0.1, 0.7, 0.3, 0.0], [0.0, 0.2, 0.0, 0.0]]))
     kept = top_k_per_row(m, 2).toarray()
     np.testing.assert_allclose(kept, [[0.0, 0.7, 0.3, 0.0], [0.0, 0.2, 0.0, 0.0]])
+
+
+def test_top_k_by_blocks_matches_a_full_sort() -> None:
+    """The block-maximum shortcut is exact: same items and order as a stable full sort, on wide rows of
+    distinct scores (the shortcut), of few distinct values (ties: the full path) and half -inf."""
+    rng = np.random.default_rng(7)
+    shortcut_rows = 0
+    for trial in range(60):
+        n = int(rng.integers(4 * TOP_K_BLOCK * 10, 4 * TOP_K_BLOCK * 60))
+        k = int(rng.integers(1, 40))
+        if trial % 3 == 0:
+            x = rng.standard_normal((6, n)).astype(np.float32)
+        elif trial % 3 == 1:
+            x = rng.integers(0, int(rng.integers(2, 50)), (6, n)).astype(np.float32)
+        else:
+            x = rng.standard_normal((6, n)).astype(np.float32)
+            x[:, rng.random(n) < 0.5] = -np.inf
+        x[0, :] = -np.inf  # a row with nothing to recommend
+        idx, vals = top_k(x, k)
+        order = np.lexsort((np.broadcast_to(np.arange(n), x.shape), -x), axis=1)[:, :k]
+        expected = np.take_along_axis(x, order, axis=1)
+        np.testing.assert_array_equal(vals, expected)
+        np.testing.assert_array_equal(np.take_along_axis(x, idx, axis=1), vals)
+        assert all(len(set(row)) == k for row in idx.tolist())
+        above = expected > expected[:, -1:]  # above the k-th score, the order is unique (ties: lower index)
+        assert idx[above].tolist() == order[above].tolist(), trial
+        shortcut_rows += int((np.sort(x, axis=1)[:, -k:] > -np.inf).all(axis=1).sum())
+    assert shortcut_rows > 100  # rows the shortcut could take were in the sample
 
 
 def test_lightfm_training_can_continue() -> None:
