@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, daily, loading, ml, pipeline, producer, session, soak, startup
+from bench import api, daily, lightfm, loading, ml, pipeline, producer, session, soak, startup
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "pipeline": pipeline,
     "ml": ml,
     "daily": daily,
+    "lightfm": lightfm,
     "api": api,
     "session": session,
     "soak": soak,

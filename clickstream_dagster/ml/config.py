@@ -82,13 +82,15 @@ class LightFMParams:
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The validation grid for LightFM. Every combination is trained once for `max(epochs)` epochs and
-    scored on validation after each epoch count in `epochs` (warm start), so epochs cost no extra fits."""
+    """The validation grid for LightFM. Every combination is trained once, warm-started from one epoch
+    count of `epochs` to the next and scored on validation at each, so epochs cost no extra fits. Early
+    stopping: a combination stops once `patience` checkpoints in a row have not beaten its best score."""
 
     no_components: tuple[int, ...] = (32, 64)
     learning_rate: tuple[float, ...] = (0.05,)
     item_alpha: tuple[float, ...] = (0.0, 1e-6)
     epochs: tuple[int, ...] = (10, 20, 40)
+    patience: int | None = None  # None: every checkpoint of `epochs` is trained
     metric: str = "ndcg"  # one of precision, recall, f1, ndcg, auc
     k: int = 10
     max_seconds: float = 300.0  # no new combination starts after this; the first always runs

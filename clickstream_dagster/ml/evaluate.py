@@ -196,7 +196,8 @@ def select_lightfm_with_evidence(
     fold: Fold, grid: GridConfig, base: LightFMParams | None = None, seed: int = 0
 ) -> LightFMSelection:
     """Grid search on the validation fold. Each (no_components, learning_rate, item_alpha) is trained once
-    and scored after every epoch count in `grid.epochs`; the best `grid.metric`@`grid.k` wins.
+    and scored after every epoch count in `grid.epochs` (until `grid.patience` checkpoints in a row bring no
+    better score); the best `grid.metric`@`grid.k` wins.
 
     Bounded time: combinations run smallest `no_components` first, and one is skipped when the time spent
     plus its expected cost (seconds per component so far, times its components) would exceed
@@ -222,7 +223,14 @@ def select_lightfm_with_evidence(
         combo_started = time.perf_counter()
         params = replace(base, no_components=components, learning_rate=lr, item_alpha=alpha, epochs=0)
         model = LightFMRecommender(params).fit(fold.data.matrix, fold.data.item_features)
+        best_score, since_best = -np.inf, 0
         for e in epochs:
+            if grid.patience is not None and since_best >= grid.patience:
+                logger.info(
+                    "grid: components=%d lr=%g alpha=%g stopped early at %d epochs (best %s@%d %.4f)",
+                    components, lr, alpha, model.epochs_done, grid.metric, grid.k, best_score,
+                )  # fmt: skip
+                break
             model.train_more(e - model.epochs_done)
             metrics, per_visitor = _evaluate(model, fold, grid.k, grid.max_eval_users, seed, False, None)
             evidence.append((per_visitor, float(np.sum(model.epoch_seconds))))
@@ -237,6 +245,10 @@ def select_lightfm_with_evidence(
                     "score": metrics[grid.metric],
                 }
             )
+            if metrics[grid.metric] > best_score:
+                best_score, since_best = metrics[grid.metric], 0
+            else:
+                since_best += 1
             logger.info(
                 "grid: components=%d lr=%g alpha=%g epochs=%d -> %s@%d %.4f",
                 components, lr, alpha, e, grid.metric, grid.k, metrics[grid.metric],

@@ -87,3 +87,23 @@ def test_grid_respects_its_time_budget(fold: Fold) -> None:
     assert table["no_components"].unique().tolist() == [4]
     assert table["epochs"].tolist() == [1, 2]
     assert chosen.no_components == 4 and chosen.epochs in (1, 2)
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_grid_stops_a_combination_after_patience_checkpoints_without_progress(
+    fold: Fold, patience: int
+) -> None:
+    epochs = tuple(range(1, 31))
+    grid = GridConfig(no_components=(4,), item_alpha=(0.0,), epochs=epochs, patience=patience, k=2)
+    chosen, table = select_lightfm(fold, grid)
+    scores = table["score"].tolist()
+    assert table["epochs"].tolist() == list(epochs[: len(scores)])
+    best, since = -1.0, 0
+    for i, score in enumerate(scores):  # what early stopping should have done, replayed on the scores
+        assert since < patience, f"checkpoint {i} ran after {since} without progress: {scores}"
+        best, since = (score, 0) if score > best else (best, since + 1)
+    assert len(scores) == len(epochs) or since == patience  # it stopped only for lack of progress
+    assert len(scores) < len(
+        epochs
+    )  # a 4-component model on 4 visitors stops improving long before 30 epochs
+    assert chosen.epochs == table["epochs"][table["score"].idxmax()]
