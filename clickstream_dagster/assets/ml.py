@@ -191,6 +191,11 @@ class ModelConfig(dg.Config):
         description="Of the bootstrap interval whose lower bound must beat the incumbent's estimate",
     )
     resamples: int = Field(default=GateSettings().resamples, description="Bootstrap resamples over visitors")
+    test_evaluation: bool = Field(
+        default=False,
+        description="Also refit every candidate on train + validation and score it on test, with the next-item "
+        "evaluation (the side-by-side table; about two more minutes at full scale)",
+    )
 
     def gate(self, seed: int) -> GateSettings:
         return GateSettings(self.gate_metric, self.min_visitors, self.confidence, self.resamples, seed)
@@ -202,13 +207,18 @@ def candidate_model(
 ) -> dg.MaterializeResult:
     """Every candidate type (popularity, item-based CF, user-based CF, session kNN, LightFM tuned on
     validation) scored on the same validation visitors; the best, refitted on every cleaned event, is this
-    run's candidate. Every candidate is registered with its evidence; all are evaluated on test."""
+    run's candidate. Every candidate is registered with its evidence; with `test_evaluation`, all are also
+    evaluated on test."""
     params = MLParams.from_dict({**ml_dataset.params.to_dict(), **json.loads(config.params_json)})
     candidates = train_candidates(
-        postgres.connection, replace(ml_dataset, params=params), config.gate(params.seed)
+        postgres.connection,
+        replace(ml_dataset, params=params),
+        config.gate(params.seed),
+        config.test_evaluation,
     )
     metric = candidates.metric
-    context.log.info(f"test evaluation:\n{candidates.evaluation.to_string(index=False)}")
+    if config.test_evaluation:
+        context.log.info(f"test evaluation:\n{candidates.evaluation.to_string(index=False)}")
     context.log.info(
         "validation: "
         + "; ".join(f"{c.model_type} {metric} {c.estimate.text()}" for c in candidates.contenders)
@@ -231,8 +241,16 @@ def candidate_model(
             "config": dg.MetadataValue.json(best.config),
             "validation": dg.MetadataValue.md(_validation_table(candidates, metric)),
             f"validation_{metric}": best.estimate.mean,
-            f"test_ndcg@{k}": (test.get(best.model_type) or {}).get(f"ndcg@{k}"),
-            "evaluation": dg.MetadataValue.md(candidates.evaluation.to_markdown(index=False, floatfmt=".4f")),
+            **(
+                {
+                    f"test_ndcg@{k}": (test.get(best.model_type) or {}).get(f"ndcg@{k}"),
+                    "evaluation": dg.MetadataValue.md(
+                        candidates.evaluation.to_markdown(index=False, floatfmt=".4f")
+                    ),
+                }
+                if config.test_evaluation
+                else {}
+            ),
             "peak_memory_mb": round(candidates.peak_memory_mb),
             "seconds": dg.MetadataValue.json(
                 {n: round(v, 2) for n, v in candidates.metrics["timings"].items()}

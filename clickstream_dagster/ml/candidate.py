@@ -2,10 +2,12 @@
 the best is refitted on every cleaned event to serve, and each one's evidence and metrics are registered
 (`register_candidates`, through `ml.registry`); the promotion gate (`ml.gate`) then decides on the best.
 
-Every model is also refitted on train + validation and scored on test, beside the next-item evaluation: the
-side-by-side table of docs/recommendations.md. The promoted model the best is compared with is read from the
-registry through the `connection` factory once the candidates are scored; no connection is held while
-models train.
+Each candidate configuration is fitted once, on train: that fit is its evidence, and the gate reuses it. Only
+the best is fitted again, on every cleaned event, to serve. With `on_test`, every model is also refitted on
+train + validation and scored on test, beside the next-item evaluation: the side-by-side table of
+docs/recommendations.md (about two more minutes at full scale, so the daily job leaves it out by default).
+The promoted model the best is compared with is read from the registry through the `connection` factory once
+the candidates are scored; no connection is held while models train.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class Candidates:
     artefact: bytes  # the pickled bundle
     metrics: dict[str, Any]  # JSON-safe: the best's model_registry.metrics (the gate reads its evidence)
     cleaning: dict[str, int]  # rows removed by each cleaning step
-    evaluation: pd.DataFrame  # every model's test metrics and next-item metrics, one row per model
+    evaluation: (
+        pd.DataFrame
+    )  # every model's test and next-item metrics, one row per model (empty without test)
     metric: str  # the gate's metric, e.g. ndcg@10
     peak_memory_mb: float
 
@@ -57,13 +61,16 @@ def train_candidates(
     connection: Callable[[], AbstractContextManager[psycopg.Connection]],
     dataset: MLDataset,
     gate: GateSettings,
+    on_test: bool = False,
 ) -> Candidates:
     """Score every candidate type on validation and the incumbent beside them, refit the best on all of
-    `dataset`'s events, and evaluate every type on test."""
+    `dataset`'s events, and with `on_test` evaluate every type on test."""
     params = dataset.params
     metric = gate.metric_at(params.k)
     with PeakRSS() as memory:
-        report = evaluate_split(dataset.events, dataset.split, dataset.cleaning, dataset.items, params)
+        report = evaluate_split(
+            dataset.events, dataset.split, dataset.cleaning, dataset.items, params, on_test=on_test
+        )
         t = time.perf_counter()
         selection = report.selection
         contenders = compete(report.validation, params, gate, selection)

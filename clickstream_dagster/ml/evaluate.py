@@ -322,12 +322,12 @@ class EvaluationReport:
     cleaning: dict[str, int]
     split: TimeSplit
     validation: Fold
-    test: Fold
+    test: Fold | None  # None: not evaluated on test (then no models, sessions or next-item rows either)
     lightfm_params: LightFMParams
     selection: LightFMSelection | None  # the grid's choice and its validation evidence (None without a grid)
     grid: pd.DataFrame
     models: dict[str, Recommender]
-    sessions: SessionData
+    sessions: SessionData | None
     next_item: pd.DataFrame
 
 
@@ -350,15 +350,16 @@ def evaluate_split(
     items: pd.DataFrame | None,
     params: MLParams,
     cleaning_seconds: float = 0.0,
+    on_test: bool = True,
 ) -> EvaluationReport:
-    """`full_evaluation` from cleaned events and their split on: validation fold, LightFM selection, every
-    model refitted on train + validation and scored on test, and the next-item evaluation."""
+    """`full_evaluation` from cleaned events and their split on: validation fold, LightFM selection, and with
+    `on_test` every model refitted on train + validation and scored on test, and the next-item evaluation."""
     timings: dict[str, float] = {}
     t_all = time.perf_counter() - cleaning_seconds
     with PeakRSS() as memory:
         t = time.perf_counter() - cleaning_seconds
         validation = make_fold("validation", split.train, split.validation, items, params)
-        test = make_fold("test", split.train_and_validation, split.test, items, params)
+        test = make_fold("test", split.train_and_validation, split.test, items, params) if on_test else None
         timings["data_prep"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -369,6 +370,23 @@ def evaluate_split(
         else:
             lightfm_params, grid = params.lightfm, pd.DataFrame()
         timings["grid_search"] = time.perf_counter() - t
+        if test is None:
+            timings["total"] = time.perf_counter() - t_all
+            return EvaluationReport(
+                table=pd.DataFrame(columns=["model"]),
+                timings=timings,
+                peak_memory_mb=memory.peak_mb,
+                cleaning=cleaning,
+                split=split,
+                validation=validation,
+                test=None,
+                lightfm_params=lightfm_params,
+                selection=selection,
+                grid=grid,
+                models={},
+                sessions=None,
+                next_item=pd.DataFrame(),
+            )
 
         models: dict[str, Recommender] = {
             "popularity": PopularityRecommender(),
