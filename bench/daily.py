@@ -27,11 +27,10 @@ import pandas as pd
 import psycopg
 
 from bench.api import database, load_events
+from bench.ml import generated_data
 from clickstream_dagster.assets.ml import promotion_gate
-from clickstream_dagster.data.generator import generate, parse_scale
 from clickstream_dagster.definitions import ml_assets
 from clickstream_dagster.resources import PostgresResource
-from clickstream_dagster.settings import project_root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,11 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scale = parse_scale(str(args.events))
-    data_dir = project_root() / ".cache" / "bench-ml" / str(scale)
-    if not (data_dir / "events.csv").is_file():
-        print(f"generating {scale} events into {data_dir} ...", flush=True)
-        generate(data_dir, scale, seed=args.seed)
+    data_dir = generated_data(str(args.events), args.seed, getattr(args, "data_dir", None))
     events = pd.read_csv(data_dir / "events.csv")
     print(
         f"{len(events):,} events; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True

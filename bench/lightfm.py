@@ -18,19 +18,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from clickstream_dagster.data.generator import generate, parse_scale
+from bench.ml import generated_data
 from clickstream_dagster.ml.config import FeatureConfig, GridConfig, MLParams
 from clickstream_dagster.ml.evaluate import Fold, evaluate_model, make_fold, select_lightfm_with_evidence
 from clickstream_dagster.ml.models import UserKNNRecommender
 from clickstream_dagster.ml.prep import clean_events, read_csv_dir
 from clickstream_dagster.ml.split import time_split
-from clickstream_dagster.settings import project_root
 
 # name -> (changes to the default LightFMParams, changes to the default FeatureConfig)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "default (warp, lr 0.05, 64 components, item_alpha 1e-6)": ({}, {}),
     "loss bpr": ({"loss": "bpr"}, {}),
-    "loss warp-kos": ({"loss": "warp-kos"}, {}),
+    "loss warp-kos (no sample weights: LightFM has none for k-OS)": (
+        {"loss": "warp-kos", "sample_weight": "none"},
+        {},
+    ),
     "learning rate 0.025": ({"learning_rate": 0.025}, {}),
     "learning rate 0.1": ({"learning_rate": 0.1}, {}),
     "32 components": ({"no_components": 32}, {}),
@@ -54,11 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    scale = parse_scale(str(args.events))
-    data_dir = args.data_dir or project_root() / ".cache" / "bench-ml" / str(scale)
-    if not (data_dir / "events.csv").is_file():
-        print(f"generating {scale} events into {data_dir} ...", flush=True)
-        generate(data_dir, scale, seed=args.seed)
+    data_dir = generated_data(str(args.events), args.seed, getattr(args, "data_dir", None))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     events, items = read_csv_dir(data_dir)
     base = MLParams()

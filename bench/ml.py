@@ -59,12 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    scale = parse_scale(str(args.events))
-    data_dir = args.data_dir or project_root() / ".cache" / "bench-ml" / str(scale)
+def generated_data(events: str, seed: int, data_dir: Path | None = None) -> Path:
+    """`data_dir`, or the folder of `events` generated events (seed `seed`) under .cache/bench-ml, generated
+    on first use: the data every ML benchmark shares."""
+    scale = parse_scale(events)
+    data_dir = data_dir or project_root() / ".cache" / "bench-ml" / str(scale)
     if not (data_dir / "events.csv").is_file():
         print(f"generating {scale} events into {data_dir} ...", flush=True)
-        generate(data_dir, scale, seed=args.seed)
+        generate(data_dir, scale, seed=seed)
+    return data_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = generated_data(str(args.events), args.seed, args.data_dir)
     params = MLParams.from_dict(
         {"grid": None, "lightfm": {"epochs": args.epochs, "no_components": args.components}}
     )

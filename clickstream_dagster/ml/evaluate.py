@@ -370,63 +370,14 @@ def evaluate_split(
         else:
             lightfm_params, grid = params.lightfm, pd.DataFrame()
         timings["grid_search"] = time.perf_counter() - t
-        if test is None:
-            timings["total"] = time.perf_counter() - t_all
-            return EvaluationReport(
-                table=pd.DataFrame(columns=["model"]),
-                timings=timings,
-                peak_memory_mb=memory.peak_mb,
-                cleaning=cleaning,
-                split=split,
-                validation=validation,
-                test=None,
-                lightfm_params=lightfm_params,
-                selection=selection,
-                grid=grid,
-                models={},
-                sessions=None,
-                next_item=pd.DataFrame(),
+        if test is not None:
+            table, models, sessions, next_item = _on_test(
+                cleaned, split, test, lightfm_params, params, timings
             )
-
-        models: dict[str, Recommender] = {
-            "popularity": PopularityRecommender(),
-            "item_knn": ItemKNNRecommender(params.knn),
-            "user_knn": UserKNNRecommender(params.knn),
-            "session_knn": SessionKNNRecommender(params.session),
-            "lightfm": LightFMRecommender(lightfm_params),
-        }
-        rows: list[dict[str, Any]] = []
-        for name, model in models.items():
-            model.fit(test.data.matrix, test.data.item_features, test.data.events)
-            timings[f"fit_{name}"] = model.fit_seconds
-            t = time.perf_counter()
-            metrics = evaluate_model(model, test, params.k, params.max_eval_users, params.seed)
-            timings[f"eval_{name}"] = time.perf_counter() - t
-            rows.append({"model": name, **{f"{m}@{params.k}" if m != "auc" else m: metrics[m] for m in METRICS},
-                         "users": int(metrics["users"]), "fit_seconds": model.fit_seconds})  # fmt: skip
-            logger.info("test: %s %s", name, {m: round(metrics[m], 4) for m in METRICS})
-        lightfm = models["lightfm"]
-        assert isinstance(lightfm, LightFMRecommender)
-        timings["lightfm_seconds_per_epoch"] = (
-            float(np.mean(lightfm.epoch_seconds)) if lightfm.epoch_seconds else 0.0
-        )
-
-        t = time.perf_counter()
-        sessions = session_data(cleaned, split.test_start_ms, params.session)
-        knn = models["item_knn"]
-        assert isinstance(knn, ItemKNNRecommender)
-        predictors: list[SessionPredictor] = [
-            PopularityPredictor(),
-            MarkovPredictor(),
-            SKNNPredictor(params.session.sknn_neighbours),
-            ItemKNNSessionPredictor(knn),
-            EmbeddingSessionPredictor(lightfm),
-        ]
-        next_item = evaluate_next_item(predictors, sessions, params.session, params.seed)
-        timings["next_item"] = time.perf_counter() - t
+        else:
+            table, models, sessions, next_item = pd.DataFrame(columns=["model"]), {}, None, pd.DataFrame()
         timings["total"] = time.perf_counter() - t_all
 
-    table = _side_by_side(pd.DataFrame(rows), next_item, params.session.cutoff)
     logger.info("evaluation done in %.1f s, peak RSS %.0f MB", timings["total"], memory.peak_mb)
     return EvaluationReport(
         table=table,
@@ -443,6 +394,55 @@ def evaluate_split(
         sessions=sessions,
         next_item=next_item,
     )
+
+
+def _on_test(
+    cleaned: pd.DataFrame,
+    split: TimeSplit,
+    test: Fold,
+    lightfm_params: LightFMParams,
+    params: MLParams,
+    timings: dict[str, float],
+) -> tuple[pd.DataFrame, dict[str, Recommender], SessionData, pd.DataFrame]:
+    """Every model refitted on train + validation and scored on `test`, and the next-item evaluation:
+    (side-by-side table, the models, the sessions, the next-item rows); `timings` gets each step's."""
+    models: dict[str, Recommender] = {
+        "popularity": PopularityRecommender(),
+        "item_knn": ItemKNNRecommender(params.knn),
+        "user_knn": UserKNNRecommender(params.knn),
+        "session_knn": SessionKNNRecommender(params.session),
+        "lightfm": LightFMRecommender(lightfm_params),
+    }
+    rows: list[dict[str, Any]] = []
+    for name, model in models.items():
+        model.fit(test.data.matrix, test.data.item_features, test.data.events)
+        timings[f"fit_{name}"] = model.fit_seconds
+        t = time.perf_counter()
+        metrics = evaluate_model(model, test, params.k, params.max_eval_users, params.seed)
+        timings[f"eval_{name}"] = time.perf_counter() - t
+        rows.append({"model": name, **{f"{m}@{params.k}" if m != "auc" else m: metrics[m] for m in METRICS},
+                     "users": int(metrics["users"]), "fit_seconds": model.fit_seconds})  # fmt: skip
+        logger.info("test: %s %s", name, {m: round(metrics[m], 4) for m in METRICS})
+    lightfm = models["lightfm"]
+    assert isinstance(lightfm, LightFMRecommender)
+    timings["lightfm_seconds_per_epoch"] = (
+        float(np.mean(lightfm.epoch_seconds)) if lightfm.epoch_seconds else 0.0
+    )
+
+    t = time.perf_counter()
+    sessions = session_data(cleaned, split.test_start_ms, params.session)
+    knn = models["item_knn"]
+    assert isinstance(knn, ItemKNNRecommender)
+    predictors: list[SessionPredictor] = [
+        PopularityPredictor(),
+        MarkovPredictor(),
+        SKNNPredictor(params.session.sknn_neighbours),
+        ItemKNNSessionPredictor(knn),
+        EmbeddingSessionPredictor(lightfm),
+    ]
+    next_item = evaluate_next_item(predictors, sessions, params.session, params.seed)
+    timings["next_item"] = time.perf_counter() - t
+    return _side_by_side(pd.DataFrame(rows), next_item, params.session.cutoff), models, sessions, next_item
 
 
 # next-item predictor -> the ranking model it comes from (sknn and markov are session-only)
