@@ -29,7 +29,7 @@ from clickstream_dagster.ml.split import time_split
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "default (warp, lr 0.05, 64 components, item_alpha 1e-6)": ({}, {}),
     "loss bpr": ({"loss": "bpr"}, {}),
-    "loss warp-kos (no sample weights: LightFM has none for k-OS)": (
+    "loss warp-kos (no sample weights)": (
         {"loss": "warp-kos", "sample_weight": "none"},
         {},
     ),
@@ -84,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
     peer_ndcg = scores["ndcg"]
     print(f"peer: user_knn ndcg@10 {peer_ndcg:.4f} on {int(scores['users']):,} visitors "
           f"({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
-    for name, (lightfm_changes, feature_changes) in VARIANTS.items():
-        if args.only and name not in args.only:
-            continue
+    unknown = set(args.only or ()) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")
+    for name in args.only or VARIANTS:  # in the order asked
+        lightfm_changes, feature_changes = VARIANTS[name]
         params = replace(base.lightfm, **lightfm_changes)
         features = replace(base.features, **feature_changes)
         one = replace(grid, no_components=(params.no_components,), learning_rate=(params.learning_rate,),

@@ -421,9 +421,15 @@ class LightFMRecommender(Recommender):
         }
         if p.sample_weight not in transforms:
             raise ValueError(f"sample_weight must be one of {sorted(transforms)}, got {p.sample_weight!r}")
-        self._sample_weight = sp.coo_matrix(
-            (transforms[p.sample_weight](weights.data).astype(np.float32), (weights.row, weights.col)),
-            shape=weights.shape,
+        if p.loss == "warp-kos" and p.sample_weight != "none":
+            raise ValueError('LightFM has no sample weights for the warp-kos loss: set sample_weight to "none"')
+        self._sample_weight = (
+            None  # every interaction weighs 1: LightFM's own default, the only one k-OS takes
+            if p.sample_weight == "none"
+            else sp.coo_matrix(
+                (transforms[p.sample_weight](weights.data).astype(np.float32), (weights.row, weights.col)),
+                shape=weights.shape,
+            )
         )
         self._features = None if item_features is None else item_features.rows_for(train.item_ids)
         self.epochs_done = 0

@@ -149,3 +149,17 @@ def test_lightfm_training_can_continue() -> None:
     np.testing.assert_array_equal(model.score([100, 101]), before)
     with pytest.raises(RuntimeError, match="cannot continue training"):
         model.train_more(1)
+
+
+def test_lightfm_warp_kos_trains_without_sample_weights_and_says_so_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame({"visitorid": rng.integers(0, 200, 1_000), "itemid": rng.integers(0, 100, 1_000)})
+    pairs = pairs.drop_duplicates().assign(weight=1.0, purchases=0)
+    train = InteractionMatrix.from_interactions(pairs)  # k-OS needs more items than the 4 x 5 case
+    features = item_feature_matrix(train.item_ids, None)
+    kos = LightFMParams(no_components=4, epochs=2, num_threads=1, loss="warp-kos", sample_weight="none")
+    model = LightFMRecommender(kos).fit(train, features)
+    assert model.epochs_done == 2 and np.isfinite(model.score(train.user_ids[:5])).all()
+    weighted = LightFMParams(no_components=4, epochs=1, num_threads=1, loss="warp-kos", sample_weight="log1p")
+    with pytest.raises(ValueError, match='warp-kos loss: set sample_weight to "none"'):
+        LightFMRecommender(weighted).fit(train, features)
