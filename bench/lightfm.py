@@ -43,6 +43,19 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "features: item identity only": ({}, {"category_weight": 0.0, "availability_weight": 0.0}),
     "features: category weight 1.0": ({}, {"category_weight": 1.0}),
 }
+# The same factors again around the winner of the first pass at full scale (item identity only).
+IDENTITY = {"category_weight": 0.0, "availability_weight": 0.0}
+VARIANTS.update(
+    {
+        "identity only, 32 components": ({"no_components": 32}, IDENTITY),
+        "identity only, 128 components": ({"no_components": 128}, IDENTITY),
+        "identity only, learning rate 0.1": ({"learning_rate": 0.1}, IDENTITY),
+        "identity only, item_alpha 0": ({"item_alpha": 0.0}, IDENTITY),
+        "identity only, max_sampled 30": ({"max_sampled": 30}, IDENTITY),
+        "identity only, warp-kos": ({"loss": "warp-kos", "sample_weight": "none"}, IDENTITY),
+        "identity only, sample weight none": ({"sample_weight": "none"}, IDENTITY),
+    }
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -167,6 +167,10 @@ def test_items_table_and_item_features() -> None:
     assert dense.loc[12].sum() == pytest.approx(1.0)  # unknown item: identity only
     normalized = item_feature_matrix(np.array([10, 11, 12]), items.reset_index())
     assert np.asarray(normalized.matrix.sum(axis=1)).ravel() == pytest.approx([1.0, 1.0, 1.0])
+    # No category weight: no category columns at all (not columns of stored zeros LightFM would still visit).
+    identity = item_feature_matrix(np.array([10, 11, 12]), items.reset_index(), category_weight=0.0)
+    assert not any(name.startswith("category:") for name in identity.names)
+    assert identity.matrix.nnz == 3 + 2 and (identity.matrix.data > 0).all()  # identity, availability
 
 
 def test_visitor_and_item_features() -> None:
