@@ -1,7 +1,7 @@
 """bench/lightfm: LightFM's fair chance. On the daily job's validation fold (train = the first 70 % of the
 cleaned events, scored on the next 15 %, the same 5,000 sampled visitors as the gate), one factor at a time
-from the default configuration: loss, learning rate, components, regularisation, negative sampling, sample
-weights and item features, each trained with early stopping (scored every 5 epochs, stopped after 2
+from a fixed reference (the defaults before #18): loss, learning rate, components, regularisation, negative
+sampling, sample weights and item features, each trained with early stopping (scored every 5 epochs, stopped after 2
 checkpoints without progress, at most `--max-epochs`). User-based CF, the best baseline at full scale, is
 scored on the same visitors in the same run: the peer.
 
@@ -25,9 +25,22 @@ from clickstream_dagster.ml.models import UserKNNRecommender
 from clickstream_dagster.ml.prep import clean_events, read_csv_dir
 from clickstream_dagster.ml.split import time_split
 
-# name -> (changes to the default LightFMParams, changes to the default FeatureConfig)
+# Every variant is a change to one fixed reference, the defaults before this study (#18): WARP, learning rate
+# 0.05, 64 components, item_alpha 1e-6, 10 negatives sampled, log1p sample weights, categories weighing 0.25
+# and availability 0.1 beside each item's identity. Today's defaults are the last variant.
+REFERENCE_LIGHTFM: dict[str, Any] = {
+    "loss": "warp", "learning_rate": 0.05, "no_components": 64, "item_alpha": 1e-6, "max_sampled": 10,
+    "sample_weight": "log1p",
+}  # fmt: skip
+REFERENCE_FEATURES: dict[str, Any] = {
+    "identity_weight": 1.0,
+    "category_weight": 0.25,
+    "availability_weight": 0.1,
+}
+
+# name -> (changes to the reference LightFMParams, changes to the reference FeatureConfig)
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "default (warp, lr 0.05, 64 components, item_alpha 1e-6)": ({}, {}),
+    "reference (warp, lr 0.05, 64 components, item_alpha 1e-6, max_sampled 10, categories 0.25)": ({}, {}),
     "loss bpr": ({"loss": "bpr"}, {}),
     "loss warp-kos (no sample weights)": (
         {"loss": "warp-kos", "sample_weight": "none"},
@@ -54,6 +67,18 @@ VARIANTS.update(
         "identity only, max_sampled 30": ({"max_sampled": 30}, IDENTITY),
         "identity only, warp-kos": ({"loss": "warp-kos", "sample_weight": "none"}, IDENTITY),
         "identity only, sample weight none": ({"sample_weight": "none"}, IDENTITY),
+        "identity only, 128 components, max_sampled 30": (
+            {"no_components": 128, "max_sampled": 30},
+            IDENTITY,
+        ),
+        "identity only, 64 components, max_sampled 50": ({"max_sampled": 50}, IDENTITY),
+        "today's defaults (identity only, max_sampled 30, 64 components)": (
+            {
+                "max_sampled": MLParams().lightfm.max_sampled,
+                "no_components": MLParams().lightfm.no_components,
+            },
+            {k: getattr(MLParams().features, k) for k in REFERENCE_FEATURES},
+        ),
     }
 )
 
@@ -90,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
             )
         return folds[features]
 
-    peer_fold = fold_for(base.features)
+    peer_fold = fold_for(replace(base.features, **REFERENCE_FEATURES))
     t = time.perf_counter()
     peer = UserKNNRecommender(base.knn).fit(peer_fold.data.matrix)
     scores = evaluate_model(peer, peer_fold, grid.k, grid.max_eval_users, base.seed, with_auc=False)
@@ -102,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown variant(s) {sorted(unknown)}; known: {list(VARIANTS)}")
     for name in args.only or VARIANTS:  # in the order asked
         lightfm_changes, feature_changes = VARIANTS[name]
-        params = replace(base.lightfm, **lightfm_changes)
-        features = replace(base.features, **feature_changes)
+        params = replace(base.lightfm, **{**REFERENCE_LIGHTFM, **lightfm_changes})
+        features = replace(base.features, **{**REFERENCE_FEATURES, **feature_changes})
         one = replace(grid, no_components=(params.no_components,), learning_rate=(params.learning_rate,),
                       item_alpha=(params.item_alpha,))  # fmt: skip
         t = time.perf_counter()

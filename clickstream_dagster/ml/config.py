@@ -44,12 +44,15 @@ class InteractionConfig:
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Weights of LightFM's item feature groups (see `features.item_feature_matrix`). On generated data a
-    light category share works best: 0.25-0.5 beat 1.0 by 0.03-0.05 NDCG@10 (200k events, 744 test users)."""
+    """Weights of LightFM's item feature groups (see `features.item_feature_matrix`). By default each item is
+    its own feature only: at full scale (2.76M generated events, `python -m bench lightfm`) the category
+    share cost 0.025 validation NDCG@10 (0.133 against 0.158 at 64 components) and trained 2.8x slower per
+    epoch. On small samples it helped (0.25-0.5 beat none by 0.03-0.05 NDCG@10 on 200k events, with many
+    items seen a few times): set `category_weight` to 0.25 there, or on a catalogue with many new items."""
 
     identity_weight: float = 1.0
-    category_weight: float = 0.25
-    availability_weight: float = 0.1
+    category_weight: float = 0.0
+    availability_weight: float = 0.0
     normalize: bool = True
 
 
@@ -68,10 +71,12 @@ class LightFMParams:
 
     no_components: int = 64
     learning_rate: float = 0.05
-    epochs: int = 40
+    epochs: int = 20
     item_alpha: float = 1e-6
     user_alpha: float = 0.0
-    max_sampled: int = 10
+    # WARP's negatives tried per positive: 30 instead of LightFM's 10 converged in 20 epochs instead of 60+
+    # at full scale, to a better score (docs/recommendations.md, "LightFM's fair chance").
+    max_sampled: int = 30
     loss: str = "warp"
     # Interaction strength as LightFM's sample weight: "log1p" (dampens heavy repeat viewers), "raw", or
     # "none" (every interaction weighs 1).
@@ -86,11 +91,13 @@ class GridConfig:
     count of `epochs` to the next and scored on validation at each, so epochs cost no extra fits. Early
     stopping: a combination stops once `patience` checkpoints in a row have not beaten its best score."""
 
-    no_components: tuple[int, ...] = (32, 64)
+    # From `python -m bench lightfm` at full scale: 128 components beat 64 by 0.004 and 32 lost 0.03; learning
+    # rate 0.05 beat 0.1; item_alpha 0 and 1e-6 were level; WARP beat BPR and k-OS.
+    no_components: tuple[int, ...] = (64, 128)
     learning_rate: tuple[float, ...] = (0.05,)
-    item_alpha: tuple[float, ...] = (0.0, 1e-6)
-    epochs: tuple[int, ...] = (10, 20, 40)
-    patience: int | None = None  # None: every checkpoint of `epochs` is trained
+    item_alpha: tuple[float, ...] = (1e-6,)
+    epochs: tuple[int, ...] = (5, 10, 15, 20, 30, 40, 60)
+    patience: int | None = 2  # None: every checkpoint of `epochs` is trained
     metric: str = "ndcg"  # one of precision, recall, f1, ndcg, auc
     k: int = 10
     max_seconds: float = 300.0  # no new combination starts after this; the first always runs
