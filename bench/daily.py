@@ -1,6 +1,7 @@
 """bench/daily: the daily training job (`train_recommender`) as the daemon runs it, on real PostgreSQL, timed
-by stage: data preparation, every candidate's validation evidence and test evaluation, the gate, the final
-fit of the best, and the serving tables.
+by stage: data preparation, every candidate's validation evidence (each configuration fitted once), the gate,
+the final fit of the best, and the serving tables. `--test-evaluation` adds the test refits of every type
+(the side-by-side table), which the daily job leaves out.
 
 It starts an embedded PostgreSQL in a temporary folder (or a scratch database on `--database-url` /
 DATABASE_URL), loads the generated events into clickstream_events as ingestion would leave them, and
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params-json", default="{}", help="MLParams overrides for the run, e.g. '{\"grid\": null}'"
     )
+    parser.add_argument(
+        "--test-evaluation",
+        action="store_true",
+        help="Also refit every candidate on train + validation and score it on test (the side-by-side table; "
+        "not the daily job's default, so not its timing)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         load_events(url, events)
         print(f"loaded into clickstream_events in {time.perf_counter() - t:.1f} s", flush=True)
         del events
+        os.environ["CLICKSTREAM_MODELS_DIR"] = str(Path(folder) / "models")  # not the project's models/
         started = time.perf_counter()
         instance = dg.DagsterInstance.ephemeral()
         result = dg.materialize(
@@ -64,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
             run_config={
                 "ops": {
                     "ml_dataset": {"config": {"params_json": args.params_json}},
-                    "candidate_model": {"config": {"params_json": args.params_json}},
+                    "candidate_model": {
+                        "config": {"params_json": args.params_json, "test_evaluation": args.test_evaluation}
+                    },
                 }
             },
             instance=instance,
@@ -106,7 +116,8 @@ def _report(
         for c in ("precision@10", "recall@10", "ndcg@10", "auc", "coverage@10", "hr@20", "mrr@20")
         if c in test
     ]
-    print(f"test (each refitted on train + validation):\n{test[columns].to_string(float_format='%.4f')}")
+    if columns:
+        print(f"test (each refitted on train + validation):\n{test[columns].to_string(float_format='%.4f')}")
     others = [e["mean"] for t, e in estimates.items() if t != best[1]]
     promoted = best[1] if best[2] == "promoted" else f"nothing ({best[1]} {best[2]})"
     print(
