@@ -79,3 +79,37 @@ def copy_arrays(
                 buffer[f"value{i}"] = values[lo:hi]
             copy.write(buffer.tobytes())
         copy.write(COPY_TRAILER)
+
+
+def read_arrays(cur: psycopg.Cursor, statement: str, types: Sequence[str]) -> list[np.ndarray]:
+    """`COPY (...) TO STDOUT (FORMAT BINARY)` of non-null fixed-width columns `types`, decoded by numpy into
+    one array per column (native byte order): the reverse of `copy_arrays`, with no Python object per
+    value. A NULL, a column count or a field length other than `types` says raises ValueError."""
+    unknown = [t for t in types if t not in _FIXED]
+    if unknown:
+        raise ValueError(f"read_arrays takes fixed-width types {sorted(_FIXED)}, not {unknown}")
+    with cur.copy(statement) as copy:
+        data = b"".join(bytes(chunk) for chunk in copy)
+    header = len(COPY_HEADER)
+    if data[: len(COPY_HEADER) - 8] != COPY_HEADER[:-8] or not data.endswith(COPY_TRAILER):
+        raise ValueError("not PostgreSQL binary COPY data")
+    header += int.from_bytes(data[header - 4 : header], "big")  # the header extension, if any
+    layout = [("fields", ">i2")]
+    for i, t in enumerate(types):
+        layout += [(f"size{i}", ">i4"), (f"value{i}", _FIXED[t])]
+    row = np.dtype(layout)
+    body = len(data) - header - len(COPY_TRAILER)
+    if body % row.itemsize:
+        raise ValueError(
+            f"COPY data of {body} bytes is not a whole number of {row.itemsize}-byte rows {types}"
+        )
+    rows = np.frombuffer(data, dtype=row, count=body // row.itemsize, offset=header)
+    if (rows["fields"] != len(types)).any():
+        raise ValueError(f"rows with other than {len(types)} columns")
+    for i, t in enumerate(types):
+        if (rows[f"size{i}"] != np.dtype(_FIXED[t]).itemsize).any():
+            raise ValueError(f"column {i} ({t}) holds NULLs or values of another width")
+    return [
+        rows[f"value{i}"].astype(rows[f"value{i}"].dtype.newbyteorder("="), copy=True)
+        for i in range(len(types))
+    ]

@@ -11,7 +11,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from clickstream_dagster.sql.copy import copy_arrays, copy_frame, copy_rows
+from clickstream_dagster.sql.copy import copy_arrays, copy_frame, copy_rows, read_arrays
 
 TYPES = ("int2", "int4", "int8", "float4", "float8", "bool")
 COLUMNS = ("a", "b", "c", "d", "e", "f")
@@ -96,3 +96,28 @@ def test_copy_arrays_refuses_what_it_cannot_encode(
         pytest.raises(ValueError, match=message),
     ):
         copy_arrays(cur, "COPY nowhere FROM STDIN (FORMAT BINARY)", types, columns)
+
+
+def test_read_arrays_returns_what_copy_arrays_wrote(pg_url: str) -> None:
+    frame = _frame(3_000)
+    with psycopg.connect(pg_url) as conn, conn.cursor() as cur:
+        cur.execute(TABLE.format("round_trip"))
+        copy_frame(cur, "COPY round_trip FROM STDIN (FORMAT BINARY)", TYPES, frame, COLUMNS)
+        columns = read_arrays(
+            cur,
+            f"COPY (SELECT {', '.join(COLUMNS)} FROM round_trip ORDER BY c, a) TO STDOUT (FORMAT BINARY)",
+            TYPES,
+        )
+        want = frame.sort_values(["c", "a"]).reset_index(drop=True)
+        for name, values in zip(COLUMNS, columns, strict=True):
+            np.testing.assert_array_equal(values, want[name].to_numpy())
+            assert values.dtype.isnative
+        # empty, and a NULL refused
+        assert [
+            len(c)
+            for c in read_arrays(
+                cur, "COPY (SELECT 1::int8 WHERE false) TO STDOUT (FORMAT BINARY)", ("int8",)
+            )
+        ] == [0]
+        with pytest.raises(ValueError, match="NULLs"):
+            read_arrays(cur, "COPY (SELECT NULL::int8) TO STDOUT (FORMAT BINARY)", ("int8",))
