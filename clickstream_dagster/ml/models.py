@@ -422,7 +422,9 @@ class LightFMRecommender(Recommender):
         if p.sample_weight not in transforms:
             raise ValueError(f"sample_weight must be one of {sorted(transforms)}, got {p.sample_weight!r}")
         if p.loss == "warp-kos" and p.sample_weight != "none":
-            raise ValueError('LightFM has no sample weights for the warp-kos loss: set sample_weight to "none"')
+            raise ValueError(
+                'LightFM has no sample weights for the warp-kos loss: set sample_weight to "none"'
+            )
         self._sample_weight = (
             None  # every interaction weighs 1: LightFM's own default, the only one k-OS takes
             if p.sample_weight == "none"

@@ -101,7 +101,8 @@ def read_arrays(cur: psycopg.Cursor, statement: str, types: Sequence[str]) -> li
     body = len(data) - header - len(COPY_TRAILER)
     if body % row.itemsize:
         raise ValueError(
-            f"COPY data of {body} bytes is not a whole number of {row.itemsize}-byte rows {types}"
+            f"COPY data of {body} bytes is not a whole number of {row.itemsize}-byte rows {types}: NULLs, "
+            "values of another width or another number of columns"
         )
     rows = np.frombuffer(data, dtype=row, count=body // row.itemsize, offset=header)
     if (rows["fields"] != len(types)).any():
