@@ -16,8 +16,9 @@ import pytest
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle, load_bundle, loads_bundle, save_bundle
 from clickstream_dagster.ml.config import MLParams
-from clickstream_dagster.ml.evaluate import EvaluationReport, full_evaluation, run_full_evaluation
+from clickstream_dagster.ml.evaluate import EvaluationReport, Fold, full_evaluation, run_full_evaluation
 from clickstream_dagster.ml.models import LightFMRecommender
+from clickstream_dagster.ml.nextitem import SessionData
 from clickstream_dagster.ml.prep import read_csv_dir
 from clickstream_dagster.ml.serving import (
     active_visitors,
@@ -32,6 +33,16 @@ K = 10
 PARAMS = {
     "grid": {"no_components": [32], "item_alpha": [0.0], "epochs": [10, 30], "max_seconds": 60},
 }
+
+
+def _on_test(report: EvaluationReport) -> Fold:
+    assert report.test is not None  # full_evaluation always evaluates on test
+    return report.test
+
+
+def _sessions(report: EvaluationReport) -> SessionData:
+    assert report.sessions is not None
+    return report.sessions
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +84,7 @@ def test_split_is_time_ordered_without_leakage(report: EvaluationReport) -> None
     assert s.train["timestamp"].max() < s.validation_start_ms <= s.validation["timestamp"].min()
     assert s.validation["timestamp"].max() < s.test_start_ms <= s.test["timestamp"].min()
     # What the final models were fitted on ends before the test period, interaction by interaction.
-    fit = report.test.data
+    fit = _on_test(report).data
     assert fit.events["timestamp"].max() < s.test_start_ms
     assert fit.interactions["last_ts"].max() < s.test_start_ms
     assert report.validation.data.events["timestamp"].max() < s.validation_start_ms
@@ -91,7 +102,7 @@ def test_split_is_time_ordered_without_leakage(report: EvaluationReport) -> None
 def test_lightfm_clearly_beats_popularity(report: EvaluationReport) -> None:
     print("\n" + report.table.to_string())
     print(report.grid.to_string())
-    assert report.test.counts["eval_users"] >= 300
+    assert _on_test(report).counts["eval_users"] >= 300
     for column in (f"recall@{K}", f"ndcg@{K}"):
         lightfm, popularity = metric(report, "lightfm", column), metric(report, "popularity", column)
         assert lightfm >= 1.2 * popularity, f"{column}: lightfm {lightfm:.4f} vs popularity {popularity:.4f}"
@@ -105,7 +116,7 @@ def test_lightfm_clearly_beats_popularity(report: EvaluationReport) -> None:
 
 
 def test_recommendations_never_include_purchased_items(report: EvaluationReport) -> None:
-    fit = report.test.data
+    fit = _on_test(report).data
     bought = fit.interactions.loc[fit.interactions["purchases"] > 0, ["visitorid", "itemid"]]
     buyers = bought["visitorid"].unique()
     assert len(buyers) > 50
@@ -119,7 +130,7 @@ def test_recommendations_never_include_purchased_items(report: EvaluationReport)
 def test_next_item_evaluation_is_plausible(report: EvaluationReport) -> None:
     nxt = by_model(report.next_item)
     print("\n" + report.next_item.to_string())
-    assert report.sessions.counts["test_sessions"] > 500
+    assert _sessions(report).counts["test_sessions"] > 500
     assert all(r["predictions"] > 1000 for r in nxt.values())
     for model in ("pop", "markov", "sknn", "item_knn", "lightfm_emb"):
         hr, mrr = nxt[model]["hr@20"], nxt[model]["mrr@20"]
@@ -133,7 +144,7 @@ def test_next_item_evaluation_is_plausible(report: EvaluationReport) -> None:
 def test_serving_rows(report: EvaluationReport) -> None:
     lightfm = report.models["lightfm"]
     assert isinstance(lightfm, LightFMRecommender)
-    events = report.test.data.events
+    events = _on_test(report).data.events
     active = active_visitors(events, report.split.test_start_ms - 7 * 86_400_000)
     recs = recommendations_for_visitors(lightfm, np.r_[active, [-1]], n=20)
     assert set(recs["visitorid"]) <= set(lightfm.user_ids) and -1 not in set(recs["visitorid"])
@@ -163,7 +174,7 @@ def test_bundle_round_trip(report: EvaluationReport, tmp_path: Path) -> None:
             k: float(v) for k, v in by_model(report.table)["lightfm"].items() if k != "model" and pd.notna(v)
         },
         data_window={
-            "start_ms": int(report.test.data.events["timestamp"].min()),
+            "start_ms": int(_on_test(report).data.events["timestamp"].min()),
             "end_ms": report.split.test_start_ms,
         },
     )

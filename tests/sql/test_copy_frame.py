@@ -61,7 +61,9 @@ def test_numpy_encoding_stores_what_the_row_writer_stores(pg_url: str) -> None:
         got = pd.DataFrame(numpy_rows, columns=list(COLUMNS)).sort_values(["c", "a"]).reset_index(drop=True)
         want = frame.sort_values(["c", "a"]).reset_index(drop=True)
         for c in COLUMNS:
-            np.testing.assert_array_equal(got[c].to_numpy(dtype=want[c].dtype), want[c].to_numpy())
+            np.testing.assert_array_equal(
+                np.asarray(got[c]).astype(want[c].to_numpy().dtype), want[c].to_numpy()
+            )
         assert np.signbit(got.loc[got["c"] == frame.loc[3, "c"], "d"]).all()  # -0.0 kept its sign
 
 
