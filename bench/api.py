@@ -54,7 +54,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from clickstream_dagster.api.session import SessionRules, blend, split_parts
+from clickstream_dagster.api.answers import load_answers
+from clickstream_dagster.api.session import SessionRules, blend, visitor_rows
 from clickstream_dagster.ml.serving_tables import write_serving_rows
 from clickstream_dagster.sql import serving as q
 from clickstream_dagster.sql.copy import copy_frame
@@ -83,8 +84,8 @@ EVENT_COLUMNS = ("timestamp", "event_time", "visitorid", "event", "itemid", "tra
 SESSION_PARAMS = SessionRules().params()  # the API's defaults
 
 
-def answer_params(user: int, version: int, k: int) -> dict[str, Any]:
-    return {**SESSION_PARAMS, "visitor": user, "version": version, "k": k}
+def session_params(user: int) -> dict[str, Any]:
+    return {**SESSION_PARAMS, "visitor": user}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -296,27 +297,25 @@ def peer_argv(port: int, workers: int) -> list[str]:
 
 
 def peer_app_from_env() -> Callable[..., Awaitable[None]]:
-    """The raw ASGI peer: the same query, blend and pool settings as the API, JSON by hand, nothing else."""
+    """The raw ASGI peer: the same lists in memory, query, scoring, blend and pool settings as the API, JSON
+    by hand, nothing else (no FastAPI, pydantic or metrics)."""
     from psycopg_pool import AsyncConnectionPool
 
+    url = libpq_url(os.environ["DATABASE_URL"])
     pool = AsyncConnectionPool(
-        libpq_url(os.environ["DATABASE_URL"]),
-        min_size=2,
-        max_size=8,
-        kwargs={"autocommit": True, "prepare_threshold": 0},
-        open=False,
+        url, min_size=2, max_size=8, kwargs={"autocommit": True, "prepare_threshold": 0}, open=False
     )
+    rules = SessionRules()
     state: dict[str, Any] = {}
-
-    async def fetch(query: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        async with pool.connection() as conn:
-            return await (await conn.execute(query, params)).fetchall()
 
     async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 if message["type"] == "lifespan.startup":
                     await pool.open()
+                    with psycopg.connect(url) as conn:
+                        (version,) = conn.execute(q.PROMOTED_MODEL).fetchone() or (None,)
+                        state["answers"] = load_answers(conn, int(version))
                     await send({"type": "lifespan.startup.complete"})
             await pool.close()
             await send({"type": "lifespan.shutdown.complete"})
@@ -324,29 +323,21 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
         path: str = scope["path"]
         status: int = 404
         body: dict[str, Any] = {"detail": "Not Found"}
-        now = time.monotonic()
-        if state.get("checked", -1e9) + 2.0 < now:  # the API's version TTL
-            state["version"] = (await fetch(q.PROMOTED_MODEL))[0][0]
-            state["checked"] = now
-        version = state["version"]
+        answers = state["answers"]
         if path == "/health":
-            status, body = 200, {"status": "ok", "model_version": version}
+            status, body = 200, {"status": "ok", "model_version": answers.version}
         elif path.startswith("/recommendations/"):
             user = int(path.rsplit("/", 1)[1])
-            parts = split_parts(await fetch(q.VISITOR_ANSWER, answer_params(user, version, K)))
-            if state.get("fallback_version") != version:
-                merged: dict[int, float] = {}  # popular, then trending, without repeats
-                for _list, item, score in await fetch(q.POPULAR_ITEMS, (version,)):
-                    merged.setdefault(int(item), float(score))
-                state["fallback"] = list(merged.items())
-                state["fallback_version"] = version
-            source, answer = blend(parts, state["fallback"], K)
+            async with pool.connection() as conn:
+                rows = await (await conn.execute(q.VISITOR_SESSION, session_params(user))).fetchall()
+            parts = visitor_rows(rows, answers.recommendations, answers.similar, user, K, rules)
+            source, answer = blend(parts, answers.fallback, K)
             items = [
                 {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(answer, 1)
             ]
             status = 200
-            body = {"user_id": user, "source": source, "model_version": version, "items": items}
-        payload = json.dumps(body).encode()
+            body = {"user_id": user, "source": source, "model_version": answers.version, "items": items}
+        payload = json.dumps(body, separators=(",", ":")).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -489,13 +480,13 @@ def _loadgen(job: dict[str, Any]) -> LoadResult:
                 open=False,
             )
             await pool.open()
-            users, version = job["users"], job["version"]
+            users = job["users"]
 
             async def fire(i: int) -> int:
                 assert pool is not None
                 async with pool.connection() as conn:
-                    params = answer_params(users[i % len(users)], version, K)
-                    await (await conn.execute(q.VISITOR_ANSWER, params)).fetchall()
+                    params = session_params(users[i % len(users)])
+                    await (await conn.execute(q.VISITOR_SESSION, params)).fetchall()
                 return 200
         else:
             client = HttpClient(HOST, job["port"], max_connections=max(job["connections"], 256))

@@ -25,7 +25,7 @@ from clickstream_dagster.api.schemas import (
     SimilarItemsResponse,
     ValidationErrorResponse,
 )
-from clickstream_dagster.api.session import SOURCES, SessionRules, blend
+from clickstream_dagster.api.session import SOURCES, SessionRules, blend, visitor_rows
 from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
 from clickstream_dagster.settings import Settings
 
@@ -37,9 +37,10 @@ MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
 def service_description(rules: SessionRules) -> str:
     """The OpenAPI description of the service, with the live-session rules it runs."""
     return f"""
-Recommendations of the promoted model (whichever type the ML job promoted), read from the serving tables
-that the ML job rebuilds after every promotion, and following each visitor's live session: events ingested
-seconds ago change the answer, with no retraining.
+Recommendations of the promoted model (whichever type the ML job promoted), held in the service's memory
+(loaded from the serving tables the ML job rebuilds after every promotion), and following each visitor's
+live session, read from PostgreSQL on every request: events ingested seconds ago change the answer, with no
+retraining.
 
 - **Live session**: the visitor's newest {rules.events} views and add-to-carts in `clickstream_events`, cut at
   the first gap of more than {rules.gap_s / 60:g} minutes, live when one of them was ingested in the last
@@ -54,7 +55,8 @@ seconds ago change the answer, with no retraining.
 - **Never recommended**: an item the visitor bought (any transaction event), and the items of the session's
   {rules.on_screen} newest events (what the page shows or what was just carted).
 - A newly promoted model answers within a few seconds, without a restart (the promoted version is re-read
-  every couple of seconds; every answer comes from the rows of a single model version).
+  every couple of seconds and its rows loaded into memory beside the old ones, then swapped in at once;
+  every answer comes from a single model version).
 - `k` is 1 to {MAX_K}; ids are non-negative integers. Anything else is answered with 422 and a message.
 - 503 means PostgreSQL is unreachable or no model can be served; `/health` says which.
 """
@@ -145,6 +147,7 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     answered = {s: metrics.recommendation_source.labels(s) for s in SOURCES}
+    rules = store.session_rules
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
@@ -166,9 +169,12 @@ def create_app(
         """The promoted model's list for this visitor, led by the neighbours of the items in their live
         session, then filled from the popular list up to k; never an item they bought. A visitor the model
         does not know and who has no live session gets the popular list."""
-        version = await store.served_version()
-        rows = await store.visitor_rows(user_id, version, k)
-        source, items = blend(rows, await store.fallback(version), k)
+        answers = store.answers()  # one model for the whole answer, whatever is swapped meanwhile
+        rows = visitor_rows(
+            await store.session_rows(user_id), answers.recommendations, answers.similar, user_id, k, rules
+        )
+        source, items = blend(rows, answers.fallback, k)
+        version = answers.version
         answered[source].inc()
         # The hot path skips building pydantic objects: the same shape, serialized once (schemathesis checks
         # the answers against RecommendationsResponse).
@@ -196,8 +202,9 @@ def create_app(
     async def similar_items(item_id: ItemId, k: K = DEFAULT_K) -> SimilarItemsResponse | JSONResponse:
         """The k items the promoted model finds most similar to this one (cosine of LightFM's item embeddings,
         or the item neighbourhood of the other model types), most similar first."""
-        version = await store.served_version()
-        rows = await store.similar_items(item_id, version, k)
+        answers = store.answers()
+        version = answers.version
+        rows = answers.similar.get(item_id, k)
         if not rows:
             return JSONResponse(
                 {
@@ -212,16 +219,18 @@ def create_app(
             items=[SimilarItem(rank=r, itemid=i, score=s) for r, (i, s) in enumerate(rows, 1)],
         )
 
-    @app.get(
+    @app.api_route(
         "/health",
+        methods=["GET", "HEAD"],
         response_model=HealthResponse,
         responses={503: {"model": HealthResponse, "description": "Not ready: `detail` says why."}},
         tags=["operations"],
         summary="Readiness: PostgreSQL and the served model",
     )
     async def health() -> JSONResponse:
-        """200 when PostgreSQL answers and a promoted model's serving rows are loaded, else 503. Reads the
-        promoted version afresh (no cache)."""
+        """200 when PostgreSQL answers and a promoted model's serving rows are in memory, else 503. Reads
+        the promoted version afresh (no cache), and loads its rows first if they are not in memory yet.
+        HEAD answers the same status without a body."""
         try:
             state = await store.model_state(force=True)
         except ServiceUnavailable as exc:
@@ -234,6 +243,8 @@ def create_app(
             )
             return JSONResponse(body.model_dump(), status_code=503)
         metrics.model_version.set(state.served or 0)
+        loaded = store.loaded
+        metrics.answers_bytes.set(loaded.nbytes if loaded is not None else 0)
         if state.served is None:
             body = HealthResponse(
                 status="unavailable",

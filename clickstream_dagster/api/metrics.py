@@ -58,6 +58,11 @@ class ApiMetrics:
             ["source"],
             registry=self.registry,
         )
+        self.answers_bytes = Gauge(
+            "clickstream_api_model_answers_bytes",
+            "Memory held by the served model's lists (recommendations and similar items), in bytes.",
+            registry=self.registry,
+        )
         self.model_version = Gauge(
             "clickstream_api_model_version",
             "The model version being served (0 when none can be).",
@@ -83,6 +88,9 @@ class MetricsMiddleware:
         # Labelled children, looked up once per label set (labels() costs a lock and a dict build per call).
         self._latency: dict[tuple[str, str], Any] = {}
         self._requests: dict[tuple[str, str, int], Any] = {}
+        self._paths: dict[
+            Any, str
+        ] = {}  # endpoint -> route template, for routes that do not set scope["route"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,8 +108,9 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            # The router stores the matched route in the (shared) scope.
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            # The router stores the matched route in the (shared) scope: FastAPI's own routes as "route";
+            # plain Starlette routes (/openapi.json, /docs, /redoc) only as their "endpoint".
+            route = getattr(scope.get("route"), "path", None) or self._path_of(scope)
             method = scope["method"]
             latency = self._latency.get((route, method))
             if latency is None:
@@ -112,3 +121,14 @@ class MetricsMiddleware:
                 requests = self.metrics.requests.labels(route, method, str(status))
                 self._requests[route, method, status] = requests
             requests.inc()
+
+    def _path_of(self, scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return "unmatched"
+        path = self._paths.get(endpoint)
+        if path is None:
+            routes = getattr(scope.get("app"), "routes", ())
+            path = next((r.path for r in routes if getattr(r, "endpoint", None) is endpoint), "unmatched")
+            self._paths[endpoint] = path
+        return path

@@ -1,14 +1,19 @@
-"""How a visitor's answer is made: the live session's rules and the blend of its parts (pure, no I/O).
+"""How a visitor's answer is made: the live session's rules, the scoring of its neighbours and the blend
+(pure, no I/O).
 
-The rows come from one query (sql/serving.py, VISITOR_ANSWER):
-- excluded: everything the visitor bought (transaction events, any time) and the items of the live session's
-  newest `on_screen` events (what the page is showing or what was just put in the cart);
-- session: the neighbours of the live session's items in the promoted model's similar_items;
-- model: the visitor's precomputed recommendations of the promoted model.
+What changes live comes from one query (sql/serving.py, VISITOR_SESSION): what the visitor bought (any time)
+and the events of their live session. The promoted model's lists come from memory (api/answers.py). From
+them (`visitor_rows`):
+- excluded: everything the visitor bought, and the items of the live session's newest `on_screen` events
+  (what the page is showing or what was just put in the cart);
+- session: the neighbours of the live session's items in the model's similar items, each scored by the sum
+  over the session's events of event weight x recency decay x similarity, the excluded left out, best first
+  (ties: the lower item id), at most k;
+- model: the visitor's precomputed list, the excluded left out, at most k.
 
-The blend: session neighbours first (best first), then the model's list, then the popular list topped up
-from trending (cached per model version), each item once, the excluded never, until k items. The answer's
-`source` is the part its first item comes from; every item also says its own.
+The blend: session neighbours first, then the model's list, then the popular list topped up from trending,
+each item once, the excluded never, until k items. The answer's `source` is the part its first item comes
+from; every item also says its own.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from clickstream_dagster.api.answers import Lists
+
 Source = Literal["session", "model", "popular"]
 SOURCES: tuple[Source, ...] = ("session", "model", "popular")
 
-# The parts of VISITOR_ANSWER's rows.
-EXCLUDED, SESSION, MODEL = 0, 1, 2
+# The parts of VISITOR_SESSION's rows.
+BOUGHT, SESSION_EVENT = 0, 1
 
 
 @dataclass(frozen=True)
@@ -39,16 +46,12 @@ class SessionRules:
     decay: float = 0.8  # each older event of the session weighs this much of the next newer one
 
     def params(self) -> dict[str, Any]:
-        """VISITOR_ANSWER's parameters that do not depend on the request."""
-        return {
-            "events": self.events,
-            "gap_ms": int(self.gap_s * 1000),
-            "live_s": float(self.live_s),
-            "on_screen": self.on_screen,
-            "view_weight": float(self.view_weight),
-            "cart_weight": float(self.cart_weight),
-            "decay": float(self.decay),
-        }
+        """VISITOR_SESSION's parameters that do not depend on the request."""
+        return {"events": self.events, "gap_ms": int(self.gap_s * 1000), "live_s": float(self.live_s)}
+
+    def weight(self, event: str, pos: int) -> float:
+        """How much the session's `pos`-th newest event (1 = newest) weighs its item's neighbours."""
+        return (self.cart_weight if event == "addtocart" else self.view_weight) * self.decay ** (pos - 1)
 
 
 @dataclass(frozen=True)
@@ -58,18 +61,38 @@ class VisitorRows:
     model: list[tuple[int, float]]  # by rank
 
 
-def split_parts(rows: Sequence[tuple[Any, ...]]) -> VisitorRows:
-    """VISITOR_ANSWER's (part, itemid, score) rows, by part."""
+def visitor_rows(
+    rows: Sequence[tuple[Any, ...]],
+    recommendations: Lists,
+    similar: Lists,
+    visitor: int,
+    k: int,
+    rules: SessionRules,
+) -> VisitorRows:
+    """The parts of a visitor's answer from VISITOR_SESSION's (part, itemid, event, pos) rows and the model's
+    lists in memory."""
     excluded: set[int] = set()
-    session: list[tuple[int, float]] = []
+    weights: dict[int, float] = {}
+    for part, itemid, event, pos in rows:
+        item = int(itemid)
+        if part == BOUGHT:
+            excluded.add(item)
+            continue
+        weights[item] = weights.get(item, 0.0) + rules.weight(event, int(pos))
+        if pos <= rules.on_screen:
+            excluded.add(item)
+    scores: dict[int, float] = {}
+    for item, weight in weights.items():
+        for neighbour, similarity in similar.get(item):
+            if neighbour not in excluded:
+                scores[neighbour] = scores.get(neighbour, 0.0) + weight * similarity
+    session = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
     model: list[tuple[int, float]] = []
-    for part, item, score in rows:
-        if part == EXCLUDED:
-            excluded.add(int(item))
-        elif part == SESSION:
-            session.append((int(item), float(score)))
-        else:
-            model.append((int(item), float(score)))
+    for item, score in recommendations.get(visitor):
+        if len(model) == k:
+            break
+        if item not in excluded:
+            model.append((item, score))
     return VisitorRows(frozenset(excluded), session, model)
 
 

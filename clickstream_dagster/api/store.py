@@ -1,17 +1,21 @@
-"""Reads the serving tables of the promoted model, and the visitor's own events, through an async psycopg 3
-connection pool.
+"""The promoted model's answers in memory (api/answers.py), and the visitor's own events through an async
+psycopg 3 connection pool: PostgreSQL is read per request only for what changes live.
 
-Which model answers: the version model_registry marks as promoted, re-read at most every `version_ttl_s`
-seconds, so a newly promoted model is served without a restart. Every query filters on that version, so an
-answer never mixes two models. A promoted model whose serving rows are not written yet (promotion and the
-table rebuild are separate steps) does not take over until they are: the previous version keeps answering
-as long as its rows are still there.
+Which model answers: the version model_registry marks as promoted, re-read every `version_ttl_s` seconds by
+a background task (and afresh by /health), so a newly promoted model is served without a restart. A promoted
+model whose serving rows are not written yet (promotion and the table rebuild are separate steps) does not
+take over until they are: the previous version keeps answering as long as its rows are still there. When
+another version is to be served, its rows are loaded into a new `ModelAnswers` in a worker thread while the
+old one keeps answering; then one assignment swaps them. A request takes the current `ModelAnswers` once,
+so an answer never mixes two models.
 
-A visitor's answer is one query (VISITOR_ANSWER: their live session's neighbours, their precomputed list, what
-they bought) plus the fallback lists, fetched once per model version; api/session.py blends them.
+A visitor's answer is one query (VISITOR_SESSION: their purchases and live session) plus the lists in memory;
+api/session.py scores and blends them.
 """
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +24,12 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from clickstream_dagster.api.session import SessionRules, VisitorRows, split_parts
+from clickstream_dagster.api.answers import ModelAnswers, load_answers
+from clickstream_dagster.api.session import SessionRules
 from clickstream_dagster.settings import libpq_url, redact_url
 from clickstream_dagster.sql import serving as q
+
+logger = logging.getLogger(__name__)
 
 
 class ServiceUnavailable(Exception):
@@ -62,17 +69,40 @@ class ServingStore:
             open=False,
             name="clickstream-api",
         )
+        self.connect_timeout_s = connect_timeout_s
         self._state = ModelState(served=None, promoted=None)
         self._checked_at = -float("inf")
         self._lock = asyncio.Lock()
-        self._fallback: tuple[int, list[tuple[int, float]]] | None = None  # (version, merged list)
+        self._answers: ModelAnswers | None = None
+        self._error: ServiceUnavailable | None = None  # why the last refresh failed, until one succeeds
+        self._refresher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        # Do not wait: the service starts (and /health says 503) while PostgreSQL is down.
+        """Load the promoted model before the first request when PostgreSQL answers; when it does not, start
+        anyway (/health says 503 and why) and keep trying in the background."""
         await self.pool.open(wait=False)
+        try:
+            await self.model_state(force=True)
+        except ServiceUnavailable as exc:
+            logger.warning("starting without a model: %s", exc)
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="clickstream-api-model")
 
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         await self.pool.close()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            try:
+                await self.model_state()
+            except ServiceUnavailable as exc:
+                logger.warning("model refresh: %s", exc)
+            except Exception:  # keep serving what is loaded; the next round retries
+                logger.exception("model refresh failed")
+            await asyncio.sleep(self.version_ttl_s)
 
     def unreachable(self, exc: BaseException) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -103,15 +133,40 @@ class ServingStore:
     # ---- which model answers -------------------------------------------------------------------------
 
     async def model_state(self, force: bool = False) -> ModelState:
-        """The served and promoted versions, re-read when older than the TTL (or when `force`)."""
+        """The served and promoted versions, re-read when older than the TTL (or when `force`); the served
+        version's answers are loaded into memory before it is reported as served."""
         if not force and time.monotonic() - self._checked_at < self.version_ttl_s:
             return self._state
         async with self._lock:  # one refresh at a time; the others reuse its result
             if not force and time.monotonic() - self._checked_at < self.version_ttl_s:
                 return self._state
-            self._state = await self._resolve()
+            try:
+                state = await self._resolve()
+                if state.served is None:
+                    self._answers = None
+                elif self._answers is None or self._answers.version != state.served:
+                    self._answers = await asyncio.to_thread(self._load, state.served)
+            except ServiceUnavailable as exc:
+                self._error = exc
+                raise
+            self._error = None
+            self._state = state
             self._checked_at = time.monotonic()
             return self._state
+
+    def _load(self, version: int) -> ModelAnswers:
+        started = time.perf_counter()
+        try:
+            with psycopg.connect(self.conninfo, connect_timeout=self.connect_timeout_s) as conn:
+                answers = load_answers(conn, version)
+        except psycopg.OperationalError as exc:
+            raise self.unreachable(exc) from exc
+        logger.info(
+            "model %d in memory: %d visitors, %d recommendation rows, %d items with similar items, %.0f MB, "
+            "in %.2f s", version, len(answers.recommendations), answers.recommendations.rows,
+            len(answers.similar), answers.nbytes / 2**20, time.perf_counter() - started,
+        )  # fmt: skip
+        return answers
 
     async def _resolve(self) -> ModelState:
         rows = await self._fetch(q.PROMOTED_MODEL)
@@ -127,34 +182,22 @@ class ServingStore:
                 return ModelState(served=previous, promoted=promoted)
         return ModelState(served=None, promoted=promoted)
 
-    async def served_version(self) -> int:
-        state = await self.model_state()
-        if state.served is None:
-            raise ServiceUnavailable(no_model_message(state))
-        return state.served
+    def answers(self) -> ModelAnswers:
+        """The model answering now, whole; ServiceUnavailable when there is none."""
+        answers = self._answers
+        if answers is None:
+            raise self._error or ServiceUnavailable(no_model_message(self._state))
+        return answers
 
-    # ---- answers -------------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> ModelAnswers | None:
+        return self._answers
 
-    async def visitor_rows(self, user_id: int, version: int, k: int) -> VisitorRows:
-        """What the visitor's answer is made of (api/session.py), from one query."""
-        params = {**self._session_params, "visitor": user_id, "version": version, "k": k}
-        return split_parts(await self._fetch(q.VISITOR_ANSWER, params))
+    # ---- what changes live ---------------------------------------------------------------------------
 
-    async def fallback(self, version: int) -> list[tuple[int, float]]:
-        """The popular list, topped up from trending without repeats; fetched once per model version."""
-        cached = self._fallback
-        if cached is None or cached[0] != version:
-            merged: list[tuple[int, float]] = []
-            seen: set[int] = set()
-            for _list, item, score in await self._fetch(q.POPULAR_ITEMS, (version,)):
-                if item not in seen:
-                    seen.add(item)
-                    merged.append((int(item), float(score)))
-            cached = self._fallback = (version, merged)
-        return cached[1]
-
-    async def similar_items(self, item_id: int, version: int, k: int) -> list[tuple[int, float]]:
-        return [(int(i), float(s)) for i, s in await self._fetch(q.SIMILAR_ITEMS, (item_id, version, k))]
+    async def session_rows(self, user_id: int) -> list[tuple[Any, ...]]:
+        """VISITOR_SESSION's rows for the visitor: their purchases and their live session's events."""
+        return await self._fetch(q.VISITOR_SESSION, {**self._session_params, "visitor": user_id})
 
 
 def no_model_message(state: ModelState) -> str:

@@ -19,21 +19,18 @@ WHERE m.status = 'promoted'
 # Whether a version still has serving rows (the one served before a promotion whose rows are not in yet).
 VERSION_READY = "SELECT EXISTS (SELECT 1 FROM popular_items WHERE model_version = %s)"
 
-# Everything a visitor's answer needs except the cached fallback lists, in one round trip (api/session.py has
-# the rules and the parameters). Rows (part, itemid, score), ordered by part, then best first:
-#   part 0, excluded: items the visitor bought (any time) and the items of the live session's newest
-#           `on_screen` events (score NULL);
-#   part 1, session:  the neighbours (similar_items of `version`) of the live session's items, each scored
-#           sum(event weight x recency decay x similarity) over the session's events, the excluded left out,
-#           at most k;
-#   part 2, model:    the visitor's precomputed recommendations of `version`, the excluded left out, at most k.
-# The session: the visitor's newest `events` views and add-to-carts (event time), cut at the first gap longer
-# than `gap_ms`; live when one of its events was ingested (created_at) within `live_s` seconds, else empty.
+# What changes live, for one visitor: their purchases and their live session, in one round trip (the
+# promoted model's lists are in the API's memory, api/answers.py; api/session.py has the rules, the
+# parameters and the scoring). Rows (part, itemid, event, pos):
+#   part 0: an item the visitor bought (any time; event and pos NULL);
+#   part 1: an event of the live session, pos 1 the newest: the visitor's newest `events` views and
+#           add-to-carts (event time), cut at the first gap longer than `gap_ms`; live when one of its
+#           events was ingested (created_at) within `live_s` seconds, else no rows.
 # Index use: three short ranges of clickstream_events_visitor_event_time_idx (the newest views and carts
-# backwards, stopping after `events` entries; the purchases), the primary keys of similar_items (one range
-# per session item) and recommendations. Every parameter is cast, so the statement has one type signature
-# whatever Python values it is given (and EXPLAIN (GENERIC_PLAN) can plan it, tests/api/test_query_plan.py).
-VISITOR_ANSWER = """
+# backwards, stopping after `events` entries; the purchases). Every parameter is cast, so the statement has
+# one type signature whatever Python values it is given (and EXPLAIN (GENERIC_PLAN) can plan it,
+# tests/api/test_query_plan.py).
+VISITOR_SESSION = """
 WITH recent AS (
     (SELECT itemid, event, "timestamp", created_at
      FROM clickstream_events
@@ -56,43 +53,25 @@ WITH recent AS (
     SELECT itemid, event, created_at, pos
     FROM (SELECT *, bool_or(gap_before) OVER (ORDER BY pos) AS ended FROM ordered) o
     WHERE NOT ended AND pos <= %(events)s::integer
-), session AS (
-    SELECT itemid, event, pos
-    FROM cut
-    WHERE (SELECT max(created_at) FROM cut) >= now() - make_interval(secs => %(live_s)s::float8)
-), excluded AS (
-    SELECT itemid FROM clickstream_events WHERE visitorid = %(visitor)s::bigint AND event = 'transaction'
-    UNION
-    SELECT itemid FROM session WHERE pos <= %(on_screen)s::integer
-), weights AS (
-    SELECT itemid,
-           sum(CASE WHEN event = 'addtocart' THEN %(cart_weight)s::float8 ELSE %(view_weight)s::float8 END
-               * power(%(decay)s::float8, pos - 1)) AS weight
-    FROM session
-    GROUP BY itemid
-), neighbours AS (
-    SELECT s.similar_itemid AS itemid, sum(w.weight * s.score) AS score
-    FROM weights w
-    JOIN similar_items s ON s.model_version = %(version)s::bigint AND s.itemid = w.itemid
-    WHERE s.similar_itemid NOT IN (SELECT itemid FROM excluded)
-    GROUP BY s.similar_itemid
-    ORDER BY score DESC, s.similar_itemid
-    LIMIT %(k)s::integer
-), model AS (
-    SELECT itemid, score::float8 AS score, rank
-    FROM recommendations
-    WHERE visitorid = %(visitor)s::bigint AND model_version = %(version)s::bigint
-      AND itemid NOT IN (SELECT itemid FROM excluded)
-    ORDER BY rank
-    LIMIT %(k)s::integer
 )
-SELECT part, itemid, score
-FROM (SELECT 0 AS part, itemid, NULL::float8 AS score, 0::bigint AS ord FROM excluded
-      UNION ALL
-      SELECT 1, itemid, score, row_number() OVER (ORDER BY score DESC, itemid) FROM neighbours
-      UNION ALL
-      SELECT 2, itemid, score, rank FROM model) parts
-ORDER BY part, ord
+SELECT 0 AS part, itemid, NULL::text AS event, NULL::bigint AS pos
+FROM clickstream_events
+WHERE visitorid = %(visitor)s::bigint AND event = 'transaction'
+UNION ALL
+SELECT 1, itemid, event::text, pos
+FROM cut
+WHERE (SELECT max(created_at) FROM cut) >= now() - make_interval(secs => %(live_s)s::float8)
+"""
+
+# One model version's serving rows for the API's memory (api/answers.py), sorted as its arrays are. COPY
+# takes no bind parameters: {version} is an integer literal composed by psycopg.sql.
+RECOMMENDATION_ROWS = """
+COPY (SELECT visitorid, itemid, score FROM recommendations WHERE model_version = {version}
+      ORDER BY visitorid, rank) TO STDOUT (FORMAT BINARY)
+"""
+SIMILAR_ITEM_ROWS = """
+COPY (SELECT itemid, similar_itemid, score FROM similar_items WHERE model_version = {version}
+      ORDER BY itemid, rank) TO STDOUT (FORMAT BINARY)
 """
 
 # The fallback lists of one model version: every `popular` row, then every `trending` row (the API merges
@@ -102,13 +81,4 @@ SELECT list, itemid, score
 FROM popular_items
 WHERE model_version = %s
 ORDER BY list = 'trending', rank
-"""
-
-# (similar_itemid, score) for one item under one model version, best first.
-SIMILAR_ITEMS = """
-SELECT similar_itemid, score
-FROM similar_items
-WHERE itemid = %s AND model_version = %s
-ORDER BY rank
-LIMIT %s
 """

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -201,6 +202,10 @@ def test_metrics_count_and_time_requests_per_route_template(served: Served, mode
     assert served.client.get(f"/similar-items/{item}").status_code == 200
     assert served.client.get("/no-such-route/1").status_code == 404
     assert served.client.get("/health").status_code == 200
+    head = served.client.head("/health")
+    assert (head.status_code, head.content) == (200, b"")  # HEAD answers (not 405), without a body
+    assert served.client.get("/openapi.json").status_code == 200
+    assert served.client.get("/docs").status_code == 200
 
     r = served.client.get("/metrics")
     assert r.status_code == 200
@@ -215,8 +220,16 @@ def test_metrics_count_and_time_requests_per_route_template(served: Served, mode
     assert count(REC_ROUTE, "200") == 5
     assert count(REC_ROUTE, "422") == 1
     assert count(SIMILAR_ROUTE, "200") == 1
-    assert count("unmatched", "404") == 1
+    assert count("unmatched", "404") == 1  # the unknown route only: the docs have their own labels
     assert count("/health", "200") == 1
+    assert count("/openapi.json", "200") == 1 and count("/docs", "200") == 1
+    assert (
+        m[("clickstream_api_requests_total", (("method", "HEAD"), ("route", "/health"), ("status", "200")))]
+        == 1
+    )
+    # The served model's lists in memory: 12 bytes a row and 16 a visitor or item, at least.
+    rows = len(model_a.recommendations) + len(model_a.similar)
+    assert m[("clickstream_api_model_answers_bytes", ())] >= 12 * rows
     hist = "clickstream_api_request_duration_seconds"
     assert m[(f"{hist}_count", (("method", "GET"), ("route", REC_ROUTE)))] == 6
     assert m[(f"{hist}_count", (("method", "GET"), ("route", SIMILAR_ROUTE)))] == 1
@@ -365,3 +378,52 @@ def test_the_entry_point_serves_database_url_with_workers(served: Served, model_
     # uvicorn shuts down gracefully, then re-raises SIGTERM (so the exit status is -15).
     assert "Application shutdown complete" in output.decode(), output.decode()
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+def test_a_model_switch_under_concurrent_load_never_fails_or_mixes_models(
+    served: Served, model_a: TrainedModel, model_b: TrainedModel
+) -> None:
+    """Eight clients ask for known visitors without pause while model_b is published and swapped in: every
+    answer is a 200, and every item of it comes from the one model version the answer names."""
+    visitors = [
+        v
+        for v in model_b.recommendations["visitorid"].unique().tolist()
+        if model_a.recs_of(v) and model_b.recs_of(v) and model_a.recs_of(v)[:10] != model_b.recs_of(v)[:10]
+    ][:200]
+    assert len(visitors) >= 50
+    answers: list[tuple[int, int, dict]] = []  # (visitor, status, body)
+    stop = threading.Event()
+
+    def hammer(offset: int) -> None:
+        with httpx.Client(base_url=served.base_url, timeout=10) as client:
+            i = offset
+            while not stop.is_set():
+                visitor = visitors[i % len(visitors)]
+                r = client.get(f"/recommendations/{visitor}")
+                answers.append((visitor, r.status_code, r.json()))
+                i += 1
+
+    threads = [threading.Thread(target=hammer, args=(n * 25,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        version_b = publish(served.url, model_b)
+        _wait_for_version(
+            served.client, f"/recommendations/{visitors[0]}", version_b, timeout=VERSION_TTL_S + 5
+        )
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    lists = {served.version: model_a, version_b: model_b}
+    assert [s for _, s, _ in answers if s != 200] == []
+    seen = {body["model_version"] for _, _, body in answers}
+    assert seen == {served.version, version_b}, seen  # both models answered during the run
+    for visitor, _, body in answers:
+        trained = lists[body["model_version"]]
+        items = [i["itemid"] for i in body["items"]]
+        assert {i["source"] for i in body["items"]} == {"model"}, body
+        assert items == trained.recs_of(visitor)[:10], (visitor, body["model_version"])
+    assert len(answers) > 200

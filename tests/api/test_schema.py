@@ -26,6 +26,7 @@ def test_no_server_errors_and_answers_match_the_spec(served: Served) -> None:
         "GET /recommendations/{user_id}",
         "GET /similar-items/{item_id}",
         "GET /health",
+        "HEAD /health",
         "GET /metrics",
     }
     statuses: dict[str, set[int]] = {}
@@ -55,3 +56,4 @@ def test_no_server_errors_and_answers_match_the_spec(served: Served) -> None:
     assert 422 in statuses["GET /recommendations/{user_id} negative"]
     assert 404 in statuses["GET /similar-items/{item_id} positive"]
     assert statuses["GET /health positive"] == {200}
+    assert statuses["HEAD /health positive"] == {200}

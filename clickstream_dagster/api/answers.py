@@ -1,0 +1,113 @@
+"""The promoted model's answers, held in the API process as compact arrays (no Python object per row).
+
+`load_answers(conn, version)` reads one model version's serving rows with binary COPY (decoded by numpy,
+`sql.copy.read_arrays`) into a `ModelAnswers`:
+
+- recommendations: every known visitor's stored list, best first: the sorted visitor ids, where each one's
+  rows start, and the items and scores of all rows one after another (12 bytes a row, plus 16 a visitor);
+- similar_items: the same layout by item;
+- the fallback: the popular list topped up from trending, without repeats.
+
+A `ModelAnswers` never changes once built. The store swaps the whole object when another version is
+served, so a request that took one reference answers from one model only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from psycopg import sql
+
+from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql.copy import read_arrays
+
+Ids = npt.NDArray[np.int64]
+Scores = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Ranked lists keyed by id: `keys` sorted, list i is rows starts[i]:starts[i + 1]."""
+
+    keys: Ids
+    starts: Ids
+    items: Ids
+    scores: Scores
+
+    @classmethod
+    def from_rows(cls, keys: Ids, items: Ids, scores: Scores) -> Lists:
+        """From rows sorted by key, then rank."""
+        if len(keys) and (np.diff(keys) < 0).any():
+            raise ValueError("rows must be sorted by key")
+        unique, first = np.unique(keys, return_index=True)
+        starts = np.append(first, len(keys)).astype(np.int64)
+        return cls(unique.astype(np.int64), starts, items.astype(np.int64), scores.astype(np.float32))
+
+    def get(self, key: int, limit: int | None = None) -> list[tuple[int, float]]:
+        """The list of `key` (empty when unknown), best first, at most `limit` rows."""
+        i = int(np.searchsorted(self.keys, key))
+        if i == len(self.keys) or int(self.keys[i]) != key:
+            return []
+        lo, hi = int(self.starts[i]), int(self.starts[i + 1])
+        if limit is not None:
+            hi = min(hi, lo + limit)
+        return list(zip(self.items[lo:hi].tolist(), self.scores[lo:hi].tolist(), strict=True))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def rows(self) -> int:
+        return len(self.items)
+
+    @property
+    def depth(self) -> int:
+        """The longest list."""
+        return int(np.diff(self.starts).max()) if len(self.keys) else 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.starts.nbytes + self.items.nbytes + self.scores.nbytes
+
+
+@dataclass(frozen=True)
+class ModelAnswers:
+    version: int
+    recommendations: Lists  # by visitor
+    similar: Lists  # by item
+    fallback: Sequence[tuple[int, float]]  # popular, then trending, each item once
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        return self.recommendations.nbytes + self.similar.nbytes
+
+
+def _copy(query: str, version: int) -> sql.Composed:
+    # COPY takes no bind parameters: the version (an integer) goes in as a literal.
+    return sql.SQL(query).format(version=sql.Literal(int(version)))
+
+
+def load_answers(conn: psycopg.Connection, version: int) -> ModelAnswers:
+    """One model version's serving rows from PostgreSQL, in one repeatable-read snapshot."""
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        visitors, items, scores = read_arrays(
+            cur, _copy(q.RECOMMENDATION_ROWS, version).as_string(conn), ("int8", "int8", "float4")
+        )
+        keys, neighbours, similarity = read_arrays(
+            cur, _copy(q.SIMILAR_ITEM_ROWS, version).as_string(conn), ("int8", "int8", "float4")
+        )
+        merged: dict[int, float] = {}
+        for _list, item, score in cur.execute(q.POPULAR_ITEMS, (version,)).fetchall():
+            merged.setdefault(int(item), float(score))
+    return ModelAnswers(
+        version,
+        Lists.from_rows(visitors, items, scores),
+        Lists.from_rows(keys, neighbours, similarity),
+        tuple(merged.items()),
+    )
