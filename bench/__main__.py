@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import api, daily, lightfm, loading, ml, pipeline, producer, session, soak, startup
+from bench import answers, api, daily, lightfm, loading, ml, pipeline, producer, session, soak, startup
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, ModuleType] = {
     "daily": daily,
     "lightfm": lightfm,
     "api": api,
+    "answers": answers,
     "session": session,
     "soak": soak,
     "startup": startup,
