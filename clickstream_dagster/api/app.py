@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from clickstream_dagster.api.fastpath import RecommendationsFastPath
 from clickstream_dagster.api.metrics import ApiMetrics, MetricsMiddleware
 from clickstream_dagster.api.schemas import (
     ErrorResponse,
@@ -145,9 +146,27 @@ def create_app(
     )
     app.state.store = store
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     answered = {s: metrics.recommendation_source.labels(s) for s in SOURCES}
     rules = store.session_rules
+
+    async def answer(user_id: int, k: int) -> bytes:
+        """The JSON body of a visitor's answer (RecommendationsResponse's shape, serialized once without
+        pydantic objects; schemathesis checks the answers against it)."""
+        answers = store.answers()  # one model for the whole answer, whatever is swapped meanwhile
+        rows = visitor_rows(
+            await store.session_rows(user_id), answers.recommendations, answers.similar, user_id, k, rules
+        )
+        source, items = blend(rows, answers.fallback, k)
+        answered[source].inc()
+        body = {
+            "user_id": user_id,
+            "source": source,
+            "model_version": answers.version,
+            "items": [
+                {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(items, 1)
+            ],
+        }
+        return json.dumps(body, separators=(",", ":")).encode()
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_request: Request, exc: ServiceUnavailable) -> JSONResponse:
@@ -169,24 +188,18 @@ def create_app(
         """The promoted model's list for this visitor, led by the neighbours of the items in their live
         session, then filled from the popular list up to k; never an item they bought. A visitor the model
         does not know and who has no live session gets the popular list."""
-        answers = store.answers()  # one model for the whole answer, whatever is swapped meanwhile
-        rows = visitor_rows(
-            await store.session_rows(user_id), answers.recommendations, answers.similar, user_id, k, rules
-        )
-        source, items = blend(rows, answers.fallback, k)
-        version = answers.version
-        answered[source].inc()
-        # The hot path skips building pydantic objects: the same shape, serialized once (schemathesis checks
-        # the answers against RecommendationsResponse).
-        body = {
-            "user_id": user_id,
-            "source": source,
-            "model_version": version,
-            "items": [
-                {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(items, 1)
-            ],
-        }
-        return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+        return Response(await answer(user_id, k), media_type="application/json")
+
+    # Canonical requests of this route skip FastAPI (api/fastpath.py); both call `answer`.
+    app.add_middleware(
+        RecommendationsFastPath,
+        answer=answer,
+        route=next(r for r in app.routes if getattr(r, "endpoint", None) is recommendations),
+        max_id=MAX_ID,
+        default_k=DEFAULT_K,
+        max_k=MAX_K,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: the outermost, it sees every request
 
     @app.get(
         "/similar-items/{item_id}",

@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 import httpx
 import psycopg
+import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from clickstream_dagster.api import create_app
+from clickstream_dagster.api.fastpath import canonical_int
 from clickstream_dagster.stack.process import free_port
 from tests.api.conftest import (
     POPULAR_N,
@@ -427,3 +429,31 @@ def test_a_model_switch_under_concurrent_load_never_fails_or_mixes_models(
         assert {i["source"] for i in body["items"]} == {"model"}, body
         assert items == trained.recs_of(visitor)[:10], (visitor, body["model_version"])
     assert len(answers) > 200
+
+
+def test_the_fast_path_answers_exactly_what_fastapi_answers(served: Served, model_a: TrainedModel) -> None:
+    """Canonical requests skip FastAPI (api/fastpath.py); the same request in another spelling goes through
+    FastAPI's route: the bodies are byte for byte the same, known, cold and k=1..100 alike."""
+    visitors = model_a.recommendations["visitorid"].unique().tolist()[:20]
+    cold = unknown_id(model_a.recommendations["visitorid"].tolist())
+    for visitor in [*visitors, cold]:
+        for k in (1, 10, 100):
+            fast = served.client.get(f"/recommendations/{visitor}?k={k}")
+            slow = served.client.get(f"/recommendations/{visitor}", params={"k": k, "via": "fastapi"})
+            assert (fast.status_code, slow.status_code) == (200, 200)
+            assert fast.content == slow.content
+            assert fast.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert (
+        served.client.get(f"/recommendations/{visitors[0]}").content
+        == served.client.get(f"/recommendations/0{visitors[0]}").content
+    )  # the default k; a leading zero goes through FastAPI
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("0", 0), ("7", 7), ("9223372036854775807", 2**63 - 1), ("9223372036854775808", None), ("007", None),
+     ("", None), ("-1", None), ("+1", None), ("1.0", None), ("\u0661", None), (" 1", None)],
+)  # fmt: skip
+def test_canonical_ids(text: str, expected: int | None) -> None:
+    assert canonical_int(text, 2**63 - 1) == expected
+    assert canonical_int(text.encode(), 2**63 - 1) == expected
