@@ -46,7 +46,7 @@ K = 10
 # A small, fast LightFM with the settings of before #18 (10 WARP negatives, category features): on this sample
 # it then loses to nearest-neighbour models, so the runs show a KNN model promoted and served (LightFM wins
 # with today's defaults here too, by 0.002).
-GOOD = {
+GOOD: dict[str, Any] = {
     "grid": {
         "no_components": [32],
         "item_alpha": [0.0],
