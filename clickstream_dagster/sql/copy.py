@@ -88,8 +88,10 @@ def read_arrays(cur: psycopg.Cursor, statement: str, types: Sequence[str]) -> li
     unknown = [t for t in types if t not in _FIXED]
     if unknown:
         raise ValueError(f"read_arrays takes fixed-width types {sorted(_FIXED)}, not {unknown}")
+    data = bytearray()  # grown in place: the rows are held once, not as chunks and then a joined copy
     with cur.copy(statement) as copy:
-        data = b"".join(bytes(chunk) for chunk in copy)
+        for chunk in copy:
+            data += chunk
     header = len(COPY_HEADER)
     if data[: len(COPY_HEADER) - 8] != COPY_HEADER[:-8] or not data.endswith(COPY_TRAILER):
         raise ValueError("not PostgreSQL binary COPY data")
