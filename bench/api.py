@@ -324,8 +324,9 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
                 if message["type"] == "lifespan.startup":
                     await pool.open()
                     with psycopg.connect(url) as conn:
-                        (version,) = conn.execute(q.PROMOTED_MODEL).fetchone() or (None,)
-                        state["answers"] = load_answers(conn, int(version))
+                        promoted = conn.execute(q.PROMOTED_MODEL).fetchone()
+                        assert promoted is not None, "no promoted model"
+                        state["answers"] = load_answers(conn, int(promoted[0]))
                     await send({"type": "lifespan.startup.complete"})
             await pool.close()
             await send({"type": "lifespan.shutdown.complete"})
