@@ -326,6 +326,7 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
                     with psycopg.connect(url) as conn:
                         promoted = conn.execute(q.PROMOTED_MODEL).fetchone()
                         assert promoted is not None, "no promoted model"
+                        conn.commit()  # load_answers opens its own snapshot
                         state["answers"] = load_answers(conn, int(promoted[0]))
                     await send({"type": "lifespan.startup.complete"})
             await pool.close()
