@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from clickstream_dagster.api import create_app
+from clickstream_dagster.api.answers import load_answers
 from clickstream_dagster.api.fastpath import canonical_int
 from clickstream_dagster.stack.process import free_port
 from tests.api.conftest import (
@@ -457,3 +458,21 @@ def test_the_fast_path_answers_exactly_what_fastapi_answers(served: Served, mode
 def test_canonical_ids(text: str, expected: int | None) -> None:
     assert canonical_int(text, 2**63 - 1) == expected
     assert canonical_int(text.encode(), 2**63 - 1) == expected
+
+
+def test_load_answers_holds_every_row_of_one_version(served: Served, model_a: TrainedModel) -> None:
+    """The lists in memory are the stored rows, all of them, in rank order; a connection already inside a
+    transaction is refused (the load's snapshot must be its own)."""
+    with psycopg.connect(served.url) as conn:
+        conn.execute("SELECT 1")
+        with pytest.raises(ValueError, match="outside any transaction"):
+            load_answers(conn, served.version)
+        conn.rollback()
+        answers = load_answers(conn, served.version)
+    assert answers.version == served.version
+    assert answers.recommendations.rows == len(model_a.recommendations)
+    assert answers.similar.rows == len(model_a.similar)
+    for visitor in model_a.recommendations["visitorid"].unique().tolist()[:50]:
+        assert [i for i, _ in answers.recommendations.get(visitor)] == model_a.recs_of(visitor)
+    assert [i for i, _ in answers.fallback] == model_a.fallback()
+    assert answers.recommendations.get(unknown_id(model_a.recommendations["visitorid"].tolist())) == []
