@@ -96,7 +96,9 @@ def load_answers(conn: psycopg.Connection, version: int) -> ModelAnswers:
     """One model version's serving rows from PostgreSQL, in one repeatable-read snapshot (so `conn` must not
     be inside a transaction already)."""
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise ValueError("load_answers needs a connection outside any transaction (commit or roll back first)")
+        raise ValueError(
+            "load_answers needs a connection outside any transaction (commit or roll back first)"
+        )
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         visitors, items, scores = read_arrays(
