@@ -27,8 +27,8 @@ from clickstream_dagster.api.answers import Lists
 Source = Literal["session", "model", "popular"]
 SOURCES: tuple[Source, ...] = ("session", "model", "popular")
 
-# The parts of VISITOR_SESSION's rows.
-BOUGHT, SESSION_EVENT = 0, 1
+# VISITOR_SESSION's part of a purchase (its other rows, part 1, are the live session's events).
+BOUGHT = 0
 
 
 @dataclass(frozen=True)
