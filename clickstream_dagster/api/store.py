@@ -97,7 +97,7 @@ class ServingStore:
     async def _refresh_forever(self) -> None:
         while True:
             try:
-                await self.model_state()
+                await self.model_state(force=True)  # the loop is the TTL: never skip a round
             except ServiceUnavailable as exc:
                 logger.warning("model refresh: %s", exc)
             except Exception:  # keep serving what is loaded; the next round retries
