@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-peers", action="store_true", help="measure the API only")
     parser.add_argument(
+        "--switch-seconds",
+        type=float,
+        default=90.0,
+        help="length of the load run during which a new model version is published (0: no switch)",
+    )
+    parser.add_argument(
         "--no-events", action="store_true", help="leave clickstream_events empty (no live sessions)"
     )
 
@@ -200,6 +206,44 @@ def load(url: str, rows: ServingRows) -> int:
     return version
 
 
+RETIRE_PROMOTED = "UPDATE model_registry SET status = 'retired' WHERE status = 'promoted'"
+
+
+def stage_version(url: str, rows: ServingRows) -> int:
+    """Another model version with its two large tables written, as a candidate: the API ignores it."""
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            INSERT_PROMOTED_MODEL.replace("'promoted'", "'candidate'"),
+            (
+                Jsonb(rows.params),
+                Jsonb(rows.window),
+                Jsonb(rows.cleaning),
+                rows.artefact,
+                hashlib.sha256(rows.artefact).hexdigest(),
+            ),
+        )
+        fetched = cur.fetchone()
+        assert fetched is not None
+        version = int(fetched[0])
+        write_serving_rows(conn, "recommendations", rows.recommendations, version)
+        write_serving_rows(conn, "similar_items", rows.similar, version)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE recommendations, similar_items")
+    return version
+
+
+def promote_staged(url: str, rows: ServingRows, version: int) -> float:
+    """The staged version promoted and its popular_items (the rows that mark it ready) written, in one
+    transaction; returns when that committed (perf_counter)."""
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(RETIRE_PROMOTED)
+        cur.execute(
+            "UPDATE model_registry SET status = 'promoted', decided_at = now() WHERE version = %s", (version,)
+        )
+        write_serving_rows(conn, "popular_items", rows.popular, version)
+    return time.perf_counter()
+
+
 @contextmanager
 def database(database_url: str | None, folder: Path) -> Iterator[str]:
     """A migrated, empty events database: scratch on `database_url`'s server, else embedded."""
@@ -244,6 +288,23 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def memory_mb(pid: int) -> tuple[float, float]:
+    """A process's resident memory now and its peak so far (Linux: VmRSS and VmHWM), MB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return tuple(float(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))  # type: ignore[return-value]
+
+
+def served_version(port: int) -> int | None:
+    try:
+        body = httpx.get(f"http://{HOST}:{port}/health", timeout=5).json()
+    except (httpx.TransportError, ValueError):
+        return None
+    version = body.get("model_version")
+    return int(version) if version is not None else None
+
+
 def postmaster(url: str) -> int:
     """The pid of the PostgreSQL server behind `url` (the parent of a backend; the server is local)."""
     with psycopg.connect(url) as conn:  # asked while the backend lives
@@ -264,8 +325,10 @@ def postgres_cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def serve(argv: list[str], url: str, port: int, log: Path) -> Iterator[int]:
-    env = {**os.environ, "DATABASE_URL": url}
+def serve(
+    argv: list[str], url: str, port: int, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[int]:
+    env = {**os.environ, "DATABASE_URL": url, **(extra_env or {})}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
@@ -306,9 +369,49 @@ def peer_argv(port: int, workers: int) -> list[str]:
             "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
 
 
+def floor_argv(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "bench.api:floor_app_from_env", "--factory", "--host", HOST,
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
+            "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+
+
+# An answer of the usual size (k=10), sent as it is by the floor peer.
+FLOOR_BODY = json.dumps(
+    {
+        "user_id": 1234567,
+        "source": "session",
+        "model_version": 1,
+        "items": [
+            {"rank": r, "itemid": 400000 + r, "score": 0.123456789, "source": "session"} for r in range(1, 11)
+        ],
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def floor_app_from_env() -> Callable[..., Awaitable[None]]:
+    """The floor peer: uvicorn with the same settings answering every request with a fixed body of an
+    answer's size, no database, no work: what HTTP on loopback costs one worker per request."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(FLOOR_BODY)).encode())]
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": FLOOR_BODY})
+
+    return app
+
+
 def peer_app_from_env() -> Callable[..., Awaitable[None]]:
     """The raw ASGI peer: the same lists in memory, query, scoring, blend and pool settings as the API, JSON
-    by hand, nothing else (no FastAPI, pydantic or metrics)."""
+    by hand, nothing else (no FastAPI, pydantic or metrics). With BENCH_PEER=query it runs the session
+    query only and sends the floor peer's fixed body: HTTP plus the query, no scoring."""
+    query_only = os.environ.get("BENCH_PEER") == "query"
     from psycopg_pool import AsyncConnectionPool
 
     url = libpq_url(os.environ["DATABASE_URL"])
@@ -342,6 +445,14 @@ def peer_app_from_env() -> Callable[..., Awaitable[None]]:
             user = int(path.rsplit("/", 1)[1])
             async with pool.connection() as conn:
                 rows = await (await conn.execute(q.VISITOR_SESSION, session_params(user))).fetchall()
+            if query_only:
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(FLOOR_BODY)),
+                ]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": FLOOR_BODY})
+                return
             parts = visitor_rows(rows, answers.recommendations, answers.similar, user, K, rules)
             source, answer = blend(parts, answers.fallback, K)
             items = [
@@ -530,6 +641,54 @@ def drive(job: dict[str, Any]) -> LoadResult:
         return pool.apply(_loadgen, (job,))
 
 
+@dataclass
+class Switch:
+    load: LoadResult  # the fixed-rate run the switch happened in
+    old: int
+    new: int
+    staged_s: float  # writing the new version's rows before the run
+    served_after_s: float  # from its promotion to the API answering with it
+    memory_before: tuple[float, float]  # RSS, peak (MB)
+    memory_after: tuple[float, float]
+
+    def describe(self) -> str:
+        return (
+            f"model switch {self.old} -> {self.new} under {self.load.target_rate:,.0f} req/s (its rows written "
+            f"in {self.staged_s:.1f} s before): served {self.served_after_s:.1f} s after its promotion, "
+            f"{self.load.errors} failed requests, p99 {self.load.pct(99):.2f} ms, max {max(self.load.latencies_ms):.1f} ms; API memory {self.memory_before[0]:,.0f} MB before, {self.memory_after[0]:,.0f} "
+            f"MB after, peak {self.memory_after[1]:,.0f} MB (two models and a load)"
+        )
+
+
+def switch_under_load(
+    job: dict[str, Any], url: str, rows: ServingRows, port: int, pid: int, old: int
+) -> Switch:
+    """A fixed-rate run during which another version, its rows written beforehand (so that the run measures
+    the API's switch, not PostgreSQL writing millions of rows on the same 2 cores), is promoted and marked
+    ready; the API must take it over without a failed request. The run must outlast the switch."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    staged_at = time.perf_counter()
+    new = stage_version(url, rows)
+    staged_s = time.perf_counter() - staged_at
+    before = memory_mb(pid)
+    cpu_before = cpu_seconds(pid)
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        future = pool.submit(_loadgen, job)
+        time.sleep(job["warmup"] + 1)
+        written = promote_staged(url, rows, new)
+        while served_version(port) != new:
+            if future.done():
+                raise SystemExit(
+                    f"the API did not serve model {new} before the load run ended: raise --switch-seconds"
+                )
+            time.sleep(0.1)
+        served = time.perf_counter()
+        load = future.result()
+    load.server_cpu_s = cpu_seconds(pid) - cpu_before
+    return Switch(load, old, new, staged_s, served - written, before, memory_mb(pid))
+
+
 # ---- the run ---------------------------------------------------------------------------------------------
 
 
@@ -565,6 +724,7 @@ def _sources(port: int, paths: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-api-"))
     results: list[LoadResult] = []
+    switch: Switch | None = None
     print(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, fastapi {package_version('fastapi')}, "
         f"uvicorn {package_version('uvicorn')}, psycopg {package_version('psycopg')}; "
@@ -603,18 +763,26 @@ def run(args: argparse.Namespace) -> int:
             rates = [float(r) for r in str(args.rates).split(",") if r.strip()]
             fixed = [{"mode": "fixed", "rate": r, "seconds": args.seconds, "connections": 16} for r in rates]
             peak = {"mode": "max", "rate": 0.0, "seconds": args.max_seconds, "connections": args.connections}
-            memory: dict[str, float] = {}
-            targets = [("api", f"API (FastAPI, {args.workers} worker)", api_argv)]
+            memory: dict[str, tuple[float, float]] = {}
+            targets: list[tuple[str, str, Callable[[int, int], list[str]], dict[str, str]]] = [
+                ("api", f"API (FastAPI, {args.workers} worker)", api_argv, {})
+            ]
             if not args.no_peers:
-                targets.append(("peer", f"peer: raw ASGI, {args.workers} worker", peer_argv))
-            for target, label, argv in targets:
+                targets += [
+                    ("peer", f"peer: raw ASGI, {args.workers} worker", peer_argv, {}),
+                    ("peer", "peer: raw ASGI, the query only", peer_argv, {"BENCH_PEER": "query"}),
+                    ("peer", "peer: uvicorn alone, fixed body", floor_argv, {}),
+                ]
+            for target, label, argv, extra_env in targets:
                 port = free_port()
-                with serve(argv(port, args.workers), url, port, folder / f"{target}.log") as pid:
+                log = folder / f"{target}-{len(results)}.log"
+                with serve(argv(port, args.workers), url, port, log, extra_env) as pid:
                     if target == "api":
                         print(f"  answers by source: {_sources(port, paths[:500])}", flush=True)
-                    memory[target] = psutil.Process(pid).memory_info().rss / 2**20
+                    memory[label] = memory_mb(pid)
                     print(
-                        f"  {label}: resident memory {memory[target]:,.0f} MB with the model loaded",
+                        f"  {label}: resident memory {memory[label][0]:,.0f} MB with the model loaded "
+                        f"(peak {memory[label][1]:,.0f} MB)",
                         flush=True,
                     )
                     for mode in (*fixed, peak):
@@ -625,6 +793,13 @@ def run(args: argparse.Namespace) -> int:
                         result.db_cpu_s = db_cpu() - db_before
                         results.append(result)
                         print(_report(result), flush=True)
+                    if target == "api" and args.switch_seconds > 0:
+                        job = {**base, **fixed[-1], "seconds": args.switch_seconds, "target": "api",
+                               "port": port, "label": f"{label}, model switch"}  # fmt: skip
+                        switch = switch_under_load(job, url, rows, port, pid, version)
+                        results.append(switch.load)
+                        print(_report(switch.load), flush=True)
+                        print(switch.describe(), flush=True)
             if not args.no_peers:
                 for mode in fixed:
                     job = {**base, **mode, "target": "psycopg", "label": "peer: the query alone (psycopg)"}
@@ -635,7 +810,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    api = {(r.mode, r.target_rate): r for r in results if r.label.startswith("API")}
+    api_label = f"API (FastAPI, {args.workers} worker)"
+    api = {(r.mode, r.target_rate): r for r in results if r.label == api_label}
     top = api[("fixed", max(rates))]
     peak_api = api[("max", 0.0)]
     scale = (
@@ -644,8 +820,28 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"API at {max(rates):,.0f} req/s, {scale}: p50 {top.pct(50):.2f} ms, p99 {top.pct(99):.2f} ms, "
         f"max {peak_api.throughput:,.0f} req/s, server CPU {top.server_cpu_s * 1000 / top.requests_total:.2f} ms/req"
-        f" (resident memory {memory.get('api', float('nan')):,.0f} MB)"
+    )
+    api_memory = memory[api_label]
+    print(
+        f"API resident memory with the model loaded: {api_memory[0]:,.0f} MB, peak while loading it {api_memory[1]:,.0f} MB"
+    )
+    if switch is not None:
+        print(switch.describe())
+    cpu = top.server_cpu_s * 1000 / top.requests_total
+    floors = [
+        r for r in results if r.mode == "fixed" and r.target_rate == max(rates) and r.label.startswith("peer")
+    ]
+    print(
+        f"target server CPU <= 0.2 ms/req at {max(rates):,.0f} req/s: {'met' if cpu <= 0.2 else 'NOT met'} "
+        f"({cpu:.2f} ms/req; same run: "
+        + ", ".join(
+            f"{r.label.removeprefix('peer: ')} {r.server_cpu_s * 1000 / r.requests_total:.2f}"
+            for r in floors
+            if r.requests_total and r.server_cpu_s == r.server_cpu_s
+        )
+        + ")"
     )
     ok = top.pct(99) <= 10.0 and top.errors == 0 and top.throughput >= 0.98 * max(rates)
+    ok = ok and (switch is None or switch.load.errors == 0)
     print(f"target p99 <= 10 ms at {max(rates):,.0f} req/s: {'met' if ok else 'NOT met'}")
     return 0 if ok else 1

@@ -25,6 +25,11 @@ from psycopg import sql
 from clickstream_dagster.sql import serving as q
 from clickstream_dagster.sql.copy import read_arrays
 
+# The load runs in a worker thread beside the API's event loop: it hands the GIL over after every
+# millisecond of reading, for as long (sql.copy.read_arrays), so requests keep being answered while a model
+# loads.
+SHARE_GIL_S = 0.001
+
 Ids = npt.NDArray[np.int64]
 Scores = npt.NDArray[np.float32]
 
@@ -40,12 +45,20 @@ class Lists:
 
     @classmethod
     def from_rows(cls, keys: Ids, items: Ids, scores: Scores) -> Lists:
-        """From rows sorted by key, then rank."""
-        if len(keys) and (np.diff(keys) < 0).any():
+        """From rows sorted by key, then rank. Takes `items` and `scores` as they are when their types
+        match (no copy); the per-row `keys` are not kept (only one per list), and the temporaries are a
+        byte per row."""
+        n = len(keys)
+        if n and (keys[1:] < keys[:-1]).any():
             raise ValueError("rows must be sorted by key")
-        unique, first = np.unique(keys, return_index=True)
-        starts = np.append(first, len(keys)).astype(np.int64)
-        return cls(unique.astype(np.int64), starts, items.astype(np.int64), scores.astype(np.float32))
+        boundaries = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        starts = np.concatenate(([0], boundaries, [n])).astype(np.int64) if n else np.zeros(1, np.int64)
+        return cls(
+            keys[starts[:-1]].astype(np.int64),
+            starts,
+            items.astype(np.int64, copy=False),
+            scores.astype(np.float32, copy=False),
+        )
 
     def get(self, key: int, limit: int | None = None) -> list[tuple[int, float]]:
         """The list of `key` (empty when unknown), best first, at most `limit` rows."""
@@ -101,18 +114,24 @@ def load_answers(conn: psycopg.Connection, version: int) -> ModelAnswers:
         )
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        visitors, items, scores = read_arrays(
-            cur, _copy(q.RECOMMENDATION_ROWS, version).as_string(conn), ("int8", "int8", "float4")
+        # Each table's lists built as soon as it is read: its per-row keys are freed before the next.
+        recommendations = Lists.from_rows(
+            *read_arrays(
+                cur,
+                _copy(q.RECOMMENDATION_ROWS, version).as_string(conn),
+                ("int8", "int8", "float4"),
+                share_gil_s=SHARE_GIL_S,
+            )
         )
-        keys, neighbours, similarity = read_arrays(
-            cur, _copy(q.SIMILAR_ITEM_ROWS, version).as_string(conn), ("int8", "int8", "float4")
+        similar = Lists.from_rows(
+            *read_arrays(
+                cur,
+                _copy(q.SIMILAR_ITEM_ROWS, version).as_string(conn),
+                ("int8", "int8", "float4"),
+                share_gil_s=SHARE_GIL_S,
+            )
         )
         merged: dict[int, float] = {}
         for _list, item, score in cur.execute(q.POPULAR_ITEMS, (version,)).fetchall():
             merged.setdefault(int(item), float(score))
-    return ModelAnswers(
-        version,
-        Lists.from_rows(visitors, items, scores),
-        Lists.from_rows(keys, neighbours, similarity),
-        tuple(merged.items()),
-    )
+    return ModelAnswers(version, recommendations, similar, tuple(merged.items()))

@@ -7,6 +7,7 @@ object per value; any other frame goes row by row through psycopg's typed writer
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -81,38 +82,82 @@ def copy_arrays(
         copy.write(COPY_TRAILER)
 
 
-def read_arrays(cur: psycopg.Cursor, statement: str, types: Sequence[str]) -> list[np.ndarray]:
+def read_arrays(
+    cur: psycopg.Cursor,
+    statement: str,
+    types: Sequence[str],
+    *,
+    chunk_bytes: int = 1 << 24,
+    share_gil_s: float | None = None,
+) -> list[np.ndarray]:
     """`COPY (...) TO STDOUT (FORMAT BINARY)` of non-null fixed-width columns `types`, decoded by numpy into
     one array per column (native byte order): the reverse of `copy_arrays`, with no Python object per
-    value. A NULL, a column count or a field length other than `types` says raises ValueError."""
+    value. A NULL, a column count or a field length other than `types` says raises ValueError.
+
+    Decoded as it arrives, about `chunk_bytes` of the stream at a time: the wire format (a length before
+    every field) is never held whole, so the peak is the decoded columns twice (the chunks, then their
+    concatenation) rather than the stream plus the columns.
+
+    `share_gil_s`: for a reader in a worker thread beside an event loop. PostgreSQL sends a message per
+    row, and reading one releases and retakes the GIL at once, so the other thread seldom wins it back (the
+    "convoy effect": the API's loop stalled for 100-300 ms per table, bench/README.md). With it, the reader
+    sleeps as long as it has read after each `share_gil_s` of reading: at most half of the GIL's time, the
+    rest free for the other thread."""
     unknown = [t for t in types if t not in _FIXED]
     if unknown:
         raise ValueError(f"read_arrays takes fixed-width types {sorted(_FIXED)}, not {unknown}")
-    data = bytearray()  # grown in place: the rows are held once, not as chunks and then a joined copy
-    with cur.copy(statement) as copy:
-        for chunk in copy:
-            data += chunk
-    header = len(COPY_HEADER)
-    if data[: len(COPY_HEADER) - 8] != COPY_HEADER[:-8] or not data.endswith(COPY_TRAILER):
-        raise ValueError("not PostgreSQL binary COPY data")
-    header += int.from_bytes(data[header - 4 : header], "big")  # the header extension, if any
     layout = [("fields", ">i2")]
     for i, t in enumerate(types):
         layout += [(f"size{i}", ">i4"), (f"value{i}", _FIXED[t])]
     row = np.dtype(layout)
-    body = len(data) - header - len(COPY_TRAILER)
+    parts: list[list[np.ndarray]] = [[] for _ in types]
+
+    def decode(data: bytearray, n: int) -> None:
+        rows = np.frombuffer(data, dtype=row, count=n)
+        if (rows["fields"] != len(types)).any():
+            raise ValueError(f"rows with other than {len(types)} columns")
+        for i, t in enumerate(types):
+            if (rows[f"size{i}"] != np.dtype(_FIXED[t]).itemsize).any():
+                raise ValueError(f"column {i} ({t}) holds NULLs or values of another width")
+            parts[i].append(rows[f"value{i}"].astype(rows[f"value{i}"].dtype.newbyteorder("=")))
+        del rows  # the view, so that `data` can shrink
+
+    pending = bytearray()
+    header: int | None = None  # bytes of the header, once known
+    shared_at = time.perf_counter()
+    with cur.copy(statement) as copy:
+        for chunk in copy:
+            pending += chunk
+            if share_gil_s is not None and (read_s := time.perf_counter() - shared_at) >= share_gil_s:
+                time.sleep(read_s)
+                shared_at = time.perf_counter()
+            if header is None:
+                if len(pending) < len(COPY_HEADER):
+                    continue
+                if pending[: len(COPY_HEADER) - 8] != COPY_HEADER[:-8]:
+                    raise ValueError("not PostgreSQL binary COPY data")
+                extension = int.from_bytes(pending[len(COPY_HEADER) - 4 : len(COPY_HEADER)], "big")
+                header = len(COPY_HEADER) + extension
+            if len(pending) - header >= chunk_bytes + len(COPY_TRAILER):
+                # Whole rows only, and never the last bytes: they may be the trailer.
+                n = (len(pending) - header - len(COPY_TRAILER)) // row.itemsize
+                del pending[:header]
+                header = 0
+                decode(pending, n)
+                del pending[: n * row.itemsize]
+    if header is None or not pending.endswith(COPY_TRAILER):
+        raise ValueError("not PostgreSQL binary COPY data")
+    body = len(pending) - header - len(COPY_TRAILER)
     if body % row.itemsize:
         raise ValueError(
             f"COPY data of {body} bytes is not a whole number of {row.itemsize}-byte rows {types}: NULLs, "
             "values of another width or another number of columns"
         )
-    rows = np.frombuffer(data, dtype=row, count=body // row.itemsize, offset=header)
-    if (rows["fields"] != len(types)).any():
-        raise ValueError(f"rows with other than {len(types)} columns")
-    for i, t in enumerate(types):
-        if (rows[f"size{i}"] != np.dtype(_FIXED[t]).itemsize).any():
-            raise ValueError(f"column {i} ({t}) holds NULLs or values of another width")
-    return [
-        rows[f"value{i}"].astype(rows[f"value{i}"].dtype.newbyteorder("="), copy=True)
-        for i in range(len(types))
-    ]
+    del pending[:header]
+    decode(pending, body // row.itemsize)
+    del pending
+    columns = []
+    for i in range(len(types)):
+        columns.append(np.concatenate(parts[i]) if len(parts[i]) != 1 else parts[i][0])
+        parts[i].clear()  # each column's chunks freed as soon as it is joined
+    return columns

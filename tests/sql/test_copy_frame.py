@@ -114,6 +114,26 @@ def test_read_arrays_returns_what_copy_arrays_wrote(pg_url: str) -> None:
         for name, values in zip(COLUMNS, columns, strict=True):
             np.testing.assert_array_equal(values, want[name].to_numpy())
             assert values.dtype.isnative
+        # decoded as the stream arrives: chunks that split rows, the header and the trailer anywhere
+        # (and handing the GIL over as it reads: the same result)
+        for chunk_bytes, share_gil_s in ((1, None), (7, 0.0), (1000, None), (65_536, 0.0001)):
+            chunked = read_arrays(
+                cur,
+                f"COPY (SELECT {', '.join(COLUMNS)} FROM round_trip ORDER BY c, a) TO STDOUT (FORMAT BINARY)",
+                TYPES,
+                chunk_bytes=chunk_bytes,
+                share_gil_s=share_gil_s,
+            )
+            for name, values in zip(COLUMNS, chunked, strict=True):
+                np.testing.assert_array_equal(values, want[name].to_numpy())
+        with pytest.raises(ValueError, match="NULLs"):  # a NULL after the first chunks
+            read_arrays(
+                cur,
+                "COPY (SELECT CASE WHEN g = 2000 THEN NULL ELSE g END::int8 FROM generate_series(1, 3000) g"
+                " ORDER BY g) TO STDOUT (FORMAT BINARY)",
+                ("int8",),
+                chunk_bytes=100,
+            )
         # empty, and a NULL refused
         assert [
             len(c)
