@@ -781,7 +781,8 @@ def _check_overwrite(out_dir: Path, overwrite: bool) -> None:
     if existing and not overwrite and not (out_dir / MARKER_FILE).exists():
         raise FileExistsError(
             f"{out_dir} already holds {', '.join(existing)}, not written by the generator (the real"
-            " download?): choose another output folder, or pass overwrite=True (--force) to replace them"
+            " download?), so nothing was written: choose another output folder (`clickstream generate --out"
+            " DIR`); replacing them takes `--overwrite` (overwrite=True), which deletes those files"
         )
 
 

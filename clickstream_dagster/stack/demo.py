@@ -1,7 +1,8 @@
 """`clickstream demo`: the main job end to end on the embedded stack, safe to re-run.
 
-Starts the stack, uses data/raw (the real RetailRocket files if present, else generated ones), loads the
-reference data through Dagster, replays the events with the producer (resuming, so a re-run adds nothing to
+Checks data/raw first (data/preflight.py: the real RetailRocket files if present, else generated ones; with
+events.csv alone it runs without categories or item properties), starts the stack, loads the reference data
+through Dagster, replays the events with the producer (resuming, so a re-run adds nothing to
 the topic), waits while the daemon's Kafka sensor materializes the streaming assets, then prints a summary.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 
+from clickstream_dagster.data.preflight import Preflight, check_raw_dir
 from clickstream_dagster.data.readers import EVENTS_FILE
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.manager import Stack
@@ -90,16 +92,31 @@ def dagster_cli(cfg: StackConfig, args: list[str]) -> None:
         raise StackError(f"`dagster {' '.join(args)}` failed:\n{tail}")
 
 
-def ensure_data(raw_dir: Path, log: Log) -> None:
-    if (raw_dir / EVENTS_FILE).is_file():
-        log(f"  data: using {raw_dir}")
-        return
-    from clickstream_dagster.data.generator import generate
+def preflight(raw_dir: Path, log: Log) -> Preflight:
+    """data/raw/ checked before anything starts (data/preflight.py): a dataset generated into it when it
+    holds no RetailRocket file; StackError listing every missing or malformed file, with what to do, when the
+    demo cannot run on it."""
+    check = check_raw_dir(raw_dir)
+    if check.empty:
+        from clickstream_dagster.data.generator import generate
 
-    log(f"  data: generating a {DEMO_EVENTS:,}-event RetailRocket-shaped dataset into {raw_dir}")
-    summary = generate(raw_dir, DEMO_EVENTS, seed=42)
-    for line in summary.lines()[:2]:
+        log(f"  data: no RetailRocket files in {raw_dir}: generating a {DEMO_EVENTS:,}-event dataset there")
+        summary = generate(raw_dir, DEMO_EVENTS, seed=42)
+        for line in summary.lines()[:2]:
+            log(f"    {line}")
+        check = check_raw_dir(raw_dir)
+    log(f"  data: {raw_dir}")
+    for line in check.lines():
         log(f"    {line}")
+    if not check.runnable:
+        problems = [
+            f for f in check.files if f.state == "malformed" or (f.name == EVENTS_FILE and f.state != "ok")
+        ]
+        listed = "\n".join(f"  {f.name}: {f.detail}\n    -> {f.hint}" for f in problems)
+        raise StackError(f"the demo cannot run on {raw_dir} (nothing was started):\n{listed}")
+    if not check.has_reference:
+        log("    running on events.csv alone: items have no categories or properties")
+    return check
 
 
 def wait_until_ingested(
@@ -141,16 +158,20 @@ def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
     from clickstream_dagster.clients.kafka import KafkaClient
     from clickstream_dagster.producer.replay import Replayer, ReplayOptions
 
+    raw_dir = cfg.root / "data" / "raw"
+    log("0/5 checking the data")
+    check = preflight(raw_dir, log)
     stack = Stack(cfg)
     log("1/5 starting the stack")
     stack.up(log)
-    raw_dir = cfg.root / "data" / "raw"
     log("2/5 reference data")
-    ensure_data(raw_dir, log)
-    run_config = cfg.data_dir / "demo-reference-config.json"
-    run_config.write_text(_raw_dir_config(raw_dir))
-    dagster_cli(cfg, ["job", "execute", "-j", "reference_data", "--config", str(run_config)])
-    log("  category_tree, item_properties, items materialized")
+    if check.has_reference:
+        run_config = cfg.data_dir / "demo-reference-config.json"
+        run_config.write_text(_raw_dir_config(raw_dir))
+        dagster_cli(cfg, ["job", "execute", "-j", "reference_data", "--config", str(run_config)])
+        log("  category_tree, item_properties, items materialized")
+    else:
+        log("  skipped: no category tree or item properties (items have no categories or properties)")
 
     log("3/5 replaying events into Kafka (the Kafka sensor materializes the streaming assets as they arrive)")
     kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
