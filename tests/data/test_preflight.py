@@ -41,7 +41,7 @@ def _flags(text: str) -> list[tuple[str, list[str]]]:
 
 def _assert_real_flags(text: str) -> None:
     for command, flags in _flags(text):
-        cmd = main.commands.get(command)  # type: ignore[attr-defined]
+        cmd = main.commands.get(command)
         assert isinstance(cmd, click.Command), f"hint names `clickstream {command}`, which does not exist"
         known = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
         for flag in flags:
@@ -144,7 +144,7 @@ def test_the_generators_refusal_names_real_flags(generated: Path, tmp_path: Path
         generate(raw, 1_000, seed=1)
     message = str(err.value)
     for command, flags in _flags(message):
-        cmd = main.commands[command]  # type: ignore[attr-defined]
+        cmd = main.commands[command]
         known = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
         assert set(flags) <= known, (flags, known)
     assert "--force" not in message and "deletes those files" in message
