@@ -257,10 +257,11 @@ def produce(
     import logging
 
     from clickstream_dagster.clients.kafka import KafkaClient, KafkaUnavailable
+    from clickstream_dagster.logs import configure_logging
     from clickstream_dagster.producer.metrics import ProducerMetrics
     from clickstream_dagster.producer.replay import Replayer, ReplayOptions
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(service="producer")  # CLICKSTREAM_LOG_FORMAT=json: one JSON object per line
     logging.getLogger("kafka").setLevel(logging.ERROR)
     cfg = _config()
     options = ReplayOptions(

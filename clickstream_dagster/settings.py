@@ -50,6 +50,9 @@ class Ports:
     api: int = 8000
     dashboard: int = 8501
     dagster_code_server: int = 4266
+    exporter: int = 9400  # the pipeline's Prometheus metrics (monitoring/)
+    prometheus: int = 9090
+    producer_metrics: int = 9401  # the producer's Prometheus metrics during `clickstream demo`
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -65,6 +68,9 @@ class Ports:
             dagster_code_server=int(
                 env.get("CLICKSTREAM_DAGSTER_CODE_SERVER_PORT", defaults.dagster_code_server)
             ),
+            exporter=int(env.get("CLICKSTREAM_EXPORTER_PORT", defaults.exporter)),
+            prometheus=int(env.get("CLICKSTREAM_PROMETHEUS_PORT", defaults.prometheus)),
+            producer_metrics=int(env.get("CLICKSTREAM_PRODUCER_METRICS_PORT", defaults.producer_metrics)),
         )
 
 

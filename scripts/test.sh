@@ -9,8 +9,8 @@ set -e
 "$BIN/ruff" format --check .
 "$BIN/mypy"
 "$BIN/lint-imports" --no-logo  # the layers' contracts in pyproject.toml
-# The dashboard's browser test drives Debian's chromium (installed once, idempotent).
-scripts/install-browser.sh
+# The dashboard browser test drives Debian chromium, the alert-rule tests promtool (installed once, idempotent).
+scripts/install-system.sh
 set +e
 
 mkdir -p test-artifacts

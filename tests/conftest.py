@@ -52,6 +52,9 @@ def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> Stack
         api=free_port(),
         dashboard=free_port(),
         dagster_code_server=free_port(),
+        exporter=free_port(),
+        prometheus=free_port(),
+        producer_metrics=free_port(),
     )
     return replace(base.with_data_dir(data_dir, ports), topic=f"clickstream-{uuid.uuid4().hex[:8]}")
 

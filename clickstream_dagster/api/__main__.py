@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from clickstream_dagster.logs import dict_config
 from clickstream_dagster.settings import Settings
 
 
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=dict_config("api", args.log_level.upper()),  # CLICKSTREAM_LOG_FORMAT=json: JSON lines
         access_log=args.access_log,
         loop="auto",
         http="auto",

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from clickstream_dagster.logs import log_format
 from clickstream_dagster.stack.config import DAGSTER_DATABASE, StackConfig, libpq_url
 from clickstream_dagster.stack.postgres import ensure_database
 from clickstream_dagster.stack.process import (
@@ -62,8 +63,22 @@ python_logs:
   managed_python_loggers:
     - clickstream_dagster.ml
   python_log_level: INFO
-telemetry:
+{handlers}telemetry:
   enabled: false
+"""
+
+# With CLICKSTREAM_LOG_FORMAT=json, every record of a run (Dagster's and the managed loggers') is also written
+# to the run process's stderr as one JSON object per line (clickstream_dagster.logs).
+JSON_RUN_LOGS = """\
+  dagster_handler_config:
+    handlers:
+      json:
+        class: logging.StreamHandler
+        formatter: json
+    formatters:
+      json:
+        (): clickstream_dagster.logs.JsonFormatter
+        service: dagster-run
 """
 
 # The workspace the webserver and the daemon load: the stack's code server (the repository's workspace.yaml,
@@ -120,7 +135,8 @@ class DagsterServices:
                     f"could not create the `{DAGSTER_DATABASE}` database for Dagster's storage ({exc}); "
                     "create it yourself or set DAGSTER_DATABASE_URL"
                 ) from exc
-        (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=json.dumps(url)))
+        handlers = JSON_RUN_LOGS if log_format() == "json" else ""
+        (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=json.dumps(url), handlers=handlers))
         self.workspace.write_text(
             WORKSPACE_YAML.format(
                 host=self.cfg.host, port=self.cfg.ports.dagster_code_server, location=LOCATION_NAME

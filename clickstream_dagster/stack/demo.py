@@ -156,6 +156,7 @@ def wait_until_ingested(
 
 def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
     from clickstream_dagster.clients.kafka import KafkaClient
+    from clickstream_dagster.producer.metrics import ProducerMetrics
     from clickstream_dagster.producer.replay import Replayer, ReplayOptions
 
     raw_dir = cfg.root / "data" / "raw"
@@ -178,7 +179,12 @@ def run_demo(cfg: StackConfig, log: Log = print) -> dict[str, int]:
     options = ReplayOptions(
         path=raw_dir / EVENTS_FILE, topic=cfg.topic, resume=True, partitions=cfg.kafka_partitions
     )
-    summary = Replayer(kafka, options, progress=True).run()
+    metrics = ProducerMetrics()
+    try:
+        metrics.serve(cfg.ports.producer_metrics, host=cfg.host)  # Prometheus scrapes the replay
+    except OSError as exc:
+        log(f"  producer metrics not served on port {cfg.ports.producer_metrics} ({exc}); replaying anyway")
+    summary = Replayer(kafka, options, metrics, progress=True).run()
     for line in summary.lines():
         log(f"  {line}")
     if summary.failed:

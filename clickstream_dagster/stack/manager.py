@@ -12,6 +12,7 @@ from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, StackConfig
 from clickstream_dagster.stack.dagster import DagsterServices
 from clickstream_dagster.stack.kafka import EmbeddedKafka
+from clickstream_dagster.stack.monitoring import MonitoringServices, prometheus_binary
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import StackError
 from clickstream_dagster.stack.serving import ServingServices
@@ -24,12 +25,12 @@ Log = Callable[[str], None]
 class ComponentStatus:
     name: str
     address: str
-    state: str  # healthy | unhealthy | stopped | external
+    state: str  # healthy | unhealthy | stopped | external | not installed (an optional part)
     detail: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.state in ("healthy", "external")
+        return self.state in ("healthy", "external", "not installed")
 
 
 class Stack:
@@ -40,6 +41,7 @@ class Stack:
         self.spark = EmbeddedSparkConnect(cfg)
         self.dagster = DagsterServices(cfg)
         self.serving = ServingServices(cfg)
+        self.monitoring = MonitoringServices(cfg)
 
     def _timed(self, log: Log, what: str, step: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -79,9 +81,17 @@ class Stack:
             f"API on {self.cfg.api_url} + dashboard on {self.cfg.dashboard_url}",
             self.serving.start,
         )
+        notes: list[str] = []
+        self._timed(
+            log,
+            f"pipeline exporter on {self.monitoring.exporter_url} + Prometheus on {self.monitoring.prometheus_url}",
+            lambda: notes.extend(filter(None, [self.monitoring.start()])),
+        )
+        for note in notes:
+            log(f"  {note}")
 
     def down(self, log: Log = print) -> None:
-        for name in [*self.serving.stop(), *self.dagster.stop()]:
+        for name in [*self.monitoring.stop(), *self.serving.stop(), *self.dagster.stop()]:
             log(f"  stopped {name}")
         if self.spark.stop():
             log("  stopped spark-connect")
@@ -166,9 +176,21 @@ class Stack:
             if dash_running and self.serving.dashboard_healthy()
             else ("unhealthy" if dash_running else "stopped")
         )
+        mon = self.monitoring
+        exporter_state = (
+            "healthy" if mon.exporter_healthy() else ("unhealthy" if mon.exporter.running() else "stopped")
+        )
+        if mon.prometheus.running():
+            prom_state, prom_detail = ("healthy" if mon.prometheus_healthy() else "unhealthy"), ""
+        elif prometheus_binary():
+            prom_state, prom_detail = "stopped", ""
+        else:
+            prom_state, prom_detail = "not installed", "optional: `apt-get install prometheus`"
         return [
             ComponentStatus("api", cfg.api_url, api_state, api_detail),
             ComponentStatus("dashboard", cfg.dashboard_url, dash_state),
+            ComponentStatus("exporter", f"{mon.exporter_url}/metrics", exporter_state),
+            ComponentStatus("prometheus", mon.prometheus_url, prom_state, prom_detail),
         ]
 
     def require_healthy(self) -> None:

@@ -64,7 +64,7 @@ def metric(page: Page, label: str) -> str:
 
 def test_dashboard_in_a_real_browser(dashboard_url: str, filled_stack: FilledStack) -> None:
     assert CHROMIUM.is_file(), (
-        f"{CHROMIUM} is missing: run scripts/install-browser.sh (installs Debian's chromium)"
+        f"{CHROMIUM} is missing: run scripts/install-system.sh (installs Debian chromium)"
     )
     counts = filled_stack.filled.counts
     with sync_playwright() as p:

@@ -1,0 +1,43 @@
+"""Every query the pipeline's Prometheus exporter runs (read-only, each one cheap: the ledger and the small
+tables, and the indexes of clickstream_events and windowed_stats; never a scan of the events).
+
+The figures are the ledger's (ingested_ranges, ingestion_plan, quarantine); the exporter sets them beside
+Kafka's own offsets (monitoring/pipeline.py), so lag is measured against the broker, not our bookkeeping.
+"""
+
+# Per topic and partition: where the ledger has read up to (the furthest range end), what it stored and
+# quarantined, and the offsets of the plan that no range covers yet (gaps; in flight or lost).
+LEDGER = """
+WITH ranges AS (
+    SELECT kafka_topic, kafka_partition, max(end_offset) AS read_to, sum(rows_inserted) AS stored,
+           sum(rows_quarantined) AS quarantined,
+           sum(skipped_control + skipped_aborted + skipped_compacted) AS skipped,
+           sum(lost_retention) AS lost
+    FROM ingested_ranges GROUP BY kafka_topic, kafka_partition
+)
+SELECT coalesce(r.kafka_topic, p.kafka_topic), coalesce(r.kafka_partition, p.kafka_partition),
+       coalesce(r.read_to, p.first_offset), coalesce(r.stored, 0), coalesce(r.quarantined, 0),
+       coalesce(r.skipped, 0), coalesce(r.lost, 0), p.first_offset, p.planned_to
+FROM ranges r
+FULL JOIN ingestion_plan p ON p.kafka_topic = r.kafka_topic AND p.kafka_partition = r.kafka_partition
+ORDER BY 1, 2
+"""
+
+# windowed_stats' freshness: the newest event's time, the newest window's end, and when a window was last
+# written; plus the windows waiting to be recomputed.
+WINDOWS = """
+SELECT (SELECT max(event_time) FROM clickstream_events),
+       (SELECT max(window_end) FROM windowed_stats),
+       (SELECT max(updated_at) FROM windowed_stats),
+       (SELECT count(*) FROM dirty_windows)
+"""
+
+# Rows quarantined per source (kafka messages and CSV rows), whatever their reason.
+QUARANTINE = "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source"
+
+# The promoted model: its version, type, when it was decided, and its validation metrics (a JSON object of
+# numbers, model_registry.metrics -> 'validation').
+PROMOTED_MODEL = """
+SELECT version, model_type, extract(epoch FROM decided_at), metrics -> 'validation'
+FROM model_registry WHERE status = 'promoted'
+"""
