@@ -22,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(service="exporter")
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll otherwise
     exporter = PipelineExporter(
         settings.database_url, settings.bootstrap_servers, settings.dagster_url, topics=[settings.topic]
     )

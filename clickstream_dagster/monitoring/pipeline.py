@@ -78,20 +78,20 @@ class PipelineExporter(Collector):
         self.runs_finished = Counter(
             "clickstream_dagster_runs_finished",
             "Dagster runs that finished while the exporter ran, by job and status",
-            ["job", "status"],
+            ["dagster_job", "status"],  # not `job`: Prometheus' own target label
             registry=r,
         )
         self.run_seconds = Histogram(
             "clickstream_dagster_run_duration_seconds",
             "Duration of finished Dagster runs, start to end",
-            ["job"],
+            ["dagster_job"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
         self.step_seconds = Histogram(
             "clickstream_dagster_step_duration_seconds",
             "Duration of the steps of finished Dagster runs",
-            ["job", "step"],
+            ["dagster_job", "step"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )

@@ -89,7 +89,8 @@ class MonitoringServices:
             )
             self.exporter.start(
                 [sys.executable, "-m", "clickstream_dagster.monitoring", "--host", cfg.host,
-                 "--port", str(cfg.ports.exporter)],
+                 "--port", str(cfg.ports.exporter),
+                 "--interval", os.environ.get("CLICKSTREAM_EXPORTER_INTERVAL_SECONDS", "5")],
                 env,
                 cwd=cfg.root,
             )  # fmt: skip
