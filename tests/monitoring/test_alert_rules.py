@@ -3,6 +3,8 @@ series that fire it and near misses that do not (prometheus/alerts_test.yml)."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,3 +44,29 @@ def test_every_alert_is_unit_tested() -> None:
         if t.get("exp_alerts")
     }
     assert alerts == tested, f"alerts without a firing test: {sorted(alerts - tested)}"
+
+
+def test_the_rules_and_the_grafana_dashboard_name_metrics_we_export() -> None:
+    """Every clickstream_* series the rules and the dashboard query is one our processes define (the
+    exporter, the API, the producer), so neither can drift from the code."""
+    code = Path(__file__).parents[2] / "clickstream_dagster"
+    defined = set()
+    for source in [
+        *(code / "monitoring").glob("*.py"),
+        code / "api" / "metrics.py",
+        code / "producer" / "metrics.py",
+    ]:
+        defined |= set(re.findall(r'"(clickstream_[a-z0-9_]+)"', source.read_text()))
+    dashboard = json.loads((RULES / "grafana" / "clickstream.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = [
+        r["expr"] for g in yaml.safe_load((RULES / "alerts.yml").read_text())["groups"] for r in g["rules"]
+    ]
+    queried = set(re.findall(r"clickstream_[a-z0-9_]+", " ".join(exprs + rules)))
+
+    def base(names: set[str]) -> set[str]:
+        return {re.sub(r"_(bucket|count|sum|total)$", "", name) for name in names}
+
+    missing = base(queried) - base(defined)
+    assert missing == set(), f"queried but never exported: {sorted(missing)}"
+    assert len(exprs) >= 14
