@@ -41,12 +41,37 @@ def setup() -> None:
     click.echo(f"PostgreSQL JDBC driver for Spark: {jdbc[0].parent}")
 
 
+def _start_cluster() -> None:
+    """The scale rehearsal started, and its endpoints put in this process's environment."""
+    import os
+
+    from clickstream_dagster.stack.cluster import ClusterRehearsal
+
+    rehearsal = ClusterRehearsal(_config())
+    click.echo("Starting the scale rehearsal (3 Kafka brokers, Spark master + 2 workers, Spark Connect):")
+    rehearsal.start()
+    os.environ.update(rehearsal.env())
+    for name, address, state in rehearsal.status():
+        click.echo(f"  {name:<18} {state:<9} {address}")
+    click.echo('  its endpoints, for every other command: eval "$(clickstream cluster env)"')
+
+
 @main.command()
 @click.option("--data-only", is_flag=True, help="Only PostgreSQL and Kafka (no Dagster).")
-def up(data_only: bool) -> None:
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="First start the scale rehearsal (`clickstream cluster up`) and run the stack against it.",
+)
+def up(data_only: bool, cluster: bool) -> None:
     """Start the stack (PostgreSQL, Kafka, Dagster); reuses existing data."""
     from clickstream_dagster.stack.manager import Stack
 
+    try:
+        if cluster:
+            _start_cluster()
+    except StackError as exc:
+        _fail(exc)
     stack = Stack(_config())
     click.echo("Starting the clickstream stack:")
     try:
@@ -109,16 +134,74 @@ def dashboard(ctx: click.Context) -> None:
 
 
 @main.command()
-def down() -> None:
+@click.option("--cluster", is_flag=True, help="Also stop the scale rehearsal (`clickstream cluster down`).")
+def down(cluster: bool) -> None:
     """Stop every process the stack started (data is kept in .data/)."""
     from clickstream_dagster.stack.manager import Stack
 
     click.echo("Stopping the clickstream stack:")
     try:
         Stack(_config()).down(click.echo)
+        if cluster:
+            _stop_cluster()
     except StackError as exc:
         _fail(exc)
     click.echo("  all stopped")
+
+
+def _stop_cluster() -> None:
+    from clickstream_dagster.stack.cluster import ClusterRehearsal
+
+    for name in ClusterRehearsal(_config()).stop():
+        click.echo(f"  stopped {name}")
+
+
+@main.group()
+def cluster() -> None:
+    """The scale rehearsal on this machine: a 3-broker Kafka KRaft cluster (replication factor 3,
+    min.insync.replicas 2, 6 partitions) and a Spark standalone cluster (master + 2 workers) with Spark
+    Connect on it. The stack uses it through KAFKA_BOOTSTRAP_SERVERS and SPARK_REMOTE only (docs/deploy.md)."""
+
+
+@cluster.command("up")
+def cluster_up() -> None:
+    """Start the rehearsal's processes (data in .data/cluster/)."""
+    try:
+        _start_cluster()
+    except StackError as exc:
+        _fail(exc)
+
+
+@cluster.command("down")
+def cluster_down() -> None:
+    """Stop the rehearsal's processes (data is kept)."""
+    _stop_cluster()
+
+
+@cluster.command("status")
+def cluster_status() -> None:
+    """Each process of the rehearsal and its state. Exit code 1 if any is not running."""
+    from clickstream_dagster.stack.cluster import ClusterRehearsal
+
+    rows = ClusterRehearsal(_config()).status()
+    for name, address, state in rows:
+        click.echo(f"  {name:<18} {state:<9} {address}")
+    if any(state not in ("healthy", "running") for _n, _a, state in rows):
+        sys.exit(1)
+
+
+@cluster.command("env")
+def cluster_env() -> None:
+    """Print the rehearsal's endpoints as exports: eval "$(clickstream cluster env)"."""
+    from clickstream_dagster.stack.cluster import ClusterRehearsal
+
+    rehearsal = ClusterRehearsal(_config())
+    try:
+        rehearsal.require_running()
+    except StackError as exc:
+        _fail(exc)
+    for key, value in rehearsal.env().items():
+        click.echo(f"export {key}={value!r}")
 
 
 @main.command()

@@ -88,6 +88,7 @@ class Settings:
     slack_webhook_url: str | None = None
     topic: str = DEFAULT_TOPIC
     kafka_partitions: int = 3
+    kafka_replication_factor: int = 1  # of the events topic when `up` creates it (3 on a 3-broker cluster)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +103,7 @@ class Settings:
             slack_webhook_url=env.get("SLACK_WEBHOOK_URL") or None,
             topic=env.get("CLICKSTREAM_TOPIC") or DEFAULT_TOPIC,
             kafka_partitions=int(env.get("CLICKSTREAM_KAFKA_PARTITIONS", 3)),
+            kafka_replication_factor=int(env.get("CLICKSTREAM_KAFKA_REPLICATION_FACTOR", 1)),
         )
 
     @property

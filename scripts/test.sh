@@ -21,4 +21,20 @@ if [ "$rc" -eq 5 ]; then
   echo "test.sh: pytest collected no tests" >&2
   exit 1
 fi
+[ "$rc" -ne 0 ] && exit "$rc"
+[ "$#" -gt 0 ] && exit 0  # a chosen subset (PYTEST_ARGS): no rehearsal
+
+# The scale rehearsal (docs/deploy.md): 3 Kafka brokers and a Spark standalone cluster, started in a folder of
+# its own; the cluster tests and the integration tests marked `rehearsal` run against it through its
+# environment only (KAFKA_BOOTSTRAP_SERVERS, SPARK_REMOTE, ...), then it is stopped.
+REHEARSAL_DIR=$(mktemp -d -t clickstream-rehearsal-XXXXXX)
+chmod 755 "$REHEARSAL_DIR"
+cluster() { CLICKSTREAM_DATA_DIR="$REHEARSAL_DIR" "$BIN/clickstream" cluster "$@"; }
+trap 'cluster down >/dev/null 2>&1 || true' EXIT
+echo "test.sh: starting the scale rehearsal in $REHEARSAL_DIR"
+cluster up || { echo "test.sh: the scale rehearsal did not start" >&2; exit 1; }
+eval "$(cluster env)"
+"$BIN/pytest" -m "cluster or rehearsal" --junitxml=test-artifacts/junit-rehearsal.xml
+rc=$?
+[ "$rc" -eq 5 ] && { echo "test.sh: no rehearsal tests collected" >&2; exit 1; }
 exit "$rc"

@@ -95,13 +95,15 @@ def spark_connect_endpoint(tmp_path_factory: pytest.TempPathFactory, stack: Stac
 
 
 @pytest.fixture
-def topic_factory(bootstrap_servers: str) -> Callable[..., str]:
+def topic_factory(bootstrap_servers: str, stack_config: StackConfig) -> Callable[..., str]:
     """Create a fresh topic for the calling test: `topic_factory(partitions=3)`."""
     kafka = KafkaClient(bootstrap_servers=bootstrap_servers)
 
     def make(partitions: int = 3, prefix: str = "t") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        kafka.ensure_topic(name, partitions=partitions)
+        kafka.ensure_topic(
+            name, partitions=partitions, replication_factor=stack_config.kafka_replication_factor
+        )
         return name
 
     return make

@@ -130,14 +130,18 @@ class KafkaClient:
         finally:
             consumer.close()
 
-    def ensure_topic(self, topic: str | None = None, partitions: int = 3) -> bool:
+    def ensure_topic(
+        self, topic: str | None = None, partitions: int = 3, replication_factor: int = 1
+    ) -> bool:
         """Create the topic if missing; True if it was created."""
         name = topic or self.topic
         with self.admin() as admin:
             if name in admin.list_topics():
                 return False
             try:
-                admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+                admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)]
+                )
             except TopicAlreadyExistsError:
                 return False
             return True

@@ -12,6 +12,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -38,6 +39,10 @@ TOOLS = {
 }
 
 DEFAULT_HEAP = "-Xms512m -Xmx1g"
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def _asset(name: str) -> Path:
@@ -77,61 +82,105 @@ def run_tool(
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
 
 
+@dataclass(frozen=True)
+class KafkaNode:
+    """One node of a KRaft cluster (broker and controller in one JVM): the stack runs one, the scale
+    rehearsal (stack/cluster.py) three."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    data_dir: Path
+    name: str = "kafka"
+
+
+@dataclass(frozen=True)
+class KafkaQuorum:
+    """The other nodes of a multi-node cluster, and the replication its internal topics and new topics get."""
+
+    voters: tuple[KafkaNode, ...]
+    replication_factor: int = 3
+    min_insync_replicas: int = 2
+
+
 class EmbeddedKafka:
-    def __init__(self, cfg: StackConfig) -> None:
+    def __init__(
+        self, cfg: StackConfig, node: KafkaNode | None = None, quorum: KafkaQuorum | None = None
+    ) -> None:
         self.cfg = cfg
-        self.proc = ManagedProcess("kafka", cfg.run_dir, cfg.log_dir)
+        self.node = node or KafkaNode(1, cfg.ports.kafka, cfg.ports.kafka_controller, cfg.kafka_data_dir)
+        self.quorum = quorum
+        self.proc = ManagedProcess(self.node.name, cfg.run_dir, cfg.log_dir)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.cfg.host}:{self.node.port}"
 
     @property
     def properties_file(self) -> Path:
-        return self.cfg.kafka_data_dir / "server.properties"
+        return self.node.data_dir / "server.properties"
 
     @property
     def log_dirs(self) -> Path:
-        return self.cfg.kafka_data_dir / "logs"
+        return self.node.data_dir / "logs"
 
     def write_properties(self) -> None:
-        c = self.cfg
+        c, n, q = self.cfg, self.node, self.quorum
+        replication = str(q.replication_factor) if q else "1"
+        min_isr = str(q.min_insync_replicas) if q else "1"
+        quorum = (
+            {
+                "controller.quorum.voters": ",".join(
+                    f"{v.node_id}@{c.host}:{v.controller_port}" for v in q.voters
+                )
+            }
+            if q
+            else {"controller.quorum.bootstrap.servers": f"{c.host}:{n.controller_port}"}
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"{c.host}:{c.ports.kafka_controller}",
-            "listeners": f"PLAINTEXT://{c.host}:{c.ports.kafka},CONTROLLER://{c.host}:{c.ports.kafka_controller}",
-            "advertised.listeners": f"PLAINTEXT://{c.host}:{c.ports.kafka}",
+            "node.id": str(n.node_id),
+            **quorum,
+            "listeners": f"PLAINTEXT://{c.host}:{n.port},CONTROLLER://{c.host}:{n.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{c.host}:{n.port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             "num.partitions": str(c.kafka_partitions),
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replication,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replication,
             "offsets.topic.num.partitions": "3",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "transaction.state.log.replication.factor": replication,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replication,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
             "message.max.bytes": "1048588",
         }
-        self.cfg.kafka_data_dir.mkdir(parents=True, exist_ok=True)
+        self.node.data_dir.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
-    def format_storage(self) -> None:
-        """Format the KRaft log directory once; later `up`s reuse the data."""
+    def format_storage(self, cluster_id: str | None = None) -> None:
+        """Format the KRaft log directory once; later `up`s reuse the data. The nodes of a multi-node
+        cluster share `cluster_id` and its static voters (controller.quorum.voters)."""
         if (self.log_dirs / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = cluster_id or new_cluster_id()
+        mode = [] if self.quorum else ["--standalone"]
         result = run_tool(
             self.cfg,
             "kafka-storage",
-            ["format", "--standalone", f"--cluster-id={cluster_id}", f"--config={self.properties_file}"],
+            ["format", *mode, f"--cluster-id={cluster_id}", f"--config={self.properties_file}"],
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
 
     def healthy(self) -> bool:
-        return port_open(self.cfg.host, self.cfg.ports.kafka) and self._metadata_ok()
+        return port_open(self.cfg.host, self.node.port) and self._metadata_ok()
 
     def _metadata_ok(self) -> bool:
         from kafka import KafkaAdminClient
@@ -139,7 +188,7 @@ class EmbeddedKafka:
 
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.cfg.bootstrap_servers,
+                bootstrap_servers=self.bootstrap,
                 request_timeout_ms=3000,
                 bootstrap_timeout_ms=3000,
             )
@@ -153,20 +202,21 @@ class EmbeddedKafka:
         finally:
             admin.close()
 
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 90.0, cluster_id: str | None = None, wait: bool = True) -> None:
         if self.proc.running():
-            wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self.proc.log_tail)
+            if wait:
+                wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self.proc.log_tail)
             return
-        ensure_port_free(self.cfg.host, self.cfg.ports.kafka, "Kafka", "CLICKSTREAM_KAFKA_PORT")
+        ensure_port_free(self.cfg.host, self.node.port, "Kafka", "CLICKSTREAM_KAFKA_PORT")
         ensure_port_free(
             self.cfg.host,
-            self.cfg.ports.kafka_controller,
+            self.node.controller_port,
             "the Kafka controller",
             "CLICKSTREAM_KAFKA_CONTROLLER_PORT",
         )
         fetch_jars(self.cfg)
         self.write_properties()
-        self.format_storage()
+        self.format_storage(cluster_id)
         cmd = java_cmd(self.cfg, "kafka.Kafka", [str(self.properties_file)], "log4j2.properties")
         cmd[1:1] = [
             *os.environ.get("CLICKSTREAM_KAFKA_HEAP", DEFAULT_HEAP).split(),
@@ -175,7 +225,17 @@ class EmbeddedKafka:
         ]
         env = {**os.environ, "LOG_DIR": str(self.cfg.log_dir)}
         self.proc.start(cmd, env)
-        wait_until(self.healthy, timeout, "Kafka broker", self.proc.running, self._failure_detail)
+        if wait:  # a node of a multi-node quorum answers once a majority runs: its caller waits
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        wait_until(
+            self.healthy,
+            timeout,
+            f"Kafka broker {self.node.node_id}",
+            self.proc.running,
+            self._failure_detail,
+        )
 
     def _failure_detail(self) -> str:
         return f"last lines of {self.proc.log_file}:\n{self.proc.log_tail(40)}"

@@ -64,10 +64,13 @@ class Stack:
         else:
             self._timed(log, f"Apache Kafka (KRaft) on {cfg.bootstrap_servers}", self.kafka.start)
         created = KafkaClient(bootstrap_servers=cfg.bootstrap_servers).ensure_topic(
-            cfg.topic, partitions=cfg.kafka_partitions
+            cfg.topic, partitions=cfg.kafka_partitions, replication_factor=cfg.kafka_replication_factor
         )
         if created:
-            log(f"  topic `{cfg.topic}` created with {cfg.kafka_partitions} partitions")
+            log(
+                f"  topic `{cfg.topic}` created with {cfg.kafka_partitions} partitions, replication factor "
+                f"{cfg.kafka_replication_factor}"
+            )
 
     def up(self, log: Log = print) -> None:
         self.up_data_services(log)

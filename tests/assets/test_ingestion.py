@@ -13,6 +13,7 @@ from typing import Any
 
 import dagster as dg
 import psycopg
+import pytest
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
@@ -59,6 +60,7 @@ def _one(conn: psycopg.Connection, sql: str, params: Any = None) -> Any:
     return row[0]
 
 
+@pytest.mark.rehearsal  # also run against the 3-broker, Spark-cluster rehearsal
 def test_produced_events_land_exactly_once_and_bad_ones_are_quarantined(
     kafka: KafkaClient,
     postgres: PostgresResource,
@@ -145,6 +147,7 @@ KILLABLE_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.rehearsal  # also run against the 3-broker, Spark-cluster rehearsal
 def test_run_killed_mid_way_then_retried_loses_and_doubles_nothing(
     kafka: KafkaClient,
     postgres: PostgresResource,

@@ -146,6 +146,7 @@ def _assert_identity(ledger: list[dict[str, int]]) -> None:
         ), r
 
 
+@pytest.mark.rehearsal  # also run against the 3-broker, Spark-cluster rehearsal
 def test_transactions_aborts_and_open_transactions_lose_nothing(
     bootstrap_servers: str,
     topic_factory: Callable[..., str],

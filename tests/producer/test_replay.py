@@ -62,6 +62,7 @@ def _assert_exactly_once_in_visitor_order(bootstrap: str, topic: str, csv_path: 
     assert all(seq == sorted(seq) for seq in per_visitor.values()), "a visitor's events are out of file order"
 
 
+@pytest.mark.rehearsal  # also run against the 3-broker, Spark-cluster rehearsal
 def test_every_event_arrives_exactly_once_in_visitor_order(
     bootstrap_servers: str, topic_factory: Callable[..., str], events_csv: Path
 ) -> None:

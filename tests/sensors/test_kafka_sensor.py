@@ -51,6 +51,7 @@ def _ranges(request: dg.RunRequest) -> list[dict[str, int]]:
     return request.run_config["ops"]["raw_events"]["config"]["ranges"]
 
 
+@pytest.mark.rehearsal  # also run against the 3-broker, Spark-cluster rehearsal
 def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaClient, postgres: PostgresResource) -> None:
     sensor = build_kafka_sensor(max_events_per_run=1_000, max_runs_per_tick=2, max_active_runs=10)
     with dg.instance_for_test() as instance:
