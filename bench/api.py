@@ -29,6 +29,7 @@ One run:
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -262,7 +263,7 @@ def database(database_url: str | None, folder: Path) -> Iterator[str]:
         return
     from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 
-    ports = Ports(*(free_port() for _ in range(7)))
+    ports = Ports(*(free_port() for _ in dataclasses.fields(Ports)))
     cfg = StackConfig.from_env({}).with_data_dir(folder / "stack", ports)
     server = EmbeddedPostgres(cfg)
     server.start()

@@ -10,6 +10,7 @@ PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     rows = _rows(_dataset(args.scale, args.seed), args.rows)
     data_dir = Path(tempfile.mkdtemp(prefix="bench-loading-"))
     base = StackConfig.from_env({})
-    cfg = base.with_data_dir(data_dir, Ports(*(free_port() for _ in range(7))))
+    cfg = base.with_data_dir(data_dir, Ports(*(free_port() for _ in dataclasses.fields(Ports))))
     server = EmbeddedPostgres(cfg)
     server.start()
     try:

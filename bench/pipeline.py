@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import statistics
@@ -36,6 +37,7 @@ import psycopg
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.data.generator import generate, parse_scale
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions
+from clickstream_dagster.stack.cluster import ClusterRehearsal
 from clickstream_dagster.stack.config import Ports, StackConfig, project_root
 from clickstream_dagster.stack.manager import Stack
 from clickstream_dagster.stack.process import free_port
@@ -65,6 +67,7 @@ SELECT count(*) FROM (
 def stack_roots(cfg: StackConfig) -> dict[str, int]:
     """The processes the stack started, by name (their pid files), and PostgreSQL's postmaster."""
     pid_files = {f.stem: f for f in cfg.run_dir.glob("*.pid")}
+    pid_files |= {f"cluster/{f.stem}": f for f in (cfg.data_dir / "cluster" / "run").glob("*.pid")}
     pid_files["postgres"] = cfg.postgres_data_dir / "postmaster.pid"
     roots = {}
     for name, f in pid_files.items():
@@ -183,7 +186,7 @@ def _stack_config(data_dir: Path) -> StackConfig:
     base = StackConfig.from_env(
         {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
     )
-    ports = Ports(*(free_port() for _ in range(8)))
+    ports = Ports(*(free_port() for _ in dataclasses.fields(Ports)))
     return replace(base.with_data_dir(data_dir, ports), external_spark_remote=None, topic="bench")
 
 
@@ -323,15 +326,35 @@ def _windowed_materializations(cfg: StackConfig) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _running_stack(keep: bool) -> Iterator[StackConfig]:
+def _running_stack(keep: bool, cluster: bool = False) -> Iterator[StackConfig]:
     data_dir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     cfg = _stack_config(data_dir)
-    stack = Stack(cfg)
+    rehearsal = ClusterRehearsal(cfg) if cluster else None
     try:
-        stack.up(lambda line: print(line, flush=True))
-        yield cfg
+        if rehearsal is not None:
+            # The stack against the rehearsal exactly as its environment would configure it (cluster env).
+            print(
+                "  the scale rehearsal: 3 Kafka brokers, Spark master + 2 workers + Spark Connect ...",
+                flush=True,
+            )
+            rehearsal.start()
+            env = rehearsal.env()
+            cfg = replace(
+                cfg,
+                external_kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
+                external_spark_remote=env["SPARK_REMOTE"],
+                kafka_partitions=int(env["CLICKSTREAM_KAFKA_PARTITIONS"]),
+                kafka_replication_factor=int(env["CLICKSTREAM_KAFKA_REPLICATION_FACTOR"]),
+            )
+        stack = Stack(cfg)
+        try:
+            stack.up(lambda line: print(line, flush=True))
+            yield cfg
+        finally:
+            stack.down(lambda line: print(line, flush=True))
     finally:
-        stack.down(lambda line: print(line, flush=True))
+        if rehearsal is not None:
+            rehearsal.stop()
         if not keep:
             shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -342,6 +365,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=int, default=2000, help="events/s for (b)")
     parser.add_argument("--seconds", type=int, default=120, help="duration of (b)")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="run against the scale rehearsal (3 Kafka brokers, Spark standalone with 2 workers; docs/deploy.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -350,7 +378,8 @@ def run(args: argparse.Namespace) -> int:
     n_events = sum(1 for _ in events_csv.open("rb")) - 1
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB")
 
-    with _running_stack(args.keep) as cfg, MemorySampler(cfg) as memory:
+    print(f"target: {'the scale rehearsal' if args.cluster else 'the embedded stack'}")
+    with _running_stack(args.keep, args.cluster) as cfg, MemorySampler(cfg) as memory:
         kafka = KafkaClient(bootstrap_servers=cfg.bootstrap_servers, topic=cfg.topic)
         # (a) throughput
         print(f"(a) replaying {n_events:,} events unthrottled ...", flush=True)
