@@ -134,16 +134,8 @@ class ClusterRehearsal:
         if not cluster_id_file.is_file():
             cluster_id_file.write_text(new_cluster_id())
         cluster_id = cluster_id_file.read_text().strip()
-        heap = os.environ.get("CLICKSTREAM_KAFKA_HEAP")
-        os.environ["CLICKSTREAM_KAFKA_HEAP"] = heap or BROKER_HEAP
-        try:
-            for broker in self.brokers:  # all started, then waited for: the quorum needs a majority
-                broker.start(timeout, cluster_id=cluster_id, wait=False)
-        finally:
-            if heap is None:
-                os.environ.pop("CLICKSTREAM_KAFKA_HEAP", None)
-            else:
-                os.environ["CLICKSTREAM_KAFKA_HEAP"] = heap
+        for broker in self.brokers:  # all started, then waited for: the quorum needs a majority
+            broker.start(timeout, cluster_id=cluster_id, wait=False)
         for broker in self.brokers:
             broker.wait_healthy(timeout)
         host = self.cfg.host

@@ -92,6 +92,7 @@ class KafkaNode:
     controller_port: int
     data_dir: Path
     name: str = "kafka"
+    heap: str = DEFAULT_HEAP  # JVM heap options, unless CLICKSTREAM_KAFKA_HEAP says otherwise
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class EmbeddedKafka:
         self.format_storage(cluster_id)
         cmd = java_cmd(self.cfg, "kafka.Kafka", [str(self.properties_file)], "log4j2.properties")
         cmd[1:1] = [
-            *os.environ.get("CLICKSTREAM_KAFKA_HEAP", DEFAULT_HEAP).split(),
+            *os.environ.get("CLICKSTREAM_KAFKA_HEAP", self.node.heap).split(),
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
         ]
