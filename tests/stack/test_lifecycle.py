@@ -45,6 +45,8 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             "dagster-daemon": "healthy",
             "api": "healthy",
             "dashboard": "healthy",
+            "exporter": "healthy",
+            "prometheus": "healthy",  # installed by scripts/install-system.sh
         }
         assert "clickstream_dagster" in status["dagster-webserver"].detail
         assert "no promoted model yet" in status["api"].detail
@@ -56,9 +58,11 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             stack.dagster.daemon,
             stack.serving.api,
             stack.serving.dashboard,
+            stack.monitoring.exporter,
+            stack.monitoring.prometheus,
         )
         pids = [p for p in (proc.pid() for proc in procs) if p]
-        assert len(pids) == 7
+        assert len(pids) == 9
 
         # The CLI sees the same stack.
         cli_env = {**env, **_port_env(cfg), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
@@ -71,7 +75,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             timeout=180,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("healthy") == 7
+        assert result.stdout.count("healthy") == 9
 
         # `up` again is a no-op on a running stack and keeps the same processes.
         stack.up(log=lambda _m: None)
@@ -98,6 +102,9 @@ def _port_env(cfg: object) -> dict[str, str]:
         "CLICKSTREAM_API_PORT": str(p.api),
         "CLICKSTREAM_DASHBOARD_PORT": str(p.dashboard),
         "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT": str(p.dagster_code_server),
+        "CLICKSTREAM_EXPORTER_PORT": str(p.exporter),
+        "CLICKSTREAM_PROMETHEUS_PORT": str(p.prometheus),
+        "CLICKSTREAM_PRODUCER_METRICS_PORT": str(p.producer_metrics),
     }
 
 
