@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -170,9 +171,13 @@ class ClusterRehearsal:
         for proc in [*self.workers, self.master]:
             if proc.stop(timeout=15):
                 stopped.append(proc.name)
-        for broker in self.brokers:
-            if broker.stop():
-                stopped.append(broker.proc.name)
+        # All brokers at once: stopped one by one, the last ones wait for a quorum that is gone.
+        with ThreadPoolExecutor(len(self.brokers)) as pool:
+            for broker, was_running in zip(
+                self.brokers, pool.map(lambda b: b.stop(), self.brokers), strict=True
+            ):
+                if was_running:
+                    stopped.append(broker.proc.name)
         return stopped
 
     def status(self) -> list[tuple[str, str, str]]:
