@@ -35,9 +35,9 @@ SELECT (SELECT max(event_time) FROM clickstream_events),
 # Rows quarantined per source (kafka messages and CSV rows), whatever their reason.
 QUARANTINE = "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source"
 
-# The promoted model: its version, type, when it was decided, and its validation metrics (a JSON object of
-# numbers, model_registry.metrics -> 'validation').
+# The promoted model: its version, type, when it was decided, and its own validation metrics (the ML job
+# stores every candidate type's under model_registry.metrics -> 'validation' -> <type>, numbers by name).
 PROMOTED_MODEL = """
-SELECT version, model_type, extract(epoch FROM decided_at), metrics -> 'validation'
+SELECT version, model_type, extract(epoch FROM decided_at), metrics -> 'validation' -> model_type
 FROM model_registry WHERE status = 'promoted'
 """

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg.types.json import Jsonb
 
 from clickstream_dagster.assets.ingestion import raw_events
 from clickstream_dagster.clients.kafka import KafkaClient
@@ -160,11 +161,18 @@ def test_windows_freshness_and_the_promoted_model(pg_url: str, kafka: KafkaClien
             "INSERT INTO windowed_stats (window_start, window_end, event, event_count, unique_users, unique_items) "
             "VALUES ('2015-06-01 11:50:00+00', '2015-06-01 11:55:00+00', 'view', 1, 1, 1)"
         )
+        # As the ML job stores them: every candidate type's validation metrics; the promoted type's are exported.
+        metrics = {
+            "validation": {
+                "lightfm": {"ndcg@10": 0.25, "visitors": 300, "note": "x"},
+                "item_knn": {"ndcg@10": 0.2, "visitors": 300},
+            }
+        }
         conn.execute(
             "INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, library_versions, "
-            "artefact, artefact_sha256, status, reason, decided_at) VALUES ('lightfm', '{}', '{}', '{}', "
-            '\'{"validation": {"ndcg@10": 0.25, "visitors": 300, "note": "x"}}\', \'{}\', \'\\x00\', \'x\', '
-            "'promoted', 'test', now()) "
+            "artefact, artefact_sha256, status, reason, decided_at) VALUES ('lightfm', '{}', '{}', '{}', %s, '{}', "
+            "'\\x00', 'x', 'promoted', 'test', now())",
+            (Jsonb(metrics),),
         )
     seen = _scrape(exporter)
     assert seen["clickstream_windowed_stats_freshness_seconds"] == {(): 12 * 60.0}  # 11:55 -> 12:07
