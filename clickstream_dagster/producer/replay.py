@@ -420,6 +420,10 @@ class Replayer:
                             progress.update(len(group_tails), summary, self._in_flight)
                             while self._in_flight > max_in_flight:
                                 self._settle_oldest(appender)
+                            # Batches already acknowledged are counted now, not when backpressure or the
+                            # end reaches them: the sent counter (/metrics) follows the acknowledgements.
+                            while self._pending and self._pending[0][0].produce_future.is_done:
+                                self._settle_oldest(appender)
                             if summary.failed:
                                 break
                 except KeyboardInterrupt:

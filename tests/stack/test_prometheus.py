@@ -84,9 +84,7 @@ def test_a_replay_moves_lag_and_ingest_rate_in_prometheus(stack: Stack, tmp_path
     started = time.time()
     producer = subprocess.run(
         [sys.executable, "-m", "clickstream_dagster.cli", "produce", "--file", str(tmp_path / "events.csv"),
-         "--topic", cfg.topic, "--messages-per-second", "1500", "--metrics-port", str(cfg.ports.producer_metrics),
-         # small batches, few in flight: acknowledgements (the sent counter) settle while it runs
-         "--batch-size", "100", "--max-in-flight-batches", "4"],
+         "--topic", cfg.topic, "--messages-per-second", "1500", "--metrics-port", str(cfg.ports.producer_metrics)],
         env={**os.environ, **cfg.service_env()}, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert producer.returncode == 0, producer.stderr
@@ -133,7 +131,8 @@ def test_a_replay_moves_lag_and_ingest_rate_in_prometheus(stack: Stack, tmp_path
     # The producer's own counter (scraped while it ran) and the runs the exporter saw finish.
     sent = _range(stack, "clickstream_producer_messages_sent_total", started, end)
     up = _range(stack, 'up{job="clickstream-producer"}', started, end)
-    assert max(sent) > 0, (sent, up)
+    rising = [v for v in sent if 0 < v < 12_000]
+    assert len(rising) >= 3, (sent, up)  # scraped mid-replay: the counter follows the acknowledgements
     runs = _eventually(
         lambda: _query(
             stack, 'clickstream_dagster_runs_finished_total{dagster_job="ingest_events",status="SUCCESS"}'
