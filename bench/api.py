@@ -72,12 +72,14 @@ TOP_N = 20
 K = 10
 
 # Bench-only writes (the ML job owns the production ones).
-INSERT_PROMOTED_MODEL = """
+INSERT_CANDIDATE_MODEL = """
 INSERT INTO model_registry (model_type, params, data_window, cleaning, metrics, library_versions, artefact,
-                            artefact_sha256, status, reason, decided_at)
-VALUES ('lightfm', %s, %s, %s, '{}', '{}', %s, %s, 'promoted', 'bench', now())
+                            artefact_sha256, status, reason)
+VALUES ('lightfm', %s, %s, %s, '{}', '{}', %s, %s, 'candidate', 'bench')
 RETURNING version
 """
+RETIRE_PROMOTED = "UPDATE model_registry SET status = 'retired' WHERE status = 'promoted'"
+PROMOTE = "UPDATE model_registry SET status = 'promoted', decided_at = now() WHERE version = %s"
 COPY_EVENTS = """
 COPY clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, kafka_topic,
                          kafka_partition, kafka_offset) FROM STDIN (FORMAT BINARY)
@@ -184,37 +186,17 @@ def load_events(url: str, events: pd.DataFrame) -> None:
 
 
 def load(url: str, rows: ServingRows) -> int:
-    """A promoted registry row and its serving tables, in one transaction; returns the version."""
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            INSERT_PROMOTED_MODEL,
-            (
-                Jsonb(rows.params),
-                Jsonb(rows.window),
-                Jsonb(rows.cleaning),
-                rows.artefact,
-                hashlib.sha256(rows.artefact).hexdigest(),
-            ),
-        )
-        fetched = cur.fetchone()
-        assert fetched is not None
-        version = int(fetched[0])
-        write_serving_rows(conn, "recommendations", rows.recommendations, version)
-        write_serving_rows(conn, "similar_items", rows.similar, version)
-        write_serving_rows(conn, "popular_items", rows.popular, version)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE recommendations, similar_items, popular_items")
+    """A promoted registry row and its serving tables, as the ML job leaves them; returns the version."""
+    version = stage_version(url, rows)
+    promote_staged(url, rows, version)
     return version
-
-
-RETIRE_PROMOTED = "UPDATE model_registry SET status = 'retired' WHERE status = 'promoted'"
 
 
 def stage_version(url: str, rows: ServingRows) -> int:
     """Another model version with its two large tables written, as a candidate: the API ignores it."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
-            INSERT_PROMOTED_MODEL.replace("'promoted'", "'candidate'"),
+            INSERT_CANDIDATE_MODEL,
             (
                 Jsonb(rows.params),
                 Jsonb(rows.window),
@@ -238,9 +220,7 @@ def promote_staged(url: str, rows: ServingRows, version: int) -> float:
     transaction; returns when that committed (perf_counter)."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute(RETIRE_PROMOTED)
-        cur.execute(
-            "UPDATE model_registry SET status = 'promoted', decided_at = now() WHERE version = %s", (version,)
-        )
+        cur.execute(PROMOTE, (version,))
         write_serving_rows(conn, "popular_items", rows.popular, version)
     return time.perf_counter()
 

@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> Stack
         producer_metrics=free_port(),
     )
     return replace(base.with_data_dir(data_dir, ports), topic=f"clickstream-{uuid.uuid4().hex[:8]}")
+
+
+@contextmanager
+def running_stack(cfg: StackConfig) -> Iterator[Stack]:
+    """The whole stack of `cfg` up, as `clickstream up` starts it, and down afterwards whatever happens."""
+    stack = Stack(cfg)
+    try:
+        stack.up(log=lambda _m: None)
+        yield stack
+    finally:
+        stack.down(log=lambda _m: None)
 
 
 @pytest.fixture(scope="session")

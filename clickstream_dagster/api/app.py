@@ -245,7 +245,7 @@ def create_app(
         the promoted version afresh (no cache), and loads its rows first if they are not in memory yet.
         HEAD answers the same status without a body."""
         try:
-            state = await store.model_state(force=True)
+            state = await store.model_state()
         except ServiceUnavailable as exc:
             body = HealthResponse(
                 status="unavailable",

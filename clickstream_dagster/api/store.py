@@ -71,7 +71,6 @@ class ServingStore:
         )
         self.connect_timeout_s = connect_timeout_s
         self._state = ModelState(served=None, promoted=None)
-        self._checked_at = -float("inf")
         self._lock = asyncio.Lock()
         self._answers: ModelAnswers | None = None
         self._error: ServiceUnavailable | None = None  # why the last refresh failed, until one succeeds
@@ -82,7 +81,7 @@ class ServingStore:
         anyway (/health says 503 and why) and keep trying in the background."""
         await self.pool.open(wait=False)
         try:
-            await self.model_state(force=True)
+            await self.model_state()
         except ServiceUnavailable as exc:
             logger.warning("starting without a model: %s", exc)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="clickstream-api-model")
@@ -97,7 +96,7 @@ class ServingStore:
     async def _refresh_forever(self) -> None:
         while True:
             try:
-                await self.model_state(force=True)  # the loop is the TTL: never skip a round
+                await self.model_state()
             except ServiceUnavailable as exc:
                 logger.warning("model refresh: %s", exc)
             except Exception:  # keep serving what is loaded; the next round retries
@@ -132,14 +131,11 @@ class ServingStore:
 
     # ---- which model answers -------------------------------------------------------------------------
 
-    async def model_state(self, force: bool = False) -> ModelState:
-        """The served and promoted versions, re-read when older than the TTL (or when `force`); the served
-        version's answers are loaded into memory before it is reported as served."""
-        if not force and time.monotonic() - self._checked_at < self.version_ttl_s:
-            return self._state
-        async with self._lock:  # one refresh at a time; the others reuse its result
-            if not force and time.monotonic() - self._checked_at < self.version_ttl_s:
-                return self._state
+    async def model_state(self) -> ModelState:
+        """The served and promoted versions, read afresh (the background task does every `version_ttl_s`,
+        /health on each call); the served version's answers are loaded into memory before it is reported
+        as served."""
+        async with self._lock:  # one refresh at a time
             try:
                 state = await self._resolve()
                 if state.served is None:
@@ -151,7 +147,6 @@ class ServingStore:
                 raise
             self._error = None
             self._state = state
-            self._checked_at = time.monotonic()
             return self._state
 
     def _load(self, version: int) -> ModelAnswers:

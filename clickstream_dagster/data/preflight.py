@@ -29,7 +29,6 @@ from clickstream_dagster.data.readers import (
     EVENTS_HEADER,
     ITEM_PROPERTIES_FILES,
     ITEM_PROPERTIES_HEADER,
-    HeaderError,
     RowError,
     iter_csv_rows,
     parse_category_row,
@@ -114,9 +113,7 @@ def _check(path: Path, header: Sequence[str], parse: Parser, missing_hint: str) 
                 parse(fields)
             except RowError as exc:
                 bad.append(f"line {line}: {exc.reason}")
-    except HeaderError as exc:
-        return FileCheck(name, path, "malformed", str(exc).removeprefix(f"{path}: "), fix)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # HeaderError (a ValueError), unreadable CSV, I/O
         return FileCheck(name, path, "malformed", str(exc).removeprefix(f"{path}: "), fix)
     if seen == 0:
         return FileCheck(name, path, "malformed", "a header and no rows", fix)
@@ -132,7 +129,6 @@ def _check(path: Path, header: Sequence[str], parse: Parser, missing_hint: str) 
 
 def check_raw_dir(raw_dir: Path) -> Preflight:
     """Every RetailRocket file of `raw_dir`, checked (events first)."""
-    others = [CATEGORY_TREE_FILE, *ITEM_PROPERTIES_FILES]
     events = _check(
         raw_dir / EVENTS_FILE,
         EVENTS_HEADER,
@@ -143,11 +139,11 @@ def check_raw_dir(raw_dir: Path) -> Preflight:
     reference_hint = (
         f"optional: put it in {raw_dir}/ from {DOWNLOAD}; without it items have no categories or properties"
     )
-    checks = [events]
-    checks.append(
-        _check(raw_dir / CATEGORY_TREE_FILE, CATEGORY_TREE_HEADER, parse_category_row, reference_hint)
+    category_tree = _check(
+        raw_dir / CATEGORY_TREE_FILE, CATEGORY_TREE_HEADER, parse_category_row, reference_hint
     )
-    for name in ITEM_PROPERTIES_FILES:
-        checks.append(_check(raw_dir / name, ITEM_PROPERTIES_HEADER, parse_property_row, reference_hint))
-    assert [c.name for c in checks[1:]] == others
-    return Preflight(raw_dir, tuple(checks))
+    properties = [
+        _check(raw_dir / name, ITEM_PROPERTIES_HEADER, parse_property_row, reference_hint)
+        for name in ITEM_PROPERTIES_FILES
+    ]
+    return Preflight(raw_dir, (events, category_tree, *properties))

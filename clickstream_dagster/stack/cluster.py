@@ -58,10 +58,7 @@ class ClusterRehearsal:
         self.dir = cfg.data_dir / "cluster"
         self.ports = self._ports()
         # The rehearsal's own folders and a config whose ports are its own (the Connect server reads them).
-        self.ccfg = replace(
-            cfg.with_data_dir(self.dir, replace(Ports(), spark_connect=self.ports.spark_connect)),
-            host=cfg.host,
-        )
+        self.ccfg = cfg.with_data_dir(self.dir, replace(Ports(), spark_connect=self.ports.spark_connect))
         nodes = tuple(
             KafkaNode(
                 i + 1,

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from clickstream_dagster.stack.cluster import BROKERS, PARTITIONS, ClusterRehearsal, cluster_dir_from_env
 from clickstream_dagster.stack.manager import Stack
 from clickstream_dagster.stack.process import pid_alive
-from tests.conftest import make_test_config
+from tests.conftest import make_test_config, running_stack
 from tests.stack.test_faults import _caught_up, _produce, _recount, _stored_now, _wait_for_loading
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -47,12 +47,8 @@ def rehearsal() -> ClusterRehearsal:
 def stack(tmp_path_factory: pytest.TempPathFactory, rehearsal: ClusterRehearsal) -> Iterator[Stack]:
     cfg = make_test_config(tmp_path_factory.mktemp("on-cluster") / "data")  # the environment: the rehearsal
     assert cfg.external_kafka and cfg.external_spark_remote
-    stack = Stack(cfg)
-    try:
-        stack.up(log=lambda _m: None)
+    with running_stack(cfg) as stack:
         yield stack
-    finally:
-        stack.down(log=lambda _m: None)
 
 
 def test_the_topic_is_replicated_three_times_with_two_in_sync(stack: Stack) -> None:

@@ -32,7 +32,7 @@ from tests.assets.test_analytics import (
     PIPELINE_TOTALS,
     PIPELINE_WINDOWS,
 )
-from tests.conftest import make_test_config
+from tests.conftest import make_test_config, running_stack
 from tests.helpers import committed_in_topic
 
 pytestmark = pytest.mark.slow
@@ -43,13 +43,8 @@ EXTERNAL = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SPARK_REMOTE", "DAGSTER_
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL}
-    cfg = make_test_config(tmp_path_factory.mktemp("faults") / "data", env)
-    stack = Stack(cfg)
-    try:
-        stack.up(log=lambda _m: None)
+    with running_stack(make_test_config(tmp_path_factory.mktemp("faults") / "data", env)) as stack:
         yield stack
-    finally:
-        stack.down(log=lambda _m: None)
 
 
 class Seeds:

@@ -19,7 +19,7 @@ from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.stack.demo import wait_until_ingested
 from clickstream_dagster.stack.manager import Stack
-from tests.conftest import make_test_config
+from tests.conftest import make_test_config, running_stack
 from tests.stack.test_faults import EXTERNAL
 
 pytestmark = pytest.mark.slow
@@ -29,21 +29,12 @@ FAST = {"CLICKSTREAM_PROMETHEUS_SCRAPE_INTERVAL": "1s", "CLICKSTREAM_EXPORTER_IN
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    saved = {k: os.environ.get(k) for k in FAST}
-    os.environ.update(FAST)
-    env = {k: v for k, v in os.environ.items() if k not in EXTERNAL}
-    cfg = make_test_config(tmp_path_factory.mktemp("prometheus") / "data", env)
-    stack = Stack(cfg)
-    try:
-        stack.up(log=lambda _m: None)
-        yield stack
-    finally:
-        stack.down(log=lambda _m: None)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in FAST.items():
+            patch.setenv(key, value)
+        env = {k: v for k, v in os.environ.items() if k not in EXTERNAL}
+        with running_stack(make_test_config(tmp_path_factory.mktemp("prometheus") / "data", env)) as stack:
+            yield stack
 
 
 def _query(stack: Stack, promql: str) -> list[dict[str, Any]]:
