@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -139,10 +140,36 @@ def ensure_port_free(host: str, port: int, what: str, env_var: str) -> None:
         )
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port returned in this process (their servers may not be up yet)
+_EPHEMERAL_DEFAULT = (32768, 60999)  # Linux's default ip_local_port_range
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_DEFAULT[0]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nothing is bound to, chosen below the kernel's ephemeral range. Client sockets take their local
+    ports from that range, so a port picked there (as `bind(0)` would) can be taken by any outgoing
+    connection before the server meant for it binds it (seen in CI: a test stack's API port, a minute after
+    it was chosen). Never the same port twice in one process."""
+    high = max(_ephemeral_low(), 2048)
+    low = max(1024, high - 12_000)
+    for _ in range(1_000):
+        port = random.randrange(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise StackError(f"no free port on {host} between {low} and {high}")
 
 
 def wait_until(
