@@ -92,13 +92,14 @@ def demo() -> None:
 
     cfg = _config()
     try:
-        counts = run_demo(cfg, click.echo)
+        result = run_demo(cfg, click.echo)
     except StackError as exc:
         _fail(exc)
     _print_status(Stack(cfg))
     click.echo("\nWhat landed:")
-    for name, count in counts.items():
+    for name, count in result.counts.items():
         click.echo(f"  {name:<26} {count:>12,}")
+    click.echo(f"\nServing: {result.serving}")
     click.echo("\nWhere to look:")
     click.echo(f"  Dagster UI      {cfg.dagster_url}  (assets: {cfg.dagster_url}/assets)")
     click.echo(f"  Dashboard       {cfg.dashboard_url}")

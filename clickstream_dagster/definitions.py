@@ -46,8 +46,9 @@ replay_quarantine = dg.define_asset_job(
     description="Re-ingest repaired quarantine rows exactly once, then refresh everything computed from them",
 )
 
-# Training data -> LightFM against baselines -> promotion gate -> serving tables; the gate blocks everything
-# after it when the candidate is no better. Daily, replacing the prototype's Airflow DAG.
+# Training data -> LightFM against baselines -> promotion gate -> serving tables. The gate's "keep the
+# incumbent" is a successful run that skips the serving tables (promoted_model's output is optional); while no
+# model was ever promoted, the popular lists are served. Daily, replacing the prototype's Airflow DAG.
 ml_assets = [
     ml_dataset,
     ml_interactions,
@@ -62,7 +63,8 @@ train_recommender = dg.define_asset_job(
     "train_recommender",
     selection=dg.AssetSelection.assets(*ml_assets) | dg.AssetSelection.checks(promotion_gate),
     executor_def=dg.in_process_executor,
-    # A rejected model fails the run (and alerts); retrying would only train the same model again.
+    # A failed run is an error (the gate's decisions succeed) and alerts; a retry would train from scratch,
+    # minutes of work, so the operator decides once the cause is known.
     tags={"dagster/max_retries": "0"},
     description="Prepare training data, let every candidate type compete on validation, promote on evidence, rebuild serving",
 )

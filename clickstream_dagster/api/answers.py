@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -89,10 +90,16 @@ class Lists:
 
 @dataclass(frozen=True)
 class ModelAnswers:
-    version: int
+    version: int  # of the serving tables; q.POPULARITY_VERSION: no model, the popular lists only
     recommendations: Lists  # by visitor
     similar: Lists  # by item
     fallback: Sequence[tuple[int, float]]  # popular, then trending, each item once
+    ready_at: datetime | None = None  # when the version's rows were completed (popular_items.computed_at)
+
+    @property
+    def model_version(self) -> int | None:
+        """The promoted model that answers, None while none is (the popular lists answer)."""
+        return None if self.version == q.POPULARITY_VERSION else self.version
 
     @property
     def nbytes(self) -> int:
@@ -134,4 +141,5 @@ def load_answers(conn: psycopg.Connection, version: int) -> ModelAnswers:
         merged: dict[int, float] = {}
         for _list, item, score in cur.execute(q.POPULAR_ITEMS, (version,)).fetchall():
             merged.setdefault(int(item), float(score))
-    return ModelAnswers(version, recommendations, similar, tuple(merged.items()))
+        row = cur.execute(q.VERSION_READY_AT, (version,)).fetchone()
+    return ModelAnswers(version, recommendations, similar, tuple(merged.items()), row[0] if row else None)

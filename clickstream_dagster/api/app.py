@@ -29,8 +29,10 @@ from clickstream_dagster.api.schemas import (
 from clickstream_dagster.api.session import SOURCES, SessionRules, blend, visitor_rows
 from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
 from clickstream_dagster.settings import Settings
+from clickstream_dagster.sql.serving import POPULAR_ITEMS_PER_LIST, SIMILAR_ITEMS_PER_ITEM
 
-MAX_K = 100
+MAX_K = POPULAR_ITEMS_PER_LIST  # an answer longer than the session's and the model's lists is topped up
+MAX_SIMILAR_K = SIMILAR_ITEMS_PER_ITEM  # the neighbours the ML job stores per item
 DEFAULT_K = 10
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint
 
@@ -58,13 +60,20 @@ retraining.
 - A newly promoted model answers within a few seconds, without a restart (the promoted version is re-read
   every couple of seconds and its rows loaded into memory beside the old ones, then swapped in at once;
   every answer comes from a single model version).
-- `k` is 1 to {MAX_K}; ids are non-negative integers. Anything else is answered with 422 and a message.
-- 503 means PostgreSQL is unreachable or no model can be served; `/health` says which.
+- Before any model is promoted (the ML job's gate found too little evidence, e.g. on a small sample), every
+  visitor is answered from the popular and trending lists (`source` `popular`, `model_version` null), and
+  `/health` is ok and says why no model is promoted; similar items need a promoted model (404 until then).
+- `k` is 1 to {MAX_K} for recommendations and 1 to {MAX_SIMILAR_K} (the neighbours stored per item) for
+  similar items; ids are non-negative integers. Anything else is answered with 422 and a message.
+- 503 means PostgreSQL is unreachable or the ML job has not run yet; `/health` says which.
 """
 
 
 UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorResponse, "description": "PostgreSQL unreachable, or no promoted model to serve."}
+    503: {
+        "model": ErrorResponse,
+        "description": "PostgreSQL unreachable, or the ML job has not written any serving rows yet.",
+    }
 }
 INVALID: dict[int | str, dict[str, Any]] = {
     422: {
@@ -86,8 +95,16 @@ K = Annotated[
         le=MAX_K,
         description=f"How many items to return, 1 to {MAX_K}. Recommendations answer exactly k items: "
         "beyond the session's neighbours and the model's stored list for the visitor, the popular and "
-        "trending lists fill up (fewer only when all of them run out). Similar items answer at most the "
-        "stored neighbours of the item.",
+        "trending lists fill up (fewer only when all of them run out).",
+    ),
+]
+SimilarK = Annotated[
+    int,
+    Query(
+        ge=1,
+        le=MAX_SIMILAR_K,
+        description=f"How many similar items to return, 1 to {MAX_SIMILAR_K} (the neighbours the ML job "
+        "stores per item); fewer when the item has fewer.",
     ),
 ]
 
@@ -161,7 +178,7 @@ def create_app(
         body = {
             "user_id": user_id,
             "source": source,
-            "model_version": answers.version,
+            "model_version": answers.model_version,
             "items": [
                 {"rank": r, "itemid": i, "score": s, "source": f} for r, (i, s, f) in enumerate(items, 1)
             ],
@@ -205,19 +222,30 @@ def create_app(
         "/similar-items/{item_id}",
         response_model=SimilarItemsResponse,
         responses={
-            404: {"model": ErrorResponse, "description": "The promoted model does not know this item."},
+            404: {
+                "model": ErrorResponse,
+                "description": "The promoted model does not know this item, or no model is promoted yet.",
+            },
             **INVALID,
             **UNAVAILABLE,
         },
         tags=["recommendations"],
         summary="Items most similar to an item",
     )
-    async def similar_items(item_id: ItemId, k: K = DEFAULT_K) -> SimilarItemsResponse | JSONResponse:
+    async def similar_items(item_id: ItemId, k: SimilarK = DEFAULT_K) -> SimilarItemsResponse | JSONResponse:
         """The k items the promoted model finds most similar to this one (cosine of LightFM's item embeddings,
         or the item neighbourhood of the other model types), most similar first."""
         answers = store.answers()
-        version = answers.version
+        version = answers.model_version
         rows = answers.similar.get(item_id, k)
+        if version is None:
+            return JSONResponse(
+                {
+                    "detail": "no model is promoted yet (the popular lists answer recommendations until the "
+                    "ML job's gate promotes one; /health says why): similar items need a promoted model"
+                },
+                status_code=404,
+            )
         if not rows:
             return JSONResponse(
                 {
@@ -232,6 +260,12 @@ def create_app(
             items=[SimilarItem(rank=r, itemid=i, score=s) for r, (i, s) in enumerate(rows, 1)],
         )
 
+    async def _reason() -> str | None:
+        try:
+            return await store.gate_reason()
+        except ServiceUnavailable:
+            return None
+
     @app.api_route(
         "/health",
         methods=["GET", "HEAD"],
@@ -241,7 +275,8 @@ def create_app(
         summary="Readiness: PostgreSQL and the served model",
     )
     async def health() -> JSONResponse:
-        """200 when PostgreSQL answers and a promoted model's serving rows are in memory, else 503. Reads
+        """200 when PostgreSQL answers and the serving rows are in memory: a promoted model's, or the popular
+        lists while no model is promoted (`model_version` null, `detail` says why), else 503. Reads
         the promoted version afresh (no cache), and loads its rows first if they are not in memory yet.
         HEAD answers the same status without a body."""
         try:
@@ -267,6 +302,21 @@ def create_app(
                 detail=no_model_message(state),
             )
             return JSONResponse(body.model_dump(), status_code=503)
+        if state.popularity:
+            reason = await _reason()
+            body = HealthResponse(
+                status="ok",
+                postgres="ok",
+                model_version=None,
+                promoted_version=state.promoted,
+                detail="no model is promoted"
+                + (f" ({reason})" if reason else "")
+                + ": every visitor is answered from the popular and trending lists"
+                + (
+                    f" until the serving rows of model {state.promoted} are written" if state.promoted else ""
+                ),
+            )
+            return JSONResponse(body.model_dump())
         detail = f"serving model {state.served}"
         if state.promoted != state.served:
             detail += f" until the serving rows of the newly promoted model {state.promoted} are written"

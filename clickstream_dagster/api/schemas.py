@@ -35,7 +35,10 @@ class RecommendationsResponse(BaseModel):
         "topped up from the trending list. "
         "Never an item the visitor bought, nor one of the items of their session's newest events."
     )
-    model_version: int = Field(description="model_registry.version of the model whose rows answered.")
+    model_version: int | None = Field(
+        description="model_registry.version of the model whose rows answered; null while no model is promoted "
+        "and the popular lists answer every visitor."
+    )
     items: list[RecommendedItem] = Field(
         description="k items; fewer only when the session, the model's list and the popular and trending "
         "lists together run out."
@@ -59,11 +62,14 @@ class SimilarItemsResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok", "unavailable"] = Field(
-        description="`ok` (HTTP 200) when PostgreSQL answers and a promoted model's serving rows are "
-        "loaded; otherwise `unavailable` (HTTP 503) and `detail` says why."
+        description="`ok` (HTTP 200) when PostgreSQL answers and serving rows are loaded: a promoted "
+        "model's, or the popular lists while none is promoted (then `model_version` is null and `detail` "
+        "says why); otherwise `unavailable` (HTTP 503) and `detail` says why."
     )
     postgres: Literal["ok", "unreachable"] = Field(description="Whether PostgreSQL answered.")
-    model_version: int | None = Field(description="The model version being served (null when none can be).")
+    model_version: int | None = Field(
+        description="The model version being served (null when none is: the popular lists, or nothing)."
+    )
     promoted_version: int | None = Field(
         description="The version model_registry marks as promoted. It differs from model_version only "
         "while a newly promoted model's serving rows are still being written; the previous model answers "

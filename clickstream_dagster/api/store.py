@@ -4,10 +4,12 @@ psycopg 3 connection pool: PostgreSQL is read per request only for what changes 
 Which model answers: the version model_registry marks as promoted, re-read every `version_ttl_s` seconds by
 a background task (and afresh by /health), so a newly promoted model is served without a restart. A promoted
 model whose serving rows are not written yet (promotion and the table rebuild are separate steps) does not
-take over until they are: the previous version keeps answering as long as its rows are still there. When
-another version is to be served, its rows are loaded into a new `ModelAnswers` in a worker thread while the
-old one keeps answering; then one assignment swaps them. A request takes the current `ModelAnswers` once,
-so an answer never mixes two models.
+take over until they are: the previous version keeps answering as long as its rows are still there. While no
+model was ever promoted (the gate found too little evidence), the popular lists the ML job wrote under
+POPULARITY_VERSION answer every visitor, and /health is ok and says why no model is promoted. When another
+version (or a re-written one) is to be served, its rows are loaded into a new `ModelAnswers` in a worker
+thread while the old one keeps answering; then one assignment swaps them. A request takes the current
+`ModelAnswers` once, so an answer never mixes two models.
 
 A visitor's answer is one query (VISITOR_SESSION: their purchases and live session) plus the lists in memory;
 api/session.py scores and blends them.
@@ -19,6 +21,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -38,8 +41,14 @@ class ServiceUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ModelState:
-    served: int | None  # the version answering requests
+    served: int | None  # the version answering requests (q.POPULARITY_VERSION: the popular lists only)
     promoted: int | None  # the version model_registry marks as promoted
+    ready_at: datetime | None = None  # when the served version's rows were completed
+
+    @property
+    def popularity(self) -> bool:
+        """No model is promoted (or ready) yet: the popular lists answer every visitor."""
+        return self.served == q.POPULARITY_VERSION
 
 
 class ServingStore:
@@ -138,9 +147,10 @@ class ServingStore:
         async with self._lock:  # one refresh at a time
             try:
                 state = await self._resolve()
+                loaded = self._answers
                 if state.served is None:
                     self._answers = None
-                elif self._answers is None or self._answers.version != state.served:
+                elif loaded is None or (loaded.version, loaded.ready_at) != (state.served, state.ready_at):
                     self._answers = await asyncio.to_thread(self._load, state.served)
             except ServiceUnavailable as exc:
                 self._error = exc
@@ -165,17 +175,24 @@ class ServingStore:
 
     async def _resolve(self) -> ModelState:
         rows = await self._fetch(q.PROMOTED_MODEL)
-        if not rows:
-            return ModelState(served=None, promoted=None)
-        promoted, ready = int(rows[0][0]), bool(rows[0][1])
-        if ready:
-            return ModelState(served=promoted, promoted=promoted)
+        promoted, ready_at = (int(rows[0][0]), rows[0][1]) if rows else (None, None)
+        if promoted is not None and ready_at is not None:
+            return ModelState(served=promoted, promoted=promoted, ready_at=ready_at)
+        # No model's rows are ready: the version served before keeps answering while its rows are there,
+        # else the popular lists of POPULARITY_VERSION when the ML job wrote them.
         previous = self._state.served
-        if previous is not None and previous != promoted:
-            (still_there,) = (await self._fetch(q.VERSION_READY, (previous,)))[0]
-            if still_there:
-                return ModelState(served=previous, promoted=promoted)
+        for version in dict.fromkeys((previous, q.POPULARITY_VERSION)):
+            if version is None or version == promoted:
+                continue
+            (at,) = (await self._fetch(q.VERSION_READY_AT, (version,)))[0]
+            if at is not None:
+                return ModelState(served=version, promoted=promoted, ready_at=at)
         return ModelState(served=None, promoted=promoted)
+
+    async def gate_reason(self) -> str | None:
+        """The promotion gate's reason for the newest model a training run selected (why none is promoted)."""
+        rows = await self._fetch(q.LATEST_GATE_DECISION)
+        return f"model v{rows[0][0]}: {rows[0][1]}" if rows else None
 
     def answers(self) -> ModelAnswers:
         """The model answering now, whole; ServiceUnavailable when there is none."""
@@ -197,7 +214,11 @@ class ServingStore:
 
 def no_model_message(state: ModelState) -> str:
     if state.promoted is None:
-        return "no model is promoted in model_registry: run the ML job (it trains, gates and promotes one)"
+        return (
+            "no model is promoted and no popular lists are written yet: run the ML job (train_recommender: "
+            "it trains, gates and promotes a model, or writes the popular lists when the gate finds too "
+            "little evidence)"
+        )
     return (
         f"model {state.promoted} is promoted but its serving rows (recommendations, similar_items, "
         f"popular_items) are not written yet: wait for the ML job to finish, or re-run it"

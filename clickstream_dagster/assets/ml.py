@@ -6,13 +6,19 @@ PostgreSQL resource, makes one call into the library and reports metadata; the w
 - `ml.training_tables` writes ml_interactions and the feature tables (`ml_interactions`, `ml_features`);
 - `ml.candidate` lets every candidate type compete (`ml.competition`) and registers them all in `ml.registry`
   (`candidate_model`);
-- `ml.gate` is the promotion policy, applied by `ml.registry` (`promotion_gate`, `promoted_model`);
+- `ml.gate` is the promotion policy, applied by `ml.registry` (`promotion_gate` reports it,
+  `promoted_model` acts on it);
 - `ml.serving_tables` writes the serving tables from the promoted model (`recommendations`,
   `similar_items`, `popular_items`).
 
     clickstream_events + items -> ml_dataset -> ml_interactions, ml_features
-                                             -> candidate_model --[promotion_gate]--> promoted_model
-                                                -> recommendations, similar_items, popular_items
+                                             -> candidate_model (check: promotion_gate) -> promoted_model
+                                                -> recommendations, similar_items -> popular_items
+
+The gate's "no" is a decision, not an error: the run succeeds whatever it decides. `promoted_model` has an
+optional output: when the incumbent stays, it materializes nothing and every serving table after it is
+skipped (left untouched). When no model was ever promoted, it materializes the popularity fallback: the
+popular and trending lists are rebuilt and served to every visitor. Only errors fail the run.
 
 Evaluation protocol (time-based, also in docs/recommendations.md): cleaned events are cut at the 70th and
 85th percentiles of their timestamps into train, validation and test. LightFM's hyper-parameters are chosen
@@ -36,9 +42,10 @@ from clickstream_dagster.ml.dataset import MLDataset, build_dataset
 from clickstream_dagster.ml.gate import GateSettings
 from clickstream_dagster.ml.registry import (
     RegistryError,
+    decide_and_promote,
     export_promoted,
-    judge_run_candidate,
-    promote_run_candidate,
+    run_candidate,
+    run_decision,
 )
 from clickstream_dagster.ml.serving_tables import (
     publish_popular_items,
@@ -53,6 +60,11 @@ from clickstream_dagster.ml.training_tables import (
 )
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.settings import models_dir
+from clickstream_dagster.sql.serving import (
+    POPULAR_ITEMS_PER_LIST,
+    RECOMMENDATIONS_PER_VISITOR,
+    SIMILAR_ITEMS_PER_ITEM,
+)
 
 GROUP = "ml"
 ML_DATASET = dg.AssetKey("ml_dataset")
@@ -64,9 +76,6 @@ RECOMMENDATIONS = dg.AssetKey("recommendations")
 SIMILAR_ITEMS = dg.AssetKey("similar_items")
 POPULAR_ITEMS = dg.AssetKey("popular_items")
 PROMOTION_GATE = "promotion_gate"
-SIMILAR_ITEMS_PER_ITEM = 20
-RECOMMENDATIONS_PER_VISITOR = 20  # the stored depth; the API's maximum k (api.schemas.MAX_K) matches it
-POPULAR_ITEMS_PER_LIST = 100
 
 
 @contextmanager
@@ -226,16 +235,19 @@ def candidate_model(
     )
     with postgres.connection() as conn:
         model = register_candidates(conn, candidates, context.run.run_id, models_dir())
+        _version, decision = run_decision(conn, context.run.run_id)
     best = candidates.best
     context.log.info(
         f"registered {len(candidates.contenders)} candidates; the best, {best.model_type}, as v{model.version} "
-        f"({model.artefact_bytes / 1e6:.1f} MB) -> {model.path}"
+        f"({model.artefact_bytes / 1e6:.1f} MB) -> {model.path}; gate: {decision.reason}"
     )
     k, test = params.k, candidates.metrics["test"]
     return dg.MaterializeResult(
         metadata={
             "model_version": model.version,
             "model_type": best.model_type,
+            "gate": "promote" if decision.promote else "keep",
+            "gate_reason": decision.reason,
             "artefact_path": str(model.path),
             "artefact_mb": round(model.artefact_bytes / 1e6, 2),
             "config": dg.MetadataValue.json(best.config),
@@ -271,25 +283,27 @@ def _validation_table(candidates: Candidates, metric: str) -> str:
     return "\n".join(lines)
 
 
-@dg.asset_check(asset=CANDIDATE_MODEL, name=PROMOTION_GATE, blocking=True)
+@dg.asset_check(asset=CANDIDATE_MODEL, name=PROMOTION_GATE, blocking=False)
 def promotion_gate(context: dg.AssetCheckExecutionContext, postgres: PostgresResource) -> dg.AssetCheckResult:
-    """The run's best candidate is served only on evidence (`ml.gate`): enough validation visitors, and the
-    lower bound of its bootstrap interval above the incumbent's estimate. Otherwise the incumbent stays, and
-    the candidate stays in the registry with the reason."""
+    """The gate's decision on the run's best candidate (`ml.gate`), from the evidence stored with it: served
+    only with enough validation visitors and the lower bound of its bootstrap interval above the incumbent's
+    estimate. The check passes whenever the gate decided, "promote" or "keep" (a kept incumbent is a normal
+    outcome, not a failure); its description is the decision and its reason. `promoted_model` acts on it."""
     with postgres.connection() as conn:
-        verdict = judge_run_candidate(conn, context.run.run_id)
-    if verdict is None:
-        return dg.AssetCheckResult(passed=False, description="this run registered no model")
-    context.log.info(f"model v{verdict.version}: {verdict.reason}")
-    evidence = verdict.metrics["evidence"]
+        version, decision = run_decision(conn, context.run.run_id)
+        row = run_candidate(conn, context.run.run_id)
+    assert row is not None  # run_decision found it
+    evidence = row.metrics["evidence"]
     candidate, incumbent = evidence["candidate"], evidence["incumbent"]
+    verb = "promote" if decision.promote else "keep the incumbent"
+    context.log.info(f"model v{version}: {verb}: {decision.reason}")
     return dg.AssetCheckResult(
-        passed=verdict.passed,
-        description=verdict.reason,
+        passed=True,
+        description=f"{verb}: {decision.reason}",
         metadata={
-            "model_version": verdict.version,
+            "decision": "promote" if decision.promote else "keep",
+            "model_version": version,
             "model_type": candidate["label"],
-            "status_before": verdict.status_before,
             "candidate": candidate["estimate"]["mean"],
             "candidate_low": candidate["estimate"]["low"],
             "candidate_high": candidate["estimate"]["high"],
@@ -300,20 +314,48 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, postgres: PostgresRes
     )
 
 
-@dg.asset(key=PROMOTED_MODEL, group_name=GROUP, kinds={"lightfm", "postgres"}, deps=[CANDIDATE_MODEL])
-def promoted_model(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    """The served model: this run's candidate once the promotion gate passed (the previous one is retired);
-    also exported as models/promoted.pkl."""
+@dg.asset(
+    key=PROMOTED_MODEL,
+    group_name=GROUP,
+    kinds={"lightfm", "postgres"},
+    deps=[CANDIDATE_MODEL],
+    output_required=False,
+)
+def promoted_model(
+    context: dg.AssetExecutionContext, postgres: PostgresResource
+) -> Iterator[dg.MaterializeResult]:
+    """The served model: this run's candidate when the promotion gate passes (the previous one is retired;
+    exported as models/promoted.pkl). When the incumbent stays, nothing is materialized and the serving
+    tables after this asset are skipped, untouched. When no model was ever promoted, the popularity
+    fallback: the popular and trending lists are rebuilt and answer every visitor."""
     with _registry_failure(), postgres.connection() as conn:
-        promoted = promote_run_candidate(conn, context.run.run_id)
-    path = export_promoted(promoted, models_dir())
-    context.log.info(f"promoted v{promoted.version}; exported {path}")
-    return dg.MaterializeResult(
+        decision = decide_and_promote(conn, context.run.run_id)
+    common: dict[str, str | int] = {
+        "decision": decision.outcome,
+        "reason": decision.reason,
+        "candidate_version": decision.candidate_version,
+    }
+    if decision.outcome == "kept":
+        context.log.info(
+            f"model v{decision.served_version} stays; the serving tables are left as they are: {decision.reason}"
+        )
+        return
+    if decision.promoted is None:  # popularity: nothing was ever promoted
+        context.log.info(f"no model is promoted; the popular lists will be served: {decision.reason}")
+        yield dg.MaterializeResult(
+            metadata={**common, "served": "popularity (the popular and trending lists)"}
+        )
+        return
+    path = export_promoted(decision.promoted, models_dir())
+    context.log.info(f"promoted v{decision.promoted.version}; exported {path}")
+    yield dg.MaterializeResult(
         metadata={
-            "model_version": promoted.version,
+            **common,
+            "model_version": decision.promoted.version,
+            "served": decision.promoted.model_type,
             "artefact_path": str(path),
-            "artefact_sha256": promoted.artefact_sha256,
-        }
+            "artefact_sha256": decision.promoted.artefact_sha256,
+        },
     )
 
 
@@ -328,7 +370,8 @@ class RecommendationsConfig(dg.Config):
 def recommendations(
     context: dg.AssetExecutionContext, config: RecommendationsConfig, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """Top-N items for every visitor the promoted model knows, never an item they bought."""
+    """Top-N items for every visitor the promoted model knows, never an item they bought (none while no
+    model is promoted: the popular lists answer then)."""
     with _registry_failure():
         written = publish_recommendations(postgres.connection, config.top_n)
     context.log.info(
@@ -348,7 +391,8 @@ def recommendations(
 
 @dg.asset(key=SIMILAR_ITEMS, group_name=GROUP, kinds={"lightfm", "postgres"}, deps=[PROMOTED_MODEL])
 def similar_items(context: dg.AssetExecutionContext, postgres: PostgresResource) -> dg.MaterializeResult:
-    """For every item of the promoted model, the 20 most similar items by cosine of the item embeddings."""
+    """For every item of the promoted model, the 20 most similar items by cosine of the item embeddings
+    (none while no model is promoted)."""
     with _registry_failure():
         written = publish_similar_items(postgres.connection, k=SIMILAR_ITEMS_PER_ITEM)
     context.log.info(f"{written.rows:,} similar-item rows in {written.seconds:.1f} s")
@@ -371,8 +415,9 @@ def similar_items(context: dg.AssetExecutionContext, postgres: PostgresResource)
 def popular_items(
     context: dg.AssetExecutionContext, ml_dataset: MLDataset, postgres: PostgresResource
 ) -> dg.MaterializeResult:
-    """The fallback for unknown visitors: `popular` (most distinct visitors in the last 30 days) and
-    `trending` (last 7 days' rate over the 28 days before), over the promoted model's cleaned data."""
+    """The fallback for unknown visitors (and for every visitor while no model is promoted): `popular` (most
+    distinct visitors in the last 30 days) and `trending` (last 7 days' rate over the 28 days before), over
+    the served version's cleaned data."""
     written = publish_popular_items(postgres.connection, ml_dataset.events, n=POPULAR_ITEMS_PER_LIST)
     context.log.info(f"popular items: {written.lists}")
     return dg.MaterializeResult(

@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.rows import class_row, scalar_row
 from psycopg.types.json import Jsonb
 
 from clickstream_dagster.ml.bundle import ModelBundle, loads_bundle, write_atomic
-from clickstream_dagster.ml.gate import gate_decision
+from clickstream_dagster.ml.gate import Decision, gate_decision
 from clickstream_dagster.sql import ml as q
+from clickstream_dagster.sql.serving import POPULARITY_VERSION
 
 PROMOTABLE = ("candidate", "promoted")
 PROMOTED_FILE = "promoted.pkl"
@@ -147,6 +148,50 @@ def judge_run_candidate(conn: psycopg.Connection, run_id: str) -> GateVerdict | 
     return GateVerdict(row.version, row.status, decision.promote, decision.reason, row.metrics)
 
 
+Outcome = Literal["promoted", "kept", "popularity"]
+
+
+@dataclass(frozen=True)
+class ServingDecision:
+    """What a training run decided to serve. Every outcome is a success of the run:
+
+    - `promoted`: this run's candidate passed the gate and is now served (`promoted` is its row);
+    - `kept`: it did not pass, and the promoted model `served_version` stays; nothing is rewritten;
+    - `popularity`: it did not pass and no model was ever promoted, so the popular and trending lists are
+      served (version 0 of the serving tables: no model's lists), rebuilt from this run's data.
+    """
+
+    outcome: Outcome
+    candidate_version: int
+    reason: str
+    served_version: int  # 0: the popularity fallback, no model
+    promoted: PromotedModel | None = None
+
+
+def run_decision(conn: psycopg.Connection, run_id: str) -> tuple[int, Decision]:
+    """(version, the gate's decision) for the model `run_id` registered, read only; RegistryError when the
+    run registered none."""
+    row = run_candidate(conn, run_id)
+    if row is None:
+        raise RegistryError("this run registered no model: materialize candidate_model first")
+    return row.version, gate_decision(row.metrics)
+
+
+def decide_and_promote(conn: psycopg.Connection, run_id: str) -> ServingDecision:
+    """Apply the gate to the model `run_id` registered and act on it (one transaction: the caller's): promote
+    it, or keep the incumbent, or (nothing ever promoted) serve popularity. Idempotent for a retried step."""
+    verdict = judge_run_candidate(conn, run_id)
+    if verdict is None:
+        raise RegistryError("this run registered no model: materialize candidate_model first")
+    if verdict.passed:
+        promoted = promote_run_candidate(conn, run_id)
+        return ServingDecision("promoted", verdict.version, verdict.reason, promoted.version, promoted)
+    incumbent = promoted_model(conn)
+    if incumbent is not None:
+        return ServingDecision("kept", verdict.version, verdict.reason, incumbent.version)
+    return ServingDecision("popularity", verdict.version, verdict.reason, 0)
+
+
 def promote_run_candidate(conn: psycopg.Connection, run_id: str) -> PromotedModel:
     """Promote the model `run_id` registered and retire the one served before (one transaction: the
     caller's); the promoted row."""
@@ -167,11 +212,19 @@ def export_promoted(model: PromotedModel, models_dir: Path) -> Path:
     return write_atomic(models_dir / PROMOTED_FILE, bytes(model.artefact))
 
 
-def load_promoted(conn: psycopg.Connection) -> tuple[int, ModelBundle]:
-    """(version, bundle) of the served model, its artefact checked against its sha256."""
+def served_version(conn: psycopg.Connection) -> int:
+    """The promoted model's version, or POPULARITY_VERSION when none was ever promoted."""
+    with conn.cursor(row_factory=scalar_row) as cur:
+        version = cur.execute(q.PROMOTED_VERSION).fetchone()
+    return int(version) if version is not None else POPULARITY_VERSION
+
+
+def load_served(conn: psycopg.Connection) -> tuple[int, ModelBundle | None]:
+    """(version, bundle) of the promoted model, or (POPULARITY_VERSION, None) when none was ever promoted
+    and the popular lists are served; its artefact checked against its sha256."""
     row = promoted_model(conn)
     if row is None:
-        raise RegistryError("no promoted model: materialize candidate_model and promoted_model first")
+        return POPULARITY_VERSION, None
     artefact = bytes(row.artefact)
     if hashlib.sha256(artefact).hexdigest() != row.artefact_sha256:
         raise RegistryError(f"model v{row.version}: artefact does not match its sha256; retrain the model")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from clickstream_dagster.ml.registry import load_promoted, promoted_model
+from clickstream_dagster.ml.registry import load_served, served_version
 from clickstream_dagster.ml.serving import popular_items as popular_rows
 from clickstream_dagster.ml.serving import similar_items as similar_rows
 from clickstream_dagster.sql import ml as q
@@ -37,6 +37,7 @@ class ServingTable:
     columns: tuple[str, ...]  # frame columns, without model_version
 
 
+SIMILAR_COLUMNS = ("itemid", "rank", "similar_itemid", "score")
 SERVING_TABLES: dict[str, ServingTable] = {
     "recommendations": ServingTable(
         q.PRUNE_RECOMMENDATIONS,
@@ -48,7 +49,7 @@ SERVING_TABLES: dict[str, ServingTable] = {
         q.PRUNE_SIMILAR_ITEMS,
         q.COPY_SIMILAR_ITEMS,
         q.SIMILAR_ITEM_TYPES,
-        ("itemid", "rank", "similar_itemid", "score"),
+        SIMILAR_COLUMNS,
     ),
     "popular_items": ServingTable(
         q.PRUNE_POPULAR_ITEMS,
@@ -85,17 +86,19 @@ def publish_recommendations(connection: Connect, top_n: int) -> RecommendationsW
     (in its training data or since: the purchases are read from the events). Ranked and written in batches,
     in one transaction, so memory stays bounded at any number of visitors."""
     with connection() as conn:
-        version, bundle = load_promoted(conn)
-        known = np.asarray(bundle.user_ids, dtype=np.int64)
+        version, bundle = load_served(conn)
+        known = np.asarray(bundle.user_ids if bundle is not None else [], dtype=np.int64)
         bought: dict[int, set[int]] = defaultdict(set)
         for visitor, item in conn.execute(q.PURCHASES_OF_VISITORS, (known.tolist(),)).fetchall():
             bought[int(visitor)].add(int(item))
     started = time.perf_counter()
     preview = pd.DataFrame(columns=["visitorid", "rank", "itemid", "score"])
     spec = SERVING_TABLES["recommendations"]
+    # Popularity (no model promoted) has no per-visitor lists: the version's rows are none.
+    lists = bundle.model.iter_recommendations(known, top_n, exclude=bought) if bundle is not None else ()
     with connection() as conn, conn.cursor() as cur:
         cur.execute(spec.prune, {"version": version})
-        for k, rows in enumerate(bundle.model.iter_recommendations(known, top_n, exclude=bought)):
+        for k, rows in enumerate(lists):
             if k == 0:
                 preview = rows.head(10)
             columns = (*spec.columns, "model_version")
@@ -119,9 +122,10 @@ def publish_similar_items(connection: Connect, k: int = 20) -> SimilarItemsWritt
     """For every item of the promoted model, its `k` nearest items: by cosine of the item embeddings
     (LightFM), the model's own neighbours (item-based CF), or the item neighbourhood its bundle holds."""
     with connection() as conn:
-        version, bundle = load_promoted(conn)
+        version, bundle = load_served(conn)
     started = time.perf_counter()
-    rows = similar_rows(bundle, k=k)
+    # Popularity (no model promoted) knows no item neighbourhood: the version's rows are none.
+    rows = similar_rows(bundle, k=k) if bundle is not None else pd.DataFrame(columns=list(SIMILAR_COLUMNS))
     seconds = time.perf_counter() - started
     with connection() as conn:
         write_serving_rows(conn, "similar_items", rows, version)
@@ -131,7 +135,7 @@ def publish_similar_items(connection: Connect, k: int = 20) -> SimilarItemsWritt
 
 @dataclass(frozen=True)
 class PopularItemsWritten:
-    version: int  # the promoted model's (0 when none is promoted)
+    version: int  # the promoted model's (POPULARITY_VERSION, 0, when none is promoted)
     rows: pd.DataFrame  # list, rank, itemid, score, visitors, recent_events, earlier_events, trend
     lists: dict[str, int]  # rows written per list
 
@@ -141,8 +145,7 @@ def publish_popular_items(connection: Connect, events: pd.DataFrame, n: int = 10
     version: written last, they mark that version's serving rows complete."""
     rows = popular_rows(events, n=n)
     with connection() as conn:
-        promoted = promoted_model(conn)
-        version = promoted.version if promoted is not None else 0
+        version = served_version(conn)
         write_serving_rows(conn, "popular_items", rows, version)
         lists: dict[str, int] = dict(conn.execute(q.POPULAR_ITEMS_SUMMARY, (version,)).fetchall())
     return PopularItemsWritten(version, rows, lists)

@@ -86,6 +86,8 @@ SELECT version, model_type, params, metrics, artefact, artefact_sha256
 FROM model_registry WHERE status = 'promoted'
 """
 
+PROMOTED_VERSION = "SELECT version FROM model_registry WHERE status = 'promoted'"
+
 # The candidate a run selected (the newest, should a run be retried). Read into ml.registry.RunCandidate.
 CANDIDATE_OF_RUN = """
 SELECT version, model_type, metrics, status FROM model_registry

@@ -8,16 +8,35 @@ at most) mark "this version's rows are in place". That is checked there, never b
 recommendations table.
 """
 
-# The promoted model (at most one, by a partial unique index), and whether its serving rows are loaded.
+# The serving tables' version while no model was ever promoted: popular_items' lists only (the ML job writes
+# them when its gate decides nothing can be promoted yet), and every visitor is answered from them.
+POPULARITY_VERSION = 0
+# How deep the ML job writes each model's lists (assets/ml.py), so the most one stored list can answer; the
+# API tops a longer recommendation up from the popular lists, and bounds /similar-items' k by this.
+RECOMMENDATIONS_PER_VISITOR = 20
+SIMILAR_ITEMS_PER_ITEM = 20
+POPULAR_ITEMS_PER_LIST = 100  # each of `popular` and `trending`: the API's k goes up to this
+
+# The promoted model (at most one, by a partial unique index), and when its serving rows were completed:
+# popular_items' computed_at (one transaction writes them all), NULL while they are not written yet. A
+# re-written version gets a new time, so the API reloads it.
 PROMOTED_MODEL = """
 SELECT m.version,
-       EXISTS (SELECT 1 FROM popular_items p WHERE p.model_version = m.version) AS ready
+       (SELECT max(p.computed_at) FROM popular_items p WHERE p.model_version = m.version) AS ready_at
 FROM model_registry m
 WHERE m.status = 'promoted'
 """
 
-# Whether a version still has serving rows (the one served before a promotion whose rows are not in yet).
-VERSION_READY = "SELECT EXISTS (SELECT 1 FROM popular_items WHERE model_version = %s)"
+# When a version's serving rows were completed, NULL when it has none: the version served before a promotion
+# whose rows are not in yet, or the popularity fallback (POPULARITY_VERSION).
+VERSION_READY_AT = "SELECT max(computed_at) FROM popular_items WHERE model_version = %s"
+
+# Why nothing is promoted: the gate's reason for the newest model a training run selected.
+LATEST_GATE_DECISION = """
+SELECT version, reason FROM model_registry
+WHERE selected AND reason IS NOT NULL
+ORDER BY version DESC LIMIT 1
+"""
 
 # What changes live, for one visitor: their purchases and their live session, in one round trip (the
 # promoted model's lists are in the API's memory, api/answers.py; api/session.py has the rules, the

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clickstream_dagster.api import create_app
 from clickstream_dagster.api.answers import load_answers
 from clickstream_dagster.api.fastpath import canonical_int
+from clickstream_dagster.ml.serving_tables import write_serving_rows
 from clickstream_dagster.stack.process import free_port
 from tests.api.conftest import (
     POPULAR_N,
@@ -85,6 +86,29 @@ def test_unknown_visitor_gets_the_popular_fallback(served: Served, model_a: Trai
     assert len(items) == len(set(items)) > POPULAR_N
 
 
+def test_the_schemas_bounds_of_k_are_what_is_served(served: Served, model_a: TrainedModel) -> None:
+    """What the OpenAPI schema says k can be is what is served: recommendations answer every k up to their
+    maximum with exactly k items, similar items answer every k up to theirs (the neighbours stored per
+    item) with k items for an item that has that many, and one more is refused with 422."""
+    spec = served.client.get("/openapi.json").json()
+    bounds = {}
+    for path in ("/recommendations/{user_id}", "/similar-items/{item_id}"):
+        [k] = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == "k"]
+        bounds[path] = (k["schema"]["minimum"], k["schema"]["maximum"])
+    assert bounds == {"/recommendations/{user_id}": (1, 100), "/similar-items/{item_id}": (1, 20)}
+    cold = unknown_id(model_a.recommendations["visitorid"].tolist())
+    body = served.client.get(f"/recommendations/{cold}", params={"k": 100}).json()
+    # This fixture's lists are short (POPULAR_N): all of them, the whole fallback.
+    assert [i["itemid"] for i in body["items"]] == model_a.fallback()[:100]
+    deepest = model_a.similar.groupby("itemid").size()
+    item = int(deepest[deepest == 20].index[0])
+    for k in (1, 20):
+        body = served.client.get(f"/similar-items/{item}", params={"k": k}).json()
+        assert [i["itemid"] for i in body["items"]] == model_a.similar_to(item)[:k]
+    assert served.client.get(f"/similar-items/{item}", params={"k": 21}).status_code == 422
+    assert served.client.get(f"/recommendations/{cold}", params={"k": 101}).status_code == 422
+
+
 def test_similar_items_and_unknown_item(served: Served, model_a: TrainedModel) -> None:
     item = int(model_a.similar["itemid"].iloc[0])
     body = served.client.get(f"/similar-items/{item}", params={"k": 7}).json()
@@ -112,7 +136,7 @@ BAD_PARAMETERS = [
     (f"/recommendations/{2**63}", "user_id (path)", "less than or equal to 9223372036854775807"),
     ("/similar-items/-1", "item_id (path)", "greater than or equal to 0"),
     ("/similar-items/x1", "item_id (path)", "valid integer"),
-    ("/similar-items/5?k=1000", "k (query)", "less than or equal to 100"),
+    ("/similar-items/5?k=21", "k (query)", "less than or equal to 20"),
 ]
 
 
@@ -143,11 +167,12 @@ def test_health_reports_postgres_and_the_served_model(served: Served) -> None:
     }
 
 
-def test_without_a_promoted_model_health_and_answers_are_503(
+def test_before_the_ml_job_ran_health_and_answers_are_503(
     database_factory: Callable[..., str],
     model_a: TrainedModel,
     api_server_factory: Callable[[FastAPI], ApiServer],
 ) -> None:
+    """Nothing promoted and no popular lists written: the ML job has not run, 503 says to run it."""
     url = database_factory()
     register_model(url, model_a)  # a candidate only
     server = api_server_factory(create_app(url, version_ttl_s=VERSION_TTL_S))
@@ -159,7 +184,63 @@ def test_without_a_promoted_model_health_and_answers_are_503(
         assert "no model is promoted" in body["detail"]
         r = client.get("/recommendations/1")
         assert r.status_code == 503
-        assert r.json()["detail"].startswith("no model is promoted in model_registry: run the ML job")
+        assert r.json()["detail"].startswith(
+            "no model is promoted and no popular lists are written yet: run the ML job"
+        )
+
+
+def test_popular_lists_answer_everyone_until_a_model_is_promoted(
+    database_factory: Callable[..., str],
+    model_a: TrainedModel,
+    api_server_factory: Callable[[FastAPI], ApiServer],
+) -> None:
+    """The ML job's gate found too little evidence and wrote the popular lists only (version 0): /health is
+    ok and says why, every visitor gets the popular list, a re-written list is served within the TTL, and a
+    model promoted later takes over."""
+    url = database_factory()
+    candidate = register_model(url, model_a)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE model_registry SET status = 'rejected', reason = %s WHERE version = %s",
+            ("insufficient evidence: 2 validation visitors (minimum 200); popularity stays", candidate),
+        )
+        write_serving_rows(conn, "popular_items", model_a.popular, 0)
+    server = api_server_factory(create_app(url, version_ttl_s=VERSION_TTL_S))
+    known = int(model_a.recommendations["visitorid"].iloc[0])
+    with httpx.Client(base_url=server.url) as client:
+        health = client.get("/health")
+        assert health.status_code == 200, health.text
+        body = health.json()
+        assert (body["status"], body["model_version"], body["promoted_version"]) == ("ok", None, None)
+        assert body["detail"] == (
+            f"no model is promoted (model v{candidate}: insufficient evidence: 2 validation visitors "
+            "(minimum 200); popularity stays): every visitor is answered from the popular and trending lists"
+        )
+        answer = client.get(f"/recommendations/{known}", params={"k": 5}).json()
+        assert (answer["source"], answer["model_version"]) == ("popular", None)
+        bought = model_a.purchased.get(known, set())
+        assert [i["itemid"] for i in answer["items"]] == [i for i in model_a.fallback() if i not in bought][
+            :5
+        ]
+
+        # The next training run, still without evidence, re-writes the lists: served without a restart.
+        reordered = model_a.popular.assign(
+            rank=lambda f: f.groupby("list")["rank"].transform("max") + 1 - f["rank"]
+        )
+        with psycopg.connect(url) as conn:
+            write_serving_rows(conn, "popular_items", reordered, 0)
+        first_now = reordered.sort_values(["list", "rank"]).query("list == 'popular'")["itemid"].iloc[0]
+        deadline = time.monotonic() + 10
+        while (
+            client.get("/recommendations/123456789", params={"k": 1}).json()["items"][0]["itemid"]
+            != first_now
+        ):
+            assert time.monotonic() < deadline, "the re-written popular lists were not served"
+            time.sleep(0.1)
+
+        version = publish(url, model_a)
+        _wait_for_version(client, f"/recommendations/{known}", version, timeout=10)
+        assert client.get("/health").json()["model_version"] == version
 
 
 def test_postgres_down_is_503_with_a_message(

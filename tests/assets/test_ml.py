@@ -1,9 +1,10 @@
 """The `ml` assets on real PostgreSQL with real models trained on generated data: every candidate type
 competes, the gate promotes the best only on evidence (and keeps the incumbent on too few visitors, on a lead
 inside the noise, on the same configuration again), and every serving table is rebuilt from whichever model
-is promoted, for every visitor it knows.
+is promoted, for every visitor it knows. Every run succeeds whatever the gate decides: a kept incumbent
+skips the serving tables, and before any model is promoted the popular lists are served.
 
-One database and four training runs are shared by the module (a few minutes).
+One database and five training runs are shared by the module (a few minutes).
 """
 
 from __future__ import annotations
@@ -161,10 +162,15 @@ def _tweaked(model_type: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def runs(db: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Four training runs on the same data: the first (with the test evaluation) promotes the best of every
-    type; then too few visitors, a near-identical rival and the same configuration again each leave the incumbent in place."""
+    """Five training runs on the same data: too few visitors before any model was promoted (the popular lists
+    are served); then one (with the test evaluation) that promotes the best of every type; then too few
+    visitors, a near-identical rival and the same configuration again each leave the incumbent in place."""
     models = tmp_path_factory.mktemp("models")
     out: dict[str, Any] = {"models": models}
+    out["nothing_yet"] = _train(db, models, GOOD, min_visitors=10**9)
+    out["tables_after_nothing_yet"] = _serving_versions(db)
+    out["popular_after_nothing_yet"] = _popular_rows(db)
+    out["api_after_nothing_yet"] = _api_answers(db)
     out["first"] = _train(db, models, GOOD, test_evaluation=True)
     out["tables_after_first"] = _serving_versions(db)
     out["too_few"] = _train(db, models, GOOD, min_visitors=10**9)
@@ -185,10 +191,32 @@ def _serving_versions(url: str) -> dict[str, set[int]]:
         }
 
 
-def _check_passed(result: dg.ExecuteInProcessResult) -> bool:
+def _popular_rows(url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT model_version, list, rank, itemid FROM popular_items ORDER BY 1, 2, 3"
+        ).fetchall()
+
+
+def _gate(result: dg.ExecuteInProcessResult) -> tuple[str, str]:
+    """(decision, description) of the run's promotion_gate check, which passes whatever the gate decides."""
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == 1 and evaluations[0].check_name == "promotion_gate"
-    return evaluations[0].passed
+    evaluation = evaluations[0]
+    assert evaluation.passed
+    assert evaluation.description is not None
+    decision = evaluation.metadata["decision"].value
+    assert isinstance(decision, str)
+    return decision, evaluation.description
+
+
+def _materialized(run: Run) -> set[str]:
+    events = run.result.get_asset_materialization_events()
+    return {e.asset_key.path[-1] for e in events if e.asset_key is not None}
+
+
+def _skipped(run: Run) -> set[str]:
+    return {e.step_key for e in run.result.all_events if e.event_type_value == "STEP_SKIPPED" and e.step_key}
 
 
 def _of_run(run: Run) -> list[dict[str, Any]]:
@@ -199,7 +227,9 @@ def _of_run(run: Run) -> list[dict[str, Any]]:
 def test_every_candidate_type_competes_and_the_best_is_promoted(runs: dict[str, Any]) -> None:
     first: Run = runs["first"]
     assert first.result.success
-    assert _check_passed(first.result)
+    decision, description = _gate(first.result)
+    assert decision == "promote" and description.startswith("promote: passed:")
+    assert _materialized(first) >= {"promoted_model", "recommendations", "similar_items", "popular_items"}
     rows = _of_run(first)
     assert sorted(r["model_type"] for r in rows) == sorted(
         ["popularity", "item_knn", "user_knn", "session_knn", "lightfm"]
@@ -209,6 +239,14 @@ def test_every_candidate_type_competes_and_the_best_is_promoted(runs: dict[str, 
     assert means[best["model_type"]] == max(means.values())  # the gate promotes the best on validation
     assert best["status"] == "promoted" and best["reason"].startswith("passed:")
     assert "beats the incumbent popularity (nothing promoted yet)" in best["reason"]
+    promoted_md = next(
+        e.materialization.metadata
+        for e in first.result.get_asset_materialization_events()
+        if e.asset_key is not None and e.asset_key.path[-1] == "promoted_model"
+    )
+    assert (
+        promoted_md["decision"].value == "promoted" and promoted_md["model_version"].value == best["version"]
+    )
     # On this data a nearest-neighbour model is the best: a KNN model is promoted and served.
     assert best["model_type"] in KNN_TYPES, means
     for r in rows:
@@ -220,7 +258,11 @@ def test_every_candidate_type_competes_and_the_best_is_promoted(runs: dict[str, 
     estimate = evidence["candidate"]["estimate"]
     assert estimate["low"] < estimate["mean"] < estimate["high"] and estimate["visitors"] >= 200
     assert evidence["incumbent"]["estimate"]["visitors"] == estimate["visitors"]
-    assert runs["tables_after_first"] == {t: {best["version"]} for t in runs["tables_after_first"]}
+    assert runs["tables_after_first"] == {
+        "recommendations": {best["version"]},
+        "similar_items": {best["version"]},
+        "popular_items": {0, best["version"]},  # the popular lists served before it, pruned at the next
+    }
     assert Path(best["artefact_path"]).is_file()
     promoted = load_bundle(runs["models"] / "promoted.pkl")
     assert promoted.model.name == best["model_type"] and len(promoted.item_ids) > 100
@@ -243,17 +285,118 @@ def test_every_model_is_scored_on_test_with_every_metric(runs: dict[str, Any]) -
 
 
 def _incumbent_stays(runs: dict[str, Any], name: str) -> dict[str, Any]:
+    """The gate kept the incumbent: the run SUCCEEDED, the check passed and says why, the candidate is
+    rejected with that reason, and nothing after promoted_model was materialized or rewritten."""
     run: Run = runs[name]
-    assert not _check_passed(run.result)
+    assert run.result.success  # a decision, not an error
+    decision, description = _gate(run.result)
     [candidate] = [r for r in _of_run(run) if r["selected"]]
+    assert decision == "keep" and description == f"keep the incumbent: {candidate['reason']}"
     assert candidate["status"] == "rejected"
     assert run.promoted == next(r["version"] for r in _of_run(runs["first"]) if r["selected"])
     assert runs[f"tables_after_{name}"] == runs["tables_after_first"]  # nothing was rebuilt
-    events = run.result.get_asset_materialization_events()
-    materialized = {e.asset_key.path[-1] for e in events if e.asset_key is not None}
+    materialized = _materialized(run)
     assert "candidate_model" in materialized
-    assert materialized.isdisjoint({"promoted_model", "recommendations", "similar_items"})
+    assert materialized.isdisjoint({"promoted_model", "recommendations", "similar_items", "popular_items"})
+    assert _skipped(run) == {"recommendations", "similar_items", "popular_items"}
+    candidate_md = next(
+        e.materialization.metadata
+        for e in run.result.get_asset_materialization_events()
+        if e.asset_key is not None and e.asset_key.path[-1] == "candidate_model"
+    )
+    assert (candidate_md["gate"].value, candidate_md["gate_reason"].value) == ("keep", candidate["reason"])
     return candidate
+
+
+def test_before_any_promotion_the_popular_lists_are_served(db: str, runs: dict[str, Any]) -> None:
+    """Too little evidence on a fresh registry: the run succeeds, no model is promoted, the popular lists are
+    written as the popularity fallback (version 0, no per-visitor or per-item rows), and the real API answers
+    every visitor from them with /health ok saying why; a later promotion replaces them."""
+    run: Run = runs["nothing_yet"]
+    assert run.result.success and run.promoted is None
+    decision, description = _gate(run.result)
+    [candidate] = [r for r in _of_run(run) if r["selected"]]
+    assert decision == "keep" and candidate["status"] == "rejected"
+    assert candidate["reason"].startswith("insufficient evidence:") and candidate["reason"] in description
+    assert _materialized(run) >= {"promoted_model", "recommendations", "similar_items", "popular_items"}
+    promoted_md = next(
+        e.materialization.metadata
+        for e in run.result.get_asset_materialization_events()
+        if e.asset_key is not None and e.asset_key.path[-1] == "promoted_model"
+    )
+    assert promoted_md["decision"].value == "popularity"
+    assert runs["tables_after_nothing_yet"] == {
+        "recommendations": set(),
+        "similar_items": set(),
+        "popular_items": {0},
+    }
+    popular = runs["popular_after_nothing_yet"]
+    assert {(v, lst) for v, lst, _r, _i in popular} == {(0, "popular"), (0, "trending")}
+    assert len(popular) == 200
+    # The first promotion's rows are written beside them; they are pruned with the next promotion's.
+    first = next(r["version"] for r in _of_run(runs["first"]) if r["selected"])
+    assert runs["tables_after_first"]["popular_items"] == {0, first}
+
+    # The real API, started right after that run (the runs fixture): every visitor, known or not, gets the
+    # popular list (minus what they bought), exactly k items; /health is ok and says why.
+    api = runs["api_after_nothing_yet"]
+    assert api["health"][0] == 200, api["health"]
+    health = api["health"][1]
+    assert health["status"] == "ok" and health["model_version"] is None
+    assert "no model is promoted" in health["detail"] and candidate["reason"] in health["detail"]
+    # popular, then trending, each item once (the API's fallback order)
+    fallback = list(
+        dict.fromkeys(int(i) for _v, lst, _r, i in sorted(popular, key=lambda r: r[1] == "trending"))
+    )
+    assert len(api["answers"]) == 26 * 3
+    for (visitor, k), (status, got) in api["answers"].items():
+        assert status == 200, got
+        assert got["source"] == "popular" and got["model_version"] is None
+        assert len(got["items"]) == k and {r["source"] for r in got["items"]} == {"popular"}
+        items = [r["itemid"] for r in got["items"]]
+        # The fallback in order, leaving out only what the visitor bought or has on screen (their events).
+        left_out = set(fallback[: fallback.index(items[-1]) + 1]) - set(items)
+        assert [i for i in fallback if i in set(items)] == items
+        assert left_out <= _items_of(db, visitor)
+    status, similar = api["similar"]
+    assert status == 404 and "no model is promoted" in similar["detail"]
+
+
+def _api_answers(db: str) -> dict[str, Any]:
+    """/health, recommendations for 25 known visitors and an unknown one at k 1, 10 and 100, and a similar
+    item, from the real API over the database as it is now."""
+    from tests.api.conftest import ApiServer
+
+    with psycopg.connect(db) as conn:
+        visitors = [
+            int(v)
+            for (v,) in conn.execute(
+                "SELECT DISTINCT visitorid FROM clickstream_events ORDER BY 1 LIMIT 25"
+            ).fetchall()
+        ]
+        item = conn.execute("SELECT min(itemid) FROM clickstream_events").fetchone()
+    assert item is not None
+    out: dict[str, Any] = {"answers": {}}
+    with ApiServer(create_app(db, version_ttl_s=0.1)) as server, httpx.Client(base_url=server.url) as client:
+        health = client.get("/health")
+        out["health"] = (health.status_code, health.json())
+        for visitor in [*visitors, 10**12]:
+            for k in (1, 10, 100):
+                answer = client.get(f"/recommendations/{visitor}", params={"k": k})
+                out["answers"][(visitor, k)] = (answer.status_code, answer.json())
+        similar = client.get(f"/similar-items/{item[0]}")
+        out["similar"] = (similar.status_code, similar.json())
+    return out
+
+
+def _items_of(db: str, visitor: int) -> set[int]:
+    with psycopg.connect(db) as conn:
+        return {
+            int(i)
+            for (i,) in conn.execute(
+                "SELECT itemid FROM clickstream_events WHERE visitorid = %s", (visitor,)
+            ).fetchall()
+        }
 
 
 def test_too_few_validation_visitors_is_insufficient_evidence(runs: dict[str, Any]) -> None:
@@ -424,3 +567,19 @@ def test_the_promoted_knn_model_is_served_through_the_api(db: str, runs: dict[st
             assert body["model_version"] == version[0]
             assert [r["itemid"] for r in body["items"]] == lists[visitor]
             assert {r["source"] for r in body["items"]} == {"model"}
+
+
+def test_an_error_still_fails_the_training_run(db: str, tmp_path: Path) -> None:
+    """Only errors fail the run: with PostgreSQL's database gone, the first step fails and so does the run
+    (the run-failure sensor then alerts), while every gate decision above succeeded."""
+    gone = db.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CLICKSTREAM_MODELS_DIR", str(tmp_path))
+        result = dg.materialize(
+            [*ML_ASSETS, promotion_gate],
+            resources={"postgres": PostgresResource(url=gone)},
+            raise_on_error=False,
+        )
+    assert not result.success
+    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failed == ["ml_dataset"]
