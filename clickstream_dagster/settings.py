@@ -53,6 +53,7 @@ class Ports:
     exporter: int = 9400  # the pipeline's Prometheus metrics (monitoring/)
     prometheus: int = 9090
     producer_metrics: int = 9401  # the producer's Prometheus metrics during `clickstream demo`
+    alertmanager: int = 9095  # Alertmanager (its upstream default, 9093, is the Kafka controller's here)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -71,6 +72,7 @@ class Ports:
             exporter=int(env.get("CLICKSTREAM_EXPORTER_PORT", defaults.exporter)),
             prometheus=int(env.get("CLICKSTREAM_PROMETHEUS_PORT", defaults.prometheus)),
             producer_metrics=int(env.get("CLICKSTREAM_PRODUCER_METRICS_PORT", defaults.producer_metrics)),
+            alertmanager=int(env.get("CLICKSTREAM_ALERTMANAGER_PORT", defaults.alertmanager)),
         )
 
 

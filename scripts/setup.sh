@@ -39,4 +39,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 "$VENV/bin/clickstream" setup
+# Prometheus and Alertmanager for the stack (Debian's packages), when this machine lets us install them; without
+# them the stack runs and `up` says how to add them.
+scripts/install-system.sh --best-effort monitoring
 echo "setup: done"

@@ -9,8 +9,9 @@ set -e
 "$BIN/ruff" format --check .
 "$BIN/mypy"
 "$BIN/lint-imports" --no-logo  # the layers' contracts in pyproject.toml
-# The dashboard browser test drives Debian chromium, the alert-rule tests promtool (installed once, idempotent).
-scripts/install-system.sh
+# The dashboard browser test drives Debian chromium; the alert-rule tests promtool, the alert routing test
+# Prometheus and Alertmanager (installed once, idempotent; required here, unlike in `make setup`).
+scripts/install-system.sh browser monitoring
 set +e
 
 mkdir -p test-artifacts

@@ -56,6 +56,7 @@ def make_test_config(data_dir: Path, env: dict[str, str] | None = None) -> Stack
         exporter=free_port(),
         prometheus=free_port(),
         producer_metrics=free_port(),
+        alertmanager=free_port(),
     )
     return replace(base.with_data_dir(data_dir, ports), topic=f"clickstream-{uuid.uuid4().hex[:8]}")
 

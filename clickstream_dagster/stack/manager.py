@@ -12,7 +12,11 @@ from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, StackConfig
 from clickstream_dagster.stack.dagster import DagsterServices
 from clickstream_dagster.stack.kafka import EmbeddedKafka
-from clickstream_dagster.stack.monitoring import MonitoringServices, prometheus_binary
+from clickstream_dagster.stack.monitoring import (
+    MonitoringServices,
+    alertmanager_binary,
+    prometheus_binary,
+)
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import StackError
 from clickstream_dagster.stack.serving import ServingServices
@@ -85,13 +89,17 @@ class Stack:
             self.serving.start,
         )
         notes: list[str] = []
+        mon = self.monitoring
         self._timed(
             log,
-            f"pipeline exporter on {self.monitoring.exporter_url} + Prometheus on {self.monitoring.prometheus_url}",
-            lambda: notes.extend(filter(None, [self.monitoring.start()])),
+            f"pipeline exporter on {mon.exporter_url} + Prometheus on {mon.prometheus_url} + Alertmanager on "
+            f"{mon.alertmanager_url}",
+            lambda: notes.extend(mon.start()),
         )
         for note in notes:
             log(f"  {note}")
+        if alertmanager_binary() is not None and not mon.routing:
+            log("  alert routing off: set SLACK_WEBHOOK_URL (then `make down` and `make up`) to post alerts")
 
     def down(self, log: Log = print) -> None:
         for name in [*self.monitoring.stop(), *self.serving.stop(), *self.dagster.stop()]:
@@ -172,7 +180,12 @@ class Stack:
         else:
             api_state = "healthy"
             model = api.get("model_version")
-            api_detail = f"model v{model}" if model else f"no promoted model yet ({api.get('status', '?')})"
+            if model:
+                api_detail = f"model v{model}"
+            elif api.get("status") == "ok":
+                api_detail = f"popular lists: {api.get('detail', '')}"
+            else:
+                api_detail = f"no promoted model yet ({api.get('status', '?')})"
         dash_running = self.serving.dashboard.running()
         dash_state = (
             "healthy"
@@ -189,11 +202,23 @@ class Stack:
             prom_state, prom_detail = "stopped", ""
         else:
             prom_state, prom_detail = "not installed", "optional: `apt-get install prometheus`"
+        routing = (
+            "routing to Slack: on (SLACK_WEBHOOK_URL)"
+            if mon.routing
+            else "routing: off (SLACK_WEBHOOK_URL unset)"
+        )
+        if mon.alertmanager.running():
+            am_state = "healthy" if mon.alertmanager_healthy() else "unhealthy"
+        elif alertmanager_binary():
+            am_state = "stopped"
+        else:
+            am_state, routing = "not installed", "optional: `apt-get install prometheus-alertmanager`"
         return [
             ComponentStatus("api", cfg.api_url, api_state, api_detail),
             ComponentStatus("dashboard", cfg.dashboard_url, dash_state),
             ComponentStatus("exporter", f"{mon.exporter_url}/metrics", exporter_state),
             ComponentStatus("prometheus", mon.prometheus_url, prom_state, prom_detail),
+            ComponentStatus("alertmanager", mon.alertmanager_url, am_state, routing),
         ]
 
     def require_healthy(self) -> None:

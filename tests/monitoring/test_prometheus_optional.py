@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clickstream_dagster.stack.manager import ComponentStatus
-from clickstream_dagster.stack.monitoring import INSTALL_HINT, MonitoringServices, prometheus_binary
+from clickstream_dagster.stack.monitoring import PROMETHEUS_HINT, MonitoringServices, prometheus_binary
 from tests.conftest import make_test_config
 
 
@@ -17,8 +17,8 @@ def test_without_the_binary_up_says_how_to_install_it(
     monkeypatch.setenv("PATH", str(tmp_path))  # no prometheus anywhere
     monkeypatch.delenv("CLICKSTREAM_PROMETHEUS_BIN", raising=False)
     assert prometheus_binary() is None
-    assert "apt-get install -y --no-install-recommends prometheus" in INSTALL_HINT
-    assert "CLICKSTREAM_PROMETHEUS_BIN" in INSTALL_HINT
+    assert "apt-get install -y --no-install-recommends prometheus" in PROMETHEUS_HINT
+    assert "CLICKSTREAM_PROMETHEUS_BIN" in PROMETHEUS_HINT
     assert ComponentStatus("prometheus", "-", "not installed").ok  # `clickstream status` stays green
     fake = tmp_path / "prometheus"
     fake.write_text("#!/bin/sh\n")
