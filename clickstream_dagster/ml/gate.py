@@ -61,7 +61,12 @@ class Estimate:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Estimate:
-        return cls(float(d["mean"]), float(d["low"]), float(d["high"]), int(d["visitors"]))
+        """As stored: an estimate over no visitor is NaN, which the registry's JSON holds as null."""
+
+        def number(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        return cls(number(d["mean"]), number(d["low"]), number(d["high"]), int(d["visitors"]))
 
     def text(self) -> str:
         return f"{self.mean:.4f} [{self.low:.4f}, {self.high:.4f}]"

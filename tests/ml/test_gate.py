@@ -100,6 +100,17 @@ def test_gate_decision_reads_the_registry_row_and_its_recorded_settings() -> Non
     assert not gate_decision(_metrics(_est(0.2, 0.01, 150), _est(0.1, 0.01, 150), same=True)).promote
 
 
+def test_no_validation_visitor_at_all_is_insufficient_evidence_as_stored() -> None:
+    """A sample so small that no visitor is left to validate on: the estimates are NaN, stored as null in the
+    registry's JSON, and the gate reads them back and decides (it raised TypeError on the null before)."""
+    empty = bootstrap([], GateSettings())
+    stored = finite(_metrics(empty, empty))
+    assert stored["evidence"]["candidate"]["estimate"]["mean"] is None
+    decision = gate_decision(stored)
+    assert not decision.promote
+    assert decision.reason.startswith("insufficient evidence: 0 validation visitors (minimum 100)")
+
+
 def test_settings_are_recorded_whole() -> None:
     settings = GateSettings(metric="recall", min_visitors=50, confidence=0.9, resamples=100, seed=4)
     assert GateSettings(**settings.to_dict()) == settings
