@@ -85,14 +85,20 @@ def up(data_only: bool, cluster: bool) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--raw-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The RetailRocket files to run on (default: data/raw/; a dataset is generated there when it is empty)",
+)
+def demo(raw_dir: Path | None) -> None:
     """The main job: start the whole stack, run the pipeline end to end, print where to look."""
     from clickstream_dagster.stack.demo import run_demo
     from clickstream_dagster.stack.manager import Stack
 
     cfg = _config()
     try:
-        result = run_demo(cfg, click.echo)
+        result = run_demo(cfg, click.echo, raw_dir=raw_dir.resolve() if raw_dir else None)
     except StackError as exc:
         _fail(exc)
     _print_status(Stack(cfg))

@@ -58,22 +58,28 @@ class Ports:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
         defaults = cls()
-        return cls(
-            kafka=int(env.get("CLICKSTREAM_KAFKA_PORT", defaults.kafka)),
-            kafka_controller=int(env.get("CLICKSTREAM_KAFKA_CONTROLLER_PORT", defaults.kafka_controller)),
-            postgres=int(env.get("CLICKSTREAM_POSTGRES_PORT", defaults.postgres)),
-            dagster=int(env.get("CLICKSTREAM_DAGSTER_PORT", defaults.dagster)),
-            spark_connect=int(env.get("CLICKSTREAM_SPARK_CONNECT_PORT", defaults.spark_connect)),
-            api=int(env.get("CLICKSTREAM_API_PORT", defaults.api)),
-            dashboard=int(env.get("CLICKSTREAM_DASHBOARD_PORT", defaults.dashboard)),
-            dagster_code_server=int(
-                env.get("CLICKSTREAM_DAGSTER_CODE_SERVER_PORT", defaults.dagster_code_server)
-            ),
-            exporter=int(env.get("CLICKSTREAM_EXPORTER_PORT", defaults.exporter)),
-            prometheus=int(env.get("CLICKSTREAM_PROMETHEUS_PORT", defaults.prometheus)),
-            producer_metrics=int(env.get("CLICKSTREAM_PRODUCER_METRICS_PORT", defaults.producer_metrics)),
-            alertmanager=int(env.get("CLICKSTREAM_ALERTMANAGER_PORT", defaults.alertmanager)),
-        )
+        return cls(**{name: int(env.get(var) or getattr(defaults, name)) for name, var in PORT_ENV.items()})
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` give these ports (for a child process of a test stack)."""
+        return {var: str(getattr(self, name)) for name, var in PORT_ENV.items()}
+
+
+# Each port's environment variable.
+PORT_ENV = {
+    "kafka": "CLICKSTREAM_KAFKA_PORT",
+    "kafka_controller": "CLICKSTREAM_KAFKA_CONTROLLER_PORT",
+    "postgres": "CLICKSTREAM_POSTGRES_PORT",
+    "dagster": "CLICKSTREAM_DAGSTER_PORT",
+    "spark_connect": "CLICKSTREAM_SPARK_CONNECT_PORT",
+    "api": "CLICKSTREAM_API_PORT",
+    "dashboard": "CLICKSTREAM_DASHBOARD_PORT",
+    "dagster_code_server": "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT",
+    "exporter": "CLICKSTREAM_EXPORTER_PORT",
+    "prometheus": "CLICKSTREAM_PROMETHEUS_PORT",
+    "producer_metrics": "CLICKSTREAM_PRODUCER_METRICS_PORT",
+    "alertmanager": "CLICKSTREAM_ALERTMANAGER_PORT",
+}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -47,6 +47,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             "dashboard": "healthy",
             "exporter": "healthy",
             "prometheus": "healthy",  # installed by scripts/install-system.sh
+            "alertmanager": "healthy",  # likewise
         }
         assert "clickstream_dagster" in status["dagster-webserver"].detail
         assert "no promoted model yet" in status["api"].detail
@@ -60,12 +61,13 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             stack.serving.dashboard,
             stack.monitoring.exporter,
             stack.monitoring.prometheus,
+            stack.monitoring.alertmanager,
         )
         pids = [p for p in (proc.pid() for proc in procs) if p]
-        assert len(pids) == 9
+        assert len(pids) == 10
 
         # The CLI sees the same stack.
-        cli_env = {**env, **_port_env(cfg), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
+        cli_env = {**env, **cfg.ports.to_env(), "CLICKSTREAM_DATA_DIR": str(cfg.data_dir)}
         result = subprocess.run(
             [sys.executable, "-m", "clickstream_dagster.cli", "status"],
             env=cli_env,
@@ -75,7 +77,7 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
             timeout=180,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("healthy") == 9
+        assert result.stdout.count("healthy") == 10
 
         # `up` again is a no-op on a running stack and keeps the same processes.
         stack.up(log=lambda _m: None)
@@ -86,26 +88,6 @@ def test_up_status_down_round_trip(tmp_path: Path) -> None:
     assert all(not pid_alive(p) for p in pids)
     assert _processes_mentioning(str(cfg.data_dir)) == []
     assert {s.state for s in stack.status()} == {"stopped"}
-
-
-def _port_env(cfg: object) -> dict[str, str]:
-    from clickstream_dagster.stack.config import StackConfig
-
-    assert isinstance(cfg, StackConfig)
-    p = cfg.ports
-    return {
-        "CLICKSTREAM_KAFKA_PORT": str(p.kafka),
-        "CLICKSTREAM_KAFKA_CONTROLLER_PORT": str(p.kafka_controller),
-        "CLICKSTREAM_POSTGRES_PORT": str(p.postgres),
-        "CLICKSTREAM_DAGSTER_PORT": str(p.dagster),
-        "CLICKSTREAM_SPARK_CONNECT_PORT": str(p.spark_connect),
-        "CLICKSTREAM_API_PORT": str(p.api),
-        "CLICKSTREAM_DASHBOARD_PORT": str(p.dashboard),
-        "CLICKSTREAM_DAGSTER_CODE_SERVER_PORT": str(p.dagster_code_server),
-        "CLICKSTREAM_EXPORTER_PORT": str(p.exporter),
-        "CLICKSTREAM_PROMETHEUS_PORT": str(p.prometheus),
-        "CLICKSTREAM_PRODUCER_METRICS_PORT": str(p.producer_metrics),
-    }
 
 
 def test_stale_pid_file_is_ignored_and_removed(tmp_path: Path) -> None:
