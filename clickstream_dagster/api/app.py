@@ -237,7 +237,6 @@ def create_app(
         or the item neighbourhood of the other model types), most similar first."""
         answers = store.answers()
         version = answers.model_version
-        rows = answers.similar.get(item_id, k)
         if version is None:
             return JSONResponse(
                 {
@@ -246,6 +245,7 @@ def create_app(
                 },
                 status_code=404,
             )
+        rows = answers.similar.get(item_id, k)
         if not rows:
             return JSONResponse(
                 {
@@ -303,18 +303,17 @@ def create_app(
             )
             return JSONResponse(body.model_dump(), status_code=503)
         if state.popularity:
-            reason = await _reason()
+            if state.promoted is not None:
+                why = f"model {state.promoted} is promoted but its serving rows are not written yet"
+            else:
+                reason = await _reason()
+                why = "no model is promoted" + (f" ({reason})" if reason else "")
             body = HealthResponse(
                 status="ok",
                 postgres="ok",
                 model_version=None,
                 promoted_version=state.promoted,
-                detail="no model is promoted"
-                + (f" ({reason})" if reason else "")
-                + ": every visitor is answered from the popular and trending lists"
-                + (
-                    f" until the serving rows of model {state.promoted} are written" if state.promoted else ""
-                ),
+                detail=f"{why}: every visitor is answered from the popular and trending lists",
             )
             return JSONResponse(body.model_dump())
         detail = f"serving model {state.served}"

@@ -44,7 +44,6 @@ from clickstream_dagster.ml.registry import (
     RegistryError,
     decide_and_promote,
     export_promoted,
-    run_candidate,
     run_decision,
 )
 from clickstream_dagster.ml.serving_tables import (
@@ -235,7 +234,7 @@ def candidate_model(
     )
     with postgres.connection() as conn:
         model = register_candidates(conn, candidates, context.run.run_id, models_dir())
-        _version, decision = run_decision(conn, context.run.run_id)
+        _row, decision = run_decision(conn, context.run.run_id)
     best = candidates.best
     context.log.info(
         f"registered {len(candidates.contenders)} candidates; the best, {best.model_type}, as v{model.version} "
@@ -290,19 +289,17 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, postgres: PostgresRes
     estimate. The check passes whenever the gate decided, "promote" or "keep" (a kept incumbent is a normal
     outcome, not a failure); its description is the decision and its reason. `promoted_model` acts on it."""
     with postgres.connection() as conn:
-        version, decision = run_decision(conn, context.run.run_id)
-        row = run_candidate(conn, context.run.run_id)
-    assert row is not None  # run_decision found it
+        row, decision = run_decision(conn, context.run.run_id)
     evidence = row.metrics["evidence"]
     candidate, incumbent = evidence["candidate"], evidence["incumbent"]
     verb = "promote" if decision.promote else "keep the incumbent"
-    context.log.info(f"model v{version}: {verb}: {decision.reason}")
+    context.log.info(f"model v{row.version}: {verb}: {decision.reason}")
     return dg.AssetCheckResult(
         passed=True,
         description=f"{verb}: {decision.reason}",
         metadata={
             "decision": "promote" if decision.promote else "keep",
-            "model_version": version,
+            "model_version": row.version,
             "model_type": candidate["label"],
             "candidate": candidate["estimate"]["mean"],
             "candidate_low": candidate["estimate"]["low"],

@@ -168,13 +168,13 @@ class ServingDecision:
     promoted: PromotedModel | None = None
 
 
-def run_decision(conn: psycopg.Connection, run_id: str) -> tuple[int, Decision]:
-    """(version, the gate's decision) for the model `run_id` registered, read only; RegistryError when the
-    run registered none."""
+def run_decision(conn: psycopg.Connection, run_id: str) -> tuple[RunCandidate, Decision]:
+    """The model `run_id` registered and the gate's decision on it, read only; RegistryError when the run
+    registered none."""
     row = run_candidate(conn, run_id)
     if row is None:
         raise RegistryError("this run registered no model: materialize candidate_model first")
-    return row.version, gate_decision(row.metrics)
+    return row, gate_decision(row.metrics)
 
 
 def decide_and_promote(conn: psycopg.Connection, run_id: str) -> ServingDecision:
