@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,39 +240,41 @@ class MonitoringServices:
 
     def start_prometheus(self, rules: Path | None = None) -> str | None:
         """Start Prometheus unless it runs; its binary, None when it is not installed."""
-        cfg = self.cfg
-        binary = prometheus_binary(self.env)
-        if binary is None or self.prometheus.running():
-            return binary
-        ensure_port_free(cfg.host, cfg.ports.prometheus, "Prometheus", "CLICKSTREAM_PROMETHEUS_PORT")
-        self.prometheus_dir.mkdir(parents=True, exist_ok=True)
-        config = self.prometheus_dir / "prometheus.yml"
-        config.write_text(self.config_text(rules))
-        self.prometheus.start(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.prometheus_dir / 'data'}",
-             f"--web.listen-address={cfg.host}:{cfg.ports.prometheus}", "--web.enable-lifecycle"],
-            self.env,
-            cwd=cfg.root,
+        port, folder = self.cfg.ports.prometheus, self.prometheus_dir
+        return self._start(
+            self.prometheus, prometheus_binary(self.env), port, "Prometheus", "CLICKSTREAM_PROMETHEUS_PORT",
+            folder / "prometheus.yml", lambda: self.config_text(rules),
+            [f"--storage.tsdb.path={folder / 'data'}", "--web.enable-lifecycle"],
         )  # fmt: skip
-        return binary
 
     def start_alertmanager(self) -> str | None:
         """Start Alertmanager unless it runs; its binary, None when it is not installed."""
-        cfg = self.cfg
-        binary = alertmanager_binary(self.env)
-        if binary is None or self.alertmanager.running():
-            return binary
-        ensure_port_free(cfg.host, cfg.ports.alertmanager, "Alertmanager", "CLICKSTREAM_ALERTMANAGER_PORT")
-        self.alertmanager_dir.mkdir(parents=True, exist_ok=True)
-        config = self.alertmanager_dir / "alertmanager.yml"
-        config.write_text(self.alertmanager_config_text())
-        self.alertmanager.start(
-            [binary, f"--config.file={config}", f"--storage.path={self.alertmanager_dir / 'data'}",
-             f"--web.listen-address={cfg.host}:{cfg.ports.alertmanager}",
-             "--cluster.listen-address="],  # one instance: no gossip port
-            self.env,
-            cwd=cfg.root,
+        port, folder = self.cfg.ports.alertmanager, self.alertmanager_dir
+        return self._start(
+            self.alertmanager, alertmanager_binary(self.env), port, "Alertmanager",
+            "CLICKSTREAM_ALERTMANAGER_PORT", folder / "alertmanager.yml", self.alertmanager_config_text,
+            [f"--storage.path={folder / 'data'}", "--cluster.listen-address="],  # one instance: no gossip
         )  # fmt: skip
+
+    def _start(
+        self,
+        proc: ManagedProcess,
+        binary: str | None,
+        port: int,
+        what: str,
+        port_var: str,
+        config: Path,
+        config_text: Callable[[], str],
+        flags: list[str],
+    ) -> str | None:
+        """A Prometheus-family server on `port` with `config` written afresh; its binary, None when missing."""
+        if binary is None or proc.running():
+            return binary
+        ensure_port_free(self.cfg.host, port, what, port_var)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(config_text())
+        argv = [binary, f"--config.file={config}", f"--web.listen-address={self.cfg.host}:{port}", *flags]
+        proc.start(argv, self.env, cwd=self.cfg.root)
         return binary
 
     def exporter_healthy(self) -> bool:
