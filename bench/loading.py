@@ -22,7 +22,8 @@ from bench.pipeline import _dataset
 from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.data.readers import iter_event_rows, parse_event_row
 from clickstream_dagster.events import ParsedEvent
-from clickstream_dagster.pipeline.ingest import Batch, load_and_commit
+from clickstream_dagster.ingestion.loader import load_and_commit
+from clickstream_dagster.ingestion.reader import Batch
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import Ports, StackConfig, with_database
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database

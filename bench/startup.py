@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "clickstream produce --help": CLI,
     "import the producer (producer.replay)": "import clickstream_dagster.producer.replay",
     "import the API app (api.app)": "import clickstream_dagster.api.app",
-    "import the ingestion library (pipeline.ingest)": "import clickstream_dagster.pipeline.ingest",
+    "import the ingestion library (ingestion.run)": "import clickstream_dagster.ingestion.run",
     "import the windows package (analytics.windows.stats)": "import clickstream_dagster.analytics.windows.stats",
     "import the Dagster definitions": "import clickstream_dagster.definitions",
 }

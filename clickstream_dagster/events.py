@@ -1,5 +1,9 @@
-"""Events as they cross module boundaries: one parsed message (`ParsedEvent`) and a batch as numpy columns
-(`EventColumns`), which the loading transaction writes and the distinct sets count."""
+"""The event schema, and events as they cross module boundaries.
+
+The schema's one home: the event types and the sane event-time range, which the CSV readers, the message
+decoder, the raw_events checks, the ML cleaning and the dashboard all use. Then one parsed message
+(`ParsedEvent`) and a batch as numpy columns (`EventColumns`), which the loading transaction writes and the
+distinct sets count."""
 
 from __future__ import annotations
 
@@ -12,6 +16,11 @@ import numpy as np
 import numpy.typing as npt
 
 Ints = npt.NDArray[np.int64]
+
+EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction")
+# Sane event-time range (epoch ms). It catches files written in seconds or microseconds.
+MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00Z
+MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00Z
 
 
 class ParsedEvent(NamedTuple):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from clickstream_dagster.data.readers import EVENT_TYPES, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from clickstream_dagster.events import EVENT_TYPES, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 FORMAT_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024

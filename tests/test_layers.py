@@ -34,7 +34,10 @@ def _loaded_after(code: str) -> set[str]:
     [
         "clickstream_dagster.producer.replay",  # the producer
         "clickstream_dagster.api.app",  # the API app
-        "clickstream_dagster.pipeline.ingest",  # the ingestion library
+        "clickstream_dagster.ingestion.run",  # the ingestion library, all of it
+        "clickstream_dagster.ingestion.ledger",
+        "clickstream_dagster.ingestion.planner",
+        "clickstream_dagster.ingestion.quarantine_replay",
         "clickstream_dagster.analytics.windows",  # the windows package, all of it
         "clickstream_dagster.analytics.windows.sets",
         "clickstream_dagster.analytics.windows.stats",
@@ -115,6 +118,28 @@ def test_kafka_python_internals_in_one_module_each_for_writing_and_reading() -> 
         return name.split(".", maxsplit=1)[0] == "kafka" and name not in public
 
     users = _modules_importing(internal)
-    assert users == {"producer/batches.py", "pipeline/kafka_log.py"}
+    assert users == {"producer/batches.py", "ingestion/kafka_log.py"}
     for module in users:
         assert "SUPPORTED_KAFKA_PYTHON" in (PACKAGE / module).read_text()
+
+
+def test_the_event_schema_has_one_home() -> None:
+    """The event types and the event-time bounds are defined in events.py alone; the CSV readers, the message
+    decoder, the checks, the ML cleaning and the dashboard import them from there."""
+    import ast
+
+    names = {"EVENT_TYPES", "MIN_TIMESTAMP_MS", "MAX_TIMESTAMP_MS"}
+    homes: dict[str, list[str]] = {n: [] for n in names}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in names:
+                    homes[target.id].append(str(path.relative_to(PACKAGE)))
+    assert homes == {n: ["events.py"] for n in names}

@@ -1,22 +1,76 @@
-"""Ingestion: exact Kafka offset ranges into `clickstream_events`, and the live slice for the dashboard."""
+"""Ingestion: exact Kafka offset ranges into `clickstream_events`, and the live slice for the dashboard. The
+work is the library's `clickstream_dagster.ingestion`; here are its config, its checks and what Dagster knows
+of it: the runs in flight, by their tags."""
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import dagster as dg
+import psycopg
 from psycopg.rows import class_row
 from pydantic import Field
 
-from clickstream_dagster.assets.ledger import LedgerState, ledger_state
-from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE, OffsetRange, ingest_ranges, lag_after
-from clickstream_dagster.pipeline.replay import ReplayFilter, replay_quarantine
+from clickstream_dagster.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from clickstream_dagster.ingestion.ledger import LedgerState, ledger_state
+from clickstream_dagster.ingestion.quarantine_replay import ReplayFilter, replay_quarantine
+from clickstream_dagster.ingestion.ranges import OffsetRange, from_tag
+from clickstream_dagster.ingestion.reader import DEFAULT_BATCH_SIZE, lag_after
+from clickstream_dagster.ingestion.run import ingest_ranges
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sql import queries as q
 
 RAW_EVENTS = dg.AssetKey("raw_events")
 LIVE_EVENTS = dg.AssetKey("live_clickstream_events")
 GROUP = "ingestion"
+
+INGEST_JOB_NAME = "ingest_events"
+# An ingest run's tags: its topic, and its ranges in their tag form (`ingestion.ranges.to_tag`).
+RANGES_TAG = "clickstream/ranges"
+TOPIC_TAG = "clickstream/topic"
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+# A failed run is retried by the run-retry daemon within seconds; until this much later its ranges are not a gap.
+DEFAULT_GRACE_S = 60.0
+
+
+def in_flight_ranges(
+    instance: dg.DagsterInstance,
+    topic: str,
+    grace_s: float = DEFAULT_GRACE_S,
+    exclude_run_id: str | None = None,
+) -> list[OffsetRange]:
+    """The ranges of ingestion runs that are active, or failed less than `grace_s` ago (a retry is coming)."""
+    runs = list(
+        instance.get_runs(
+            filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, statuses=ACTIVE_STATUSES, tags={TOPIC_TAG: topic})
+        )
+    )
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)
+    runs += instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=INGEST_JOB_NAME,
+            statuses=[dg.DagsterRunStatus.FAILURE],
+            tags={TOPIC_TAG: topic},
+            updated_after=since,
+        )
+    )
+    return [r for run in runs if run.run_id != exclude_run_id for r in from_tag(run.tags.get(RANGES_TAG, ""))]
+
+
+def ledger_against_runs(
+    conn: psycopg.Connection,
+    instance: dg.DagsterInstance,
+    topic: str,
+    grace_s: float = DEFAULT_GRACE_S,
+    exclude_run_id: str | None = None,
+) -> LedgerState:
+    """The ledger's gaps and overlaps (`ingestion.ledger`), less what the runs in flight are working on."""
+    return ledger_state(conn, topic, in_flight_ranges(instance, topic, grace_s, exclude_run_id))
 
 
 class OffsetRangeConfig(dg.Config):
@@ -29,11 +83,11 @@ class OffsetRangeConfig(dg.Config):
         return cls(**r.as_dict())
 
     def to_range(self) -> OffsetRange:
-        return OffsetRange(self.partition, self.start, self.end)
+        return OffsetRange.from_dict(self.model_dump())
 
 
 class QuarantineReplayConfig(dg.Config):
-    """Which repaired quarantine rows to replay (`pipeline.replay`); empty fields match every row."""
+    """Which repaired quarantine rows to replay (`ingestion.quarantine_replay`); empty fields match every row."""
 
     reason_kind: str = Field(default="", description="Only rows whose reason starts with this kind")
     topic: str = ""
@@ -274,7 +328,8 @@ def validate_raw_events(
             violations = list(row) if row else [0] * len(ROW_RULES)
         topics = sorted({r.topic for r in ranges} | {t for (t,) in conn.execute(q.PLANNED_TOPICS)})
         ledgers = {
-            t: ledger_state(conn, context.instance, t, exclude_run_id=context.run.run_id) for t in topics
+            t: ledger_against_runs(conn, context.instance, t, exclude_run_id=context.run.run_id)
+            for t in topics
         }
     for (name, what), bad in zip(ROW_RULES.items(), violations, strict=True):
         yield _count_result(name, int(bad), what, scope)

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from clickstream_dagster.data.readers import EVENT_TYPES
+from clickstream_dagster.events import EVENT_TYPES
 
 EVENT_COLORS = {"view": "#4C78A8", "addtocart": "#F58518", "transaction": "#54A24B"}
 EVENT_LABELS = {"view": "views", "addtocart": "add-to-carts", "transaction": "transactions"}

@@ -26,7 +26,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from clickstream_dagster.analytics.windows import WINDOW_INTERVAL, WINDOW_MS, WINDOW_SECONDS
 from clickstream_dagster.dashboard import dagster_queries
-from clickstream_dagster.data.readers import EVENT_TYPES
+from clickstream_dagster.events import EVENT_TYPES
 from clickstream_dagster.settings import Settings, libpq_url, redact_url
 from clickstream_dagster.sql import dashboard as sql
 
@@ -520,7 +520,7 @@ def reconciliation(db: Database, limit: int = 50) -> Reconciliation:
     return Reconciliation(
         by_partition=db.frame(sql.RECONCILIATION_BY_PARTITION),
         mismatched=db.frame(sql.MISMATCHED_RANGES, {"limit": limit}),
-        gaps=db.frame(sql.LEDGER_GAPS, {"limit": limit}),
+        gaps=db.frame(sql.REPAIRED_GAPS, {"limit": limit}),
     )
 
 

@@ -55,12 +55,12 @@ from tqdm import tqdm
 from clickstream_dagster.data.readers import (
     CATEGORY_TREE_FILE,
     CATEGORY_TREE_HEADER,
-    EVENT_TYPES,
     EVENTS_FILE,
     EVENTS_HEADER,
     ITEM_PROPERTIES_FILES,
     ITEM_PROPERTIES_HEADER,
 )
+from clickstream_dagster.events import EVENT_TYPES
 
 Scale = Literal["small", "full"] | int
 IntArray = npt.NDArray[np.int64]

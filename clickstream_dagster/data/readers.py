@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction")
+from clickstream_dagster.events import EVENT_TYPES, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+
 EVENTS_FILE = "events.csv"
 CATEGORY_TREE_FILE = "category_tree.csv"
 ITEM_PROPERTIES_FILES: tuple[str, ...] = ("item_properties_part1.csv", "item_properties_part2.csv")
@@ -33,9 +34,6 @@ EVENTS_HEADER: tuple[str, ...] = ("timestamp", "visitorid", "event", "itemid", "
 CATEGORY_TREE_HEADER: tuple[str, ...] = ("categoryid", "parentid")
 ITEM_PROPERTIES_HEADER: tuple[str, ...] = ("timestamp", "itemid", "property", "value")
 
-# Sane event-time range (epoch ms). It catches files written in seconds or microseconds.
-MIN_TIMESTAMP_MS = 946_684_800_000  # 2000-01-01T00:00Z
-MAX_TIMESTAMP_MS = 4_102_444_800_000  # 2100-01-01T00:00Z
 MAX_ID = 2**63 - 1  # ids go into BIGINT columns
 DEFAULT_CHUNK_ROWS = 500_000
 

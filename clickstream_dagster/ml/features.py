@@ -15,7 +15,8 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
-from clickstream_dagster.ml.prep import DAY_MS, EVENT_TYPES, HOUR_MS, IntArray, index_of
+from clickstream_dagster.events import EVENT_TYPES
+from clickstream_dagster.ml.prep import DAY_MS, HOUR_MS, IntArray, index_of
 
 SESSION_GAP_MS = 30 * 60_000
 

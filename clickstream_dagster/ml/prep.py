@@ -27,11 +27,11 @@ import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
+from clickstream_dagster.events import EVENT_TYPES
 from clickstream_dagster.ml.config import CleaningConfig, InteractionConfig
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES: tuple[str, ...] = ("view", "addtocart", "transaction")
 EVENT_COLUMNS: tuple[str, ...] = ("timestamp", "visitorid", "event", "itemid", "transactionid")
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

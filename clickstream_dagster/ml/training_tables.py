@@ -14,9 +14,10 @@ import pandas as pd
 import psycopg
 from psycopg.rows import class_row
 
+from clickstream_dagster.events import EVENT_TYPES
 from clickstream_dagster.ml.dataset import MLDataset
 from clickstream_dagster.ml.features import hourly_profile, item_stats, visitor_features
-from clickstream_dagster.ml.prep import EVENT_TYPES, build_interactions
+from clickstream_dagster.ml.prep import build_interactions
 from clickstream_dagster.sql import ml as q
 from clickstream_dagster.sql.copy import copy_frame, copy_rows
 

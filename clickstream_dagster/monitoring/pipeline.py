@@ -28,10 +28,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.ingestion.ledger import gap_offsets_behind, ledger_spans
 from clickstream_dagster.monitoring.dagster_queries import FINISHED_RUNS
 from clickstream_dagster.settings import redact_url
 from clickstream_dagster.sql import monitoring as q
-from clickstream_dagster.sql.queries import LEDGER_GAPS
 
 logger = logging.getLogger(__name__)
 
@@ -109,10 +109,13 @@ class PipelineExporter(Collector):
                 topics |= {row[0] for row in snap.ledger}
                 for topic in sorted({row[0] for row in snap.ledger}):
                     read_to = {row[1]: int(row[2]) for row in snap.ledger if row[0] == topic}
-                    for _t, partition, kind, start, end in conn.execute(LEDGER_GAPS, {"topic": topic}):
-                        behind = min(int(end), read_to.get(partition, 0)) - int(start)
-                        if kind == "gap" and behind > 0:
-                            snap.gaps[topic, partition] = snap.gaps.get((topic, partition), 0) + behind
+                    spans = ledger_spans(conn, topic)
+                    for partition in sorted({s.partition for s in spans}):
+                        behind = gap_offsets_behind(
+                            [s for s in spans if s.partition == partition], read_to.get(partition, 0)
+                        )
+                        if behind > 0:
+                            snap.gaps[topic, partition] = behind
                 snap.windows = conn.execute(q.WINDOWS).fetchone()
                 snap.quarantine = conn.execute(q.QUARANTINE).fetchall()
                 snap.model = conn.execute(q.PROMOTED_MODEL).fetchone()

@@ -3,7 +3,7 @@ producer batches, many at a time (`BatchAppender`).
 
 This is the only module that touches kafka-python's internals (its accumulator, `ProducerBatch`,
 `MemoryRecordsBuilder` and varint encoding); it checks the library's version on import. The Fetch-level reader
-of `pipeline.kafka_log` uses only kafka-python's wire structs and checks the same version.
+of `ingestion.kafka_log` uses only kafka-python's wire structs and checks the same version.
 """
 
 from __future__ import annotations

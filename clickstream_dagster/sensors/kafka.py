@@ -6,25 +6,19 @@ import dagster as dg
 import psycopg
 from kafka.errors import KafkaError
 
-from clickstream_dagster.assets.ingestion import RAW_EVENTS, RawEventsConfig
-from clickstream_dagster.assets.ledger import (
+from clickstream_dagster.assets.ingestion import (
     ACTIVE_STATUSES,
     DEFAULT_GRACE_S,
     INGEST_JOB_NAME,
     RANGES_TAG,
+    RAW_EVENTS,
     TOPIC_TAG,
-    ledger_state,
+    RawEventsConfig,
+    ledger_against_runs,
 )
 from clickstream_dagster.clients.kafka import KafkaUnavailable
-from clickstream_dagster.pipeline.ingest import OffsetRange
-from clickstream_dagster.pipeline.offsets import (
-    dump_cursor,
-    format_ranges,
-    parse_cursor,
-    parse_ranges,
-    plan_runs,
-    run_key,
-)
+from clickstream_dagster.ingestion.planner import dump_cursor, parse_cursor, plan_runs
+from clickstream_dagster.ingestion.ranges import OffsetRange, from_tag, run_key, to_tag
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.resources.postgres import PostgresResource
 from clickstream_dagster.sql import queries as q
@@ -133,7 +127,7 @@ def build_kafka_sensor(
         context: dg.SensorEvaluationContext, conn: psycopg.Connection, topic: str
     ) -> list[dg.RunRequest]:
         """Runs for the gaps that failed runs left in the ledger, within the attempts and their backoff."""
-        gaps = ledger_state(conn, context.instance, topic, repair_grace_s).gaps
+        gaps = ledger_against_runs(conn, context.instance, topic, repair_grace_s).gaps
         if not gaps:
             return []
         attempts = {
@@ -191,7 +185,7 @@ def ingest_run_tags(topic: str, ranges: list[OffsetRange]) -> dict[str, str]:
     return {
         "clickstream/events": str(sum(r.size for r in ranges)),
         TOPIC_TAG: topic,
-        RANGES_TAG: format_ranges(ranges),
+        RANGES_TAG: to_tag(ranges),
     }
 
 
@@ -216,7 +210,7 @@ def _past_requested(instance: dg.DagsterInstance, topic: str, cursor: dict[int, 
     )
     ends: dict[int, dict[int, int]] = {}
     for run in runs:
-        for r in parse_ranges(run.tags.get(RANGES_TAG, "")):
+        for r in from_tag(run.tags.get(RANGES_TAG, "")):
             by_start = ends.setdefault(r.partition, {})
             by_start[r.start] = max(by_start.get(r.start, r.end), r.end)
     return {p: _follow(ends.get(p, {}), position) for p, position in cursor.items()}

@@ -116,9 +116,9 @@ ORDER BY ingested_at DESC
 LIMIT %(limit)s
 """
 
-# Gaps of the ledger the Kafka sensor found (planned offsets no run is working on any more) and requested
-# again; open while no ledger range covers them yet.
-LEDGER_GAPS = """
+# The ledger gaps the Kafka sensor found (planned offsets no run is working on any more) and requested again,
+# with their repair attempts; open while no ledger range covers them yet.
+REPAIRED_GAPS = """
 SELECT g.kafka_topic, g.kafka_partition, g.start_offset, g.end_offset, g.end_offset - g.start_offset AS offsets,
        g.attempts, g.first_seen_at, g.last_attempt_at,
        NOT EXISTS (SELECT 1 FROM ingested_ranges r

@@ -24,7 +24,7 @@ ANY_STORED = "SELECT EXISTS (SELECT 1" + _BATCH_BOUNDS.format(limit="LIMIT 1") +
 
 STORED_OFFSETS = "SELECT stored.kafka_partition, stored.kafka_offset" + _BATCH_BOUNDS.format(limit="")
 
-# Straight into the table, without a staging table: the data is built by pipeline/columns.py, in this column
+# Straight into the table, without a staging table: the data is built by ingestion/columns.py, in this column
 # order. Outside the ingest lock, so batches insert concurrently. Should another loading transaction store
 # some of the same offsets meanwhile, the COPY waits for it and fails on the unique key, and `load_batch`
 # leaves those out and copies again. (INSERT ... ON CONFLICT DO NOTHING from a staging table cost 8-10 us
@@ -288,7 +288,7 @@ SET first_offset = least(ingestion_plan.first_offset, EXCLUDED.first_offset),
 # Per partition of the plan: the offsets in [first_offset, planned_to) that no ledger range covers (gaps), and
 # the ledger ranges that overlap the one before them (overlaps). Ranges are walked in start order; a range
 # starting past the furthest end so far leaves a gap, one starting before it overlaps.
-LEDGER_GAPS = """
+LEDGER_SPANS = """
 WITH ranges AS (
     SELECT p.kafka_topic, p.kafka_partition, p.first_offset, p.planned_to, r.start_offset, r.end_offset,
            max(r.end_offset) OVER (PARTITION BY p.kafka_topic, p.kafka_partition ORDER BY r.start_offset, r.end_offset
@@ -343,7 +343,7 @@ SELECT split_part(reason, ':', 1) AS kind, count(*) FROM quarantine WHERE replay
 GROUP BY 1 ORDER BY 2 DESC
 """
 
-# ---- quarantine replay (pipeline/replay.py) ------------------------------------------------------------------
+# ---- quarantine replay (ingestion/quarantine_replay.py) -------------------------------------------------------
 
 # Repaired rows not replayed yet (nor failed with this repair), oldest first; locked, so concurrent replays
 # take different rows.

@@ -34,7 +34,8 @@ from clickstream_dagster.clients.spark import (
     missing_driver_hint,
 )
 from clickstream_dagster.events import ParsedEvent
-from clickstream_dagster.pipeline.ingest import Batch, LoadResult, load_batch
+from clickstream_dagster.ingestion.loader import LoadResult, load_batch
+from clickstream_dagster.ingestion.reader import Batch
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.spark import fetch_jdbc_jars
 

@@ -22,8 +22,10 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import raw_events, raw_events_checks
 from clickstream_dagster.clients.kafka import KafkaClient
+from clickstream_dagster.ingestion.ranges import OffsetRange
+from clickstream_dagster.ingestion.reader import RangeReadError
+from clickstream_dagster.ingestion.run import ingest_ranges
 from clickstream_dagster.messages import encode_key, encode_value
-from clickstream_dagster.pipeline.ingest import OffsetRange, RangeReadError, ingest_ranges
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor, ingest_run_config, ingest_run_tags

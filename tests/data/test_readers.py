@@ -8,7 +8,6 @@ import pytest
 
 from clickstream_dagster.data.readers import (
     CATEGORY_TREE_FILE,
-    EVENT_TYPES,
     EVENTS_HEADER,
     ITEM_PROPERTIES_FILES,
     Event,
@@ -23,6 +22,7 @@ from clickstream_dagster.data.readers import (
     parse_event_row,
     parse_property_row,
 )
+from clickstream_dagster.events import EVENT_TYPES
 
 TS = "1433221332117"  # 2015-06-02, as in the published file
 

@@ -11,13 +11,8 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from clickstream_dagster.clients.kafka import KafkaClient
-from clickstream_dagster.pipeline.ingest import DEFAULT_BATCH_SIZE
-from clickstream_dagster.pipeline.offsets import (
-    fair_shares,
-    parse_ranges,
-    plan_runs,
-    run_key,
-)
+from clickstream_dagster.ingestion.ranges import from_tag
+from clickstream_dagster.ingestion.reader import DEFAULT_BATCH_SIZE
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor
@@ -80,7 +75,7 @@ def test_cursor_and_run_keys_follow_the_topic(kafka: KafkaClient, postgres: Post
         assert config["batch_size"] == DEFAULT_BATCH_SIZE
         assert all(set(r) == {"partition", "start", "end"} for r in config["ranges"])
         # The ranges travel as a tag too (what the ledger's contiguity check knows to be in flight).
-        tagged = parse_ranges(requests[0].tags["clickstream/ranges"])
+        tagged = from_tag(requests[0].tags["clickstream/ranges"])
         assert [(r.partition, r.start, r.end) for r in tagged] == [
             (r["partition"], r["start"], r["end"]) for r in _ranges(requests[0])
         ]
@@ -113,17 +108,6 @@ def test_missing_topic_is_a_skip(bootstrap_servers: str) -> None:
             sensor, instance, KafkaClient(bootstrap_servers=bootstrap_servers, topic="nope-x"), None
         )
     assert isinstance(result, dg.SkipReason) and "does not exist" in (result.skip_message or "")
-
-
-def test_plan_runs_is_fair_and_bounded() -> None:
-    runs, cursor = plan_runs({0: 5}, {0: 100, 1: 10, 2: 1000}, max_events_per_run=300, max_runs=10)
-    assert [sum(r.size for r in run) for run in runs] == [300, 300, 300, 205]
-    assert cursor == {0: 100, 1: 10, 2: 1000}
-    assert runs[0][0].start == 5
-    assert fair_shares({0: 1000, 1: 1000, 2: 1000}, 301) == {0: 101, 1: 100, 2: 100}
-    assert run_key("t", runs[0]) == "t/0:5-100,1:0-10,2:0-195"
-    with pytest.raises(ValueError):
-        plan_runs({}, {0: 1}, 0, 1)
 
 
 def test_third_run_in_flight_only_when_not_catching_up(

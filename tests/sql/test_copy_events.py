@@ -1,4 +1,4 @@
-"""The binary COPY data `pipeline.columns.copy_data` builds, loaded into a real PostgreSQL: every column lands as the
+"""The binary COPY data `ingestion.columns.copy_data` builds, loaded into a real PostgreSQL: every column lands as the
 SQL expressions the checks use would compute it, NULLs included, and a batch's rows in source-key order."""
 
 from __future__ import annotations
@@ -9,9 +9,8 @@ from collections.abc import Callable, Sequence
 import psycopg
 import pytest
 
-from clickstream_dagster.events import EventColumns, ParsedEvent
-from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from clickstream_dagster.pipeline.columns import copy_data
+from clickstream_dagster.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventColumns, ParsedEvent
+from clickstream_dagster.ingestion.columns import copy_data
 from clickstream_dagster.sql import queries as q
 
 TOPIC = "clicks-ü"  # not ASCII: the text length is in bytes

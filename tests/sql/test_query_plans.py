@@ -10,7 +10,7 @@ import psycopg
 import psycopg.rows
 
 from clickstream_dagster.assets.ingestion import ROW_RULES
-from clickstream_dagster.messages import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from clickstream_dagster.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from clickstream_dagster.sql import queries as q
 
 ROWS = 200_000

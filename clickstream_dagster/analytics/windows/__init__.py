@@ -5,7 +5,7 @@ everything about them lives in this package.
 - the distinct sets of each (window, event) and the deltas a batch adds (`sets`);
 - their SQL (`queries`) and the Spark sum that applies the deltas to windowed_stats (`stats`).
 
-The loading transaction (`pipeline.ingest`, through `analytics.distinct`) queues, per batch of newly inserted events and per (window,
+The loading transaction (`ingestion.loader`, through `analytics.distinct`) queues, per batch of newly inserted events and per (window,
 event) the batch touches, how much the batch adds to windowed_stats, in `window_deltas`: its number of
 events, and the number of visitors and items the (window, event) did not have before it (its distinct sets,
 `sets`, under the ingest lock). A pair is new in exactly one batch,

@@ -1,39 +1,26 @@
-"""Reading exact Kafka offset ranges and loading them into PostgreSQL, effectively once.
+"""Reading exact Kafka offset ranges under read_committed, each offset accounted for.
 
-`RangeReader` assigns exact offsets (no consumer group, no commits) with librdkafka under read_committed and
-finishes each range by the consumer's position, so the same range always yields the same messages, and
-offsets that carry no message (transaction markers, aborted transactions, compaction, retention) never stall
-it; each of those offsets is accounted for by its cause (`pipeline.kafka_log`). `load_batch` COPYs the events
-whose source coordinates are not stored yet straight into clickstream_events (`pipeline.columns`), in one
-transaction together with the quarantine rows, the batch's window deltas and the per event type totals; the
-range ledger follows once every batch of the ranges is in, one row per range read in full. A run killed
-anywhere leaves either all of a batch or none of it, and re-running any range never duplicates.
-
-The COPY runs outside any lock, so the batches of concurrent runs insert in parallel. Only then does a
-transaction take the ingest lock, to add the events it inserted to the distinct sets (`analytics.distinct`):
-one batch at a time, each counted against every batch committed before it.
+`RangeReader` assigns exact offsets (no consumer group, no commits) with librdkafka and finishes each range by
+the consumer's position, so the same range always yields the same messages, and offsets that carry no message
+(transaction markers, aborted transactions, compaction, retention) never stall it; each of those offsets is
+accounted for by its cause (`kafka_log`). Messages are decoded as they arrive (`messages.decode_fields`) into
+batches: valid events for clickstream_events, invalid ones as quarantine rows with the reason and their source
+coordinates.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import confluent_kafka
-import numpy as np
-import psycopg
 
-from clickstream_dagster.analytics import distinct
-from clickstream_dagster.events import EventColumns, ParsedEvent
+from clickstream_dagster.events import ParsedEvent
+from clickstream_dagster.ingestion.ranges import OffsetRange
 from clickstream_dagster.messages import MAX_MESSAGE_BYTES, MessageError, decode_fields
-from clickstream_dagster.pipeline.columns import copy_data
-from clickstream_dagster.sql import queries as q
-from clickstream_dagster.sql.copy import copy_rows
 
 # What the quarantine keeps of an oversized payload (beside its size and sha256).
 QUARANTINE_PREFIX_BYTES = 1024
@@ -41,27 +28,9 @@ QUARANTINE_PREFIX_BYTES = 1024
 # Messages per consume() call: large enough to amortise the call, small enough to yield batches on time.
 CONSUME_CHUNK = 10_000
 
-# Inserts of one batch that other transactions' rows of the same offsets may interrupt before it gives up.
-MAX_INSERT_ATTEMPTS = 5
-
 # Messages per loading transaction (raw_events' default too): a whole catching-up run; a steady stream's runs
 # are far smaller.
 DEFAULT_BATCH_SIZE = 500_000
-
-
-@dataclass(frozen=True)
-class OffsetRange:
-    partition: int
-    start: int  # inclusive
-    end: int  # exclusive
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    def as_dict(self) -> dict[str, int]:
-        """{"partition", "start", "end"}: how a range appears in run config, metadata and query parameters."""
-        return asdict(self)
 
 
 @dataclass
@@ -79,24 +48,6 @@ class Batch:
     @property
     def size(self) -> int:
         return len(self.events) + len(self.rejects)
-
-
-@dataclass
-class LoadResult:
-    messages: int = 0
-    inserted: int = 0
-    quarantined: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-    inserted_by_partition: Counter[int] = field(default_factory=Counter)
-    quarantined_by_partition: Counter[int] = field(default_factory=Counter)
-
-    def add(self, other: LoadResult) -> None:
-        self.messages += other.messages
-        self.inserted += other.inserted
-        self.quarantined += other.quarantined
-        self.reasons.update(other.reasons)
-        self.inserted_by_partition.update(other.inserted_by_partition)
-        self.quarantined_by_partition.update(other.quarantined_by_partition)
 
 
 class RangeReadError(RuntimeError):
@@ -303,11 +254,11 @@ class RangeReader:
 
     def account_for_gaps(self) -> None:
         """For each range read in full that received fewer messages than it has offsets, find out from the
-        log why (`pipeline.kafka_log`), and check that the log agrees with what was received."""
+        log why (`kafka_log`), and check that the log agrees with what was received."""
         gapped = [rr for rr in self.ranges.values() if rr.done and rr.failure is None and rr.unaccounted]
         if not gapped:
             return
-        from clickstream_dagster.pipeline.kafka_log import KafkaLogError, classify_offsets
+        from clickstream_dagster.ingestion.kafka_log import KafkaLogError, classify_offsets
 
         metadata = self.consumer.list_topics(self.topic, timeout=10)
         partitions = metadata.topics[self.topic].partitions
@@ -363,142 +314,3 @@ def lag_after(consumer: confluent_kafka.Consumer, topic: str, ranges: Sequence[O
         _, high = watermarks(consumer, topic, r.partition)
         lag += max(0, high - r.end)
     return lag
-
-
-def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
-    """Insert one parsed batch; the caller's transaction makes it all-or-nothing."""
-    result = LoadResult(messages=batch.size)
-    with conn.cursor() as cur:
-        if batch.events and distinct.sets_missing(cur):
-            cur.execute(q.INGEST_LOCK)  # built once, before this batch's rows are in the table
-            if distinct.sets_missing(cur):
-                distinct.rebuild_sets(cur)
-        copied: EventColumns | None = None
-        if batch.events:
-            copied = _copy_new(conn, cur, batch.topic, EventColumns.of(batch.events))
-            result.inserted_by_partition = copied.per_partition()
-            result.inserted = len(copied)
-        if batch.rejects:
-            cur.execute(q.CREATE_QUARANTINE_STAGING)  # private to this transaction: no lock needed
-            copy_rows(cur, q.COPY_QUARANTINE_STAGING, q.QUARANTINE_STAGING_TYPES, batch.rejects)
-            cur.execute(q.INSERT_QUARANTINE_FROM_STAGING, {"topic": batch.topic})
-            result.quarantined_by_partition = Counter(dict(cur.fetchall()))
-            result.quarantined = sum(result.quarantined_by_partition.values())
-            result.reasons.update(reject.reason.split(":", 1)[0] for reject in batch.rejects)
-        if copied is not None and len(copied):
-            cur.execute(q.INGEST_LOCK)
-            distinct.add_events(cur, copied)
-    return result
-
-
-def _copy_new(
-    conn: psycopg.Connection, cur: psycopg.Cursor, topic: str, events: EventColumns
-) -> EventColumns:
-    """COPY the events whose offsets are not stored yet into clickstream_events; returns those it copied.
-
-    A batch normally holds only new offsets (one probe per partition says so); a re-run of stored offsets
-    leaves them out. Should another loading transaction store some of the same offsets meanwhile (two runs of
-    one range at once), the COPY waits for it, fails on the unique key and is rolled back to its savepoint;
-    the offsets stored by then are left out and the rest copied again.
-    """
-    params = {"topic": topic, **_offset_bounds(events)}
-    row = cur.execute(q.ANY_STORED, params).fetchone()
-    check = bool(row and row[0])
-    for _ in range(MAX_INSERT_ATTEMPTS):
-        if check:
-            events = events.without({(int(p), int(o)) for p, o in cur.execute(q.STORED_OFFSETS, params)})
-        if not len(events):
-            return events
-        try:
-            with conn.transaction(), cur.copy(q.COPY_EVENTS) as copy:  # a savepoint: only the COPY is undone
-                copy.write(copy_data(events, topic))
-            return events
-        except psycopg.errors.UniqueViolation:
-            check = True
-    raise RuntimeError(
-        f"other loading transactions kept storing these offsets; gave up after {MAX_INSERT_ATTEMPTS}"
-    )
-
-
-def _offset_bounds(events: EventColumns) -> dict[str, list[int]]:
-    """The lowest and highest offset of the events in each partition (they are in source-key order)."""
-    partitions, first = np.unique(events.partition, return_index=True)
-    last = np.append(first[1:], len(events)) - 1
-    return {
-        "partitions": partitions.tolist(),
-        "lows": events.offset[first].tolist(),
-        "highs": events.offset[last].tolist(),
-    }
-
-
-def load_and_commit(conn: psycopg.Connection, batch: Batch) -> LoadResult:
-    """`load_batch` in its own transaction."""
-    with conn.transaction():
-        return load_batch(conn, batch)
-
-
-def ingest_ranges(
-    consumer: confluent_kafka.Consumer,
-    conn: psycopg.Connection,
-    topic: str,
-    ranges: Sequence[OffsetRange],
-    run_id: str | None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    stall_timeout_s: float = 60.0,
-) -> LoadResult:
-    """Read `ranges` and load them batch by batch (one transaction each), then record each range read in
-    full in the ledger, with every offset accounted for. A range that could not be read is left out of the
-    ledger (a gap, which the contiguity check names and the sensor requests again) and RangeReadError is
-    raised after the other ranges are recorded.
-
-    `inserted` counts rows new to the table: a re-run of a loaded range inserts 0 and quarantines 0.
-    """
-    total = LoadResult()
-    reader = RangeReader(consumer, topic, ranges, batch_size=batch_size, stall_timeout_s=stall_timeout_s)
-    # One batch loads (in PostgreSQL, on a worker thread) while the next one is read and decoded (here):
-    # decoding is Python work, loading mostly waits on the server, so the two overlap. At most two batches
-    # are in memory; the connection is only used by the worker until the loads are done.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="load-batch") as loader:
-        loading: Future[LoadResult] | None = None
-        for batch in reader.batches():
-            if loading is not None:
-                total.add(loading.result())
-            loading = loader.submit(load_and_commit, conn, batch)
-        if loading is not None:
-            total.add(loading.result())
-    reader.account_for_gaps()
-    read = [rr for rr in reader.ranges.values() if rr.failure is None]
-    for rr in read:
-        if rr.unaccounted:  # a bug, never a state to record
-            rr.failure = f"{rr.unaccounted} offsets of {rr.range} not accounted for"
-    with conn.transaction():
-        for rr in reader.ranges.values():
-            if rr.failure is None:
-                _record_range(conn, topic, rr, total, run_id)
-    failed = {p: rr.failure for p, rr in reader.ranges.items() if rr.failure}
-    if failed:
-        raise RangeReadError(
-            f"could not read {topic} partitions {failed}; the other partitions' ranges are loaded and recorded"
-        )
-    return total
-
-
-def _record_range(
-    conn: psycopg.Connection, topic: str, rr: RangeRead, total: LoadResult, run_id: str | None
-) -> None:
-    r = rr.range
-    conn.execute(
-        q.RECORD_INGESTED_RANGE,
-        {
-            "topic": topic,
-            **r.as_dict(),
-            "read": rr.read,
-            "inserted": total.inserted_by_partition[r.partition],
-            "quarantined": total.quarantined_by_partition[r.partition],
-            "control": rr.skipped_control,
-            "aborted": rr.skipped_aborted,
-            "compacted": rr.skipped_compacted,
-            "lost": rr.lost_retention,
-            "run_id": run_id,
-        },
-    )

@@ -1,11 +1,12 @@
-"""Planning offset ranges for ingestion runs (pure functions, used by the Kafka sensor)."""
+"""Planning offset ranges for ingestion runs (pure functions, used by the Kafka sensor): the sensor's cursor,
+and the backlog cut into runs of bounded size, shared fairly between partitions."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
 
-from clickstream_dagster.pipeline.ingest import OffsetRange
+from clickstream_dagster.ingestion.ranges import OffsetRange
 
 
 def parse_cursor(cursor: str | None) -> dict[int, int]:
@@ -65,41 +66,3 @@ def fair_shares(backlog: Mapping[int, int], budget: int) -> dict[int, int]:
             take[q] = share + (1 if i < extra else 0)
         remaining = 0
     return take
-
-
-def run_key(topic: str, ranges: list[OffsetRange]) -> str:
-    """Deterministic: the same ranges always give the same key, so Dagster never launches them twice."""
-    return f"{topic}/{format_ranges(ranges)}"
-
-
-def format_ranges(ranges: list[OffsetRange]) -> str:
-    """`p:start-end,...` in partition order: the run key's tail and the runs' ranges tag."""
-    return ",".join(f"{r.partition}:{r.start}-{r.end}" for r in sorted(ranges, key=lambda r: r.partition))
-
-
-def parse_ranges(text: str) -> list[OffsetRange]:
-    """The inverse of `format_ranges`."""
-    out = []
-    for part in filter(None, text.split(",")):
-        partition, span = part.split(":", 1)
-        start, end = span.split("-", 1)
-        out.append(OffsetRange(int(partition), int(start), int(end)))
-    return out
-
-
-def subtract(spans: list[OffsetRange], covering: list[OffsetRange]) -> list[OffsetRange]:
-    """The parts of `spans` that no range of `covering` (of the same partition) covers."""
-    out: list[OffsetRange] = []
-    for span in spans:
-        pieces = [(span.start, span.end)]
-        for c in covering:
-            if c.partition != span.partition:
-                continue
-            pieces = [
-                piece
-                for s, e in pieces
-                for piece in ((s, min(e, c.start)), (max(s, c.end), e))
-                if piece[1] > piece[0]
-            ]
-        out.extend(OffsetRange(span.partition, s, e) for s, e in pieces)
-    return out

@@ -5,7 +5,7 @@ SQL, e.g. ``UPDATE quarantine SET repaired_payload = convert_to('{"v":1,...}', '
 `replay_quarantine` then loads the repaired rows that match a filter, batch by batch, each batch in one
 transaction with marking its rows replayed:
 
-- a repaired value is decoded like any message; a valid one is loaded by `ingest.load_batch` with the
+- a repaired value is decoded like any message; a valid one is loaded by `loader.load_batch` with the
   original (topic, partition, offset), so the windows and per event type totals are updated like for any
   batch, and the unique source key makes a second load of the same offset impossible;
 - a repair that is still invalid is not loaded: its row gets `replay_error` (a new repair clears it);
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from clickstream_dagster.pipeline.ingest import Batch, load_batch, parse_record
+from clickstream_dagster.ingestion.loader import load_batch
+from clickstream_dagster.ingestion.reader import Batch, parse_record
 from clickstream_dagster.sql import queries as q
 
 DEFAULT_REPLAY_BATCH = 50_000

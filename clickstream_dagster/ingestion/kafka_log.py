@@ -29,7 +29,7 @@ SUPPORTED_KAFKA_PYTHON = ("3.0.",)
 _installed = version("kafka-python")
 if not _installed.startswith(SUPPORTED_KAFKA_PYTHON):  # pragma: no cover - depends on the environment
     raise ImportError(
-        f"clickstream_dagster.pipeline.kafka_log reads Kafka record batches with kafka-python's wire structs, "
+        f"clickstream_dagster.ingestion.kafka_log reads Kafka record batches with kafka-python's wire structs, "
         f"tested with kafka-python {' / '.join(v + 'x' for v in SUPPORTED_KAFKA_PYTHON)}; found {_installed}. "
         "Install the version pinned in pyproject.toml."
     )
