@@ -60,8 +60,8 @@ from psycopg.types.json import Jsonb
 from clickstream_dagster.api.answers import load_answers
 from clickstream_dagster.api.session import SessionRules, blend, visitor_rows
 from clickstream_dagster.data.generator import Scale, parse_scale
-from clickstream_dagster.ml.serving_tables import write_serving_rows
-from clickstream_dagster.sql import serving as q
+from clickstream_dagster.ml.publish import write_serving_rows
+from clickstream_dagster.sql import api as q
 from clickstream_dagster.sql.copy import copy_frame
 from clickstream_dagster.sql.migrate import apply_migrations
 from clickstream_dagster.stack.config import EVENTS_DATABASE, Ports, StackConfig, libpq_url, with_database

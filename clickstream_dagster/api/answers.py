@@ -23,7 +23,7 @@ import numpy.typing as npt
 import psycopg
 from psycopg import sql
 
-from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql import api as q
 from clickstream_dagster.sql.copy import read_arrays
 
 # The load runs in a worker thread beside the API's event loop: it hands the GIL over after every

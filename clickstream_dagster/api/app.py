@@ -29,7 +29,7 @@ from clickstream_dagster.api.schemas import (
 from clickstream_dagster.api.session import SOURCES, SessionRules, blend, visitor_rows
 from clickstream_dagster.api.store import ServiceUnavailable, ServingStore, no_model_message
 from clickstream_dagster.settings import Settings
-from clickstream_dagster.sql.serving import POPULAR_ITEMS_PER_LIST, SIMILAR_ITEMS_PER_ITEM
+from clickstream_dagster.sql.api import POPULAR_ITEMS_PER_LIST, SIMILAR_ITEMS_PER_ITEM
 
 MAX_K = POPULAR_ITEMS_PER_LIST  # an answer longer than the session's and the model's lists is topped up
 MAX_SIMILAR_K = SIMILAR_ITEMS_PER_ITEM  # the neighbours the ML job stores per item

@@ -1,7 +1,7 @@
 """How a visitor's answer is made: the live session's rules, the scoring of its neighbours and the blend
 (pure, no I/O).
 
-What changes live comes from one query (sql/serving.py, VISITOR_SESSION): what the visitor bought (any time)
+What changes live comes from one query (sql/api.py, VISITOR_SESSION): what the visitor bought (any time)
 and the events of their live session. The promoted model's lists come from memory (api/answers.py). From
 them (`visitor_rows`):
 - excluded: everything the visitor bought, and the items of the live session's newest `on_screen` events

@@ -30,7 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from clickstream_dagster.api.answers import ModelAnswers, load_answers
 from clickstream_dagster.api.session import SessionRules
 from clickstream_dagster.settings import libpq_url, redact_url
-from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql import api as q
 
 logger = logging.getLogger(__name__)
 

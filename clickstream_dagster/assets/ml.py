@@ -8,7 +8,7 @@ PostgreSQL resource, makes one call into the library and reports metadata; the w
   (`candidate_model`);
 - `ml.gate` is the promotion policy, applied by `ml.registry` (`promotion_gate` reports it,
   `promoted_model` acts on it);
-- `ml.serving_tables` writes the serving tables from the promoted model (`recommendations`,
+- `ml.publish` writes the serving tables from the promoted model (`recommendations`,
   `similar_items`, `popular_items`).
 
     clickstream_events + items -> ml_dataset -> ml_interactions, ml_features
@@ -40,16 +40,16 @@ from clickstream_dagster.ml.candidate import Candidates, register_candidates, tr
 from clickstream_dagster.ml.config import MLParams
 from clickstream_dagster.ml.dataset import MLDataset, build_dataset
 from clickstream_dagster.ml.gate import GateSettings
+from clickstream_dagster.ml.publish import (
+    publish_popular_items,
+    publish_recommendations,
+    publish_similar_items,
+)
 from clickstream_dagster.ml.registry import (
     RegistryError,
     decide_and_promote,
     export_promoted,
     run_decision,
-)
-from clickstream_dagster.ml.serving_tables import (
-    publish_popular_items,
-    publish_recommendations,
-    publish_similar_items,
 )
 from clickstream_dagster.ml.source import read_training_input
 from clickstream_dagster.ml.training_tables import (
@@ -59,7 +59,7 @@ from clickstream_dagster.ml.training_tables import (
 )
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.settings import models_dir
-from clickstream_dagster.sql.serving import (
+from clickstream_dagster.sql.api import (
     POPULAR_ITEMS_PER_LIST,
     RECOMMENDATIONS_PER_VISITOR,
     SIMILAR_ITEMS_PER_ITEM,

@@ -12,7 +12,7 @@ order:
 - `metrics`: precision/recall/F1/NDCG@k, full AUC, coverage, HR/MRR (per visitor and batched);
 - `evaluate`: every model side by side on test, LightFM grid on validation, `run_full_evaluation`;
 - `nextitem`: the session (next-item) protocol of Ludewig et al. with its predictors;
-- `serving`: recommendations, similar items and popular/trending rows for the serving tables;
+- `ranking`: the rows of the serving tables: each visitor's ranked items, similar items, popular/trending lists;
 - `bundle`: the model artefact (pickle bytes or models/*.pkl);
 - `candidate`: a run's candidate: evaluation, the gate's evidence, the served refit, artefact and metrics;
 - `gate`: the promotion policy (the evidence on validation and the decision from it).
@@ -22,7 +22,7 @@ caller; the others never touch a database:
 - `source`: the ingested events and the items, read to train on;
 - `training_tables`: ml_interactions and the feature tables;
 - `registry`: model_registry (register, judge, promote, load the promoted model);
-- `serving_tables`: recommendations, similar_items and popular_items from the promoted model.
+- `publish`: writes the serving tables (recommendations, similar_items, popular_items) of the served version.
 """
 
 from clickstream_dagster.ml.bundle import ModelBundle, dumps_bundle, load_bundle, loads_bundle, save_bundle
@@ -36,7 +36,7 @@ from clickstream_dagster.ml.models import (
     UserKNNRecommender,
 )
 from clickstream_dagster.ml.prep import apply_min_support, build_interactions, clean_events
-from clickstream_dagster.ml.serving import popular_items, recommendations_for_visitors, similar_items
+from clickstream_dagster.ml.ranking import popular_items, recommendations_for_visitors, similar_items
 from clickstream_dagster.ml.split import time_split
 from clickstream_dagster.ml.train import TrainingData, prepare_training_data, train_lightfm
 

@@ -23,7 +23,7 @@ from psycopg.types.json import Jsonb
 from clickstream_dagster.ml.bundle import ModelBundle, loads_bundle, write_atomic
 from clickstream_dagster.ml.gate import Decision, gate_decision
 from clickstream_dagster.sql import ml as q
-from clickstream_dagster.sql.serving import POPULARITY_VERSION
+from clickstream_dagster.sql.api import POPULARITY_VERSION
 
 PROMOTABLE = ("candidate", "promoted")
 PROMOTED_FILE = "promoted.pkl"

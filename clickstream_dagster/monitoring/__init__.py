@@ -1,2 +1,2 @@
-"""The pipeline's Prometheus metrics (monitoring/pipeline.py), served by `python -m clickstream_dagster.monitoring`
+"""The pipeline's Prometheus metrics (monitoring/exporter.py), served by `python -m clickstream_dagster.monitoring`
 (which `clickstream up` starts); alert rules and a Grafana dashboard live in prometheus/ at the repository root."""

@@ -7,7 +7,7 @@ import logging
 import threading
 
 from clickstream_dagster.logs import configure_logging
-from clickstream_dagster.monitoring.pipeline import PipelineExporter
+from clickstream_dagster.monitoring.exporter import PipelineExporter
 from clickstream_dagster.settings import Settings
 
 

@@ -1,5 +1,5 @@
 """SQL of the recommender library (`clickstream_dagster.ml.source`, `training_tables`, `registry`,
-`serving_tables`): training data in, registry and serving tables out.
+`publish`): training data in, registry and serving tables out.
 
 Tables are created by migration 0003. Every statement is parameterised; table rebuilds delete and COPY in
 one transaction, so readers (the API, the dashboard) see the old rows until the new ones are committed.

@@ -2,7 +2,7 @@
 tables, and the indexes of clickstream_events and windowed_stats; never a scan of the events).
 
 The figures are the ledger's (ingested_ranges, ingestion_plan, quarantine); the exporter sets them beside
-Kafka's own offsets (monitoring/pipeline.py), so lag is measured against the broker, not our bookkeeping.
+Kafka's own offsets (monitoring/exporter.py), so lag is measured against the broker, not our bookkeeping.
 """
 
 # Per topic and partition: where the ledger has read up to (the furthest range end), what it stored and

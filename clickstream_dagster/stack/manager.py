@@ -19,8 +19,8 @@ from clickstream_dagster.stack.monitoring import (
 )
 from clickstream_dagster.stack.postgres import EmbeddedPostgres, ensure_database
 from clickstream_dagster.stack.process import StackError
-from clickstream_dagster.stack.serving import ServingServices
 from clickstream_dagster.stack.spark import EmbeddedSparkConnect
+from clickstream_dagster.stack.web import WebServices
 
 Log = Callable[[str], None]
 
@@ -44,7 +44,7 @@ class Stack:
         self.kafka = EmbeddedKafka(cfg)
         self.spark = EmbeddedSparkConnect(cfg)
         self.dagster = DagsterServices(cfg)
-        self.serving = ServingServices(cfg)
+        self.web = WebServices(cfg)
         self.monitoring = MonitoringServices(cfg)
 
     def _timed(self, log: Log, what: str, step: Callable[[], None]) -> None:
@@ -86,7 +86,7 @@ class Stack:
         self._timed(
             log,
             f"API on {self.cfg.api_url} + dashboard on {self.cfg.dashboard_url}",
-            self.serving.start,
+            self.web.start,
         )
         notes: list[str] = []
         mon = self.monitoring
@@ -102,7 +102,7 @@ class Stack:
             log("  alert routing off: set SLACK_WEBHOOK_URL (then `make down` and `make up`) to post alerts")
 
     def down(self, log: Log = print) -> None:
-        for name in [*self.monitoring.stop(), *self.serving.stop(), *self.dagster.stop()]:
+        for name in [*self.monitoring.stop(), *self.web.stop(), *self.dagster.stop()]:
             log(f"  stopped {name}")
         if self.spark.stop():
             log("  stopped spark-connect")
@@ -174,9 +174,9 @@ class Stack:
 
     def _serving_status(self) -> list[ComponentStatus]:
         cfg = self.cfg
-        api = self.serving.api_health() if self.serving.api.running() else None
+        api = self.web.api_health() if self.web.api.running() else None
         if api is None:
-            api_state, api_detail = ("unhealthy" if self.serving.api.running() else "stopped"), ""
+            api_state, api_detail = ("unhealthy" if self.web.api.running() else "stopped"), ""
         else:
             api_state = "healthy"
             model = api.get("model_version")
@@ -186,10 +186,10 @@ class Stack:
                 api_detail = f"popular lists: {api.get('detail', '')}"
             else:
                 api_detail = f"no promoted model yet ({api.get('status', '?')})"
-        dash_running = self.serving.dashboard.running()
+        dash_running = self.web.dashboard.running()
         dash_state = (
             "healthy"
-            if dash_running and self.serving.dashboard_healthy()
+            if dash_running and self.web.dashboard_healthy()
             else ("unhealthy" if dash_running else "stopped")
         )
         mon = self.monitoring

@@ -37,7 +37,7 @@ from clickstream_dagster.ml import (
 )
 from clickstream_dagster.ml.config import LightFMParams
 from clickstream_dagster.ml.prep import clean_events, read_csv_dir
-from clickstream_dagster.ml.serving_tables import write_serving_rows
+from clickstream_dagster.ml.publish import write_serving_rows
 from clickstream_dagster.stack.process import free_port
 
 EVENTS = 30_000

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from clickstream_dagster.api import create_app
 from clickstream_dagster.api.answers import load_answers
 from clickstream_dagster.api.fastpath import canonical_int
-from clickstream_dagster.ml.serving_tables import write_serving_rows
+from clickstream_dagster.ml.publish import write_serving_rows
 from clickstream_dagster.stack.process import free_port
 from tests.api.conftest import (
     POPULAR_N,

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from clickstream_dagster.api.session import SessionRules
-from clickstream_dagster.sql import serving as q
+from clickstream_dagster.sql import api as q
 from tests.api.conftest import Served, TrainedModel
 
 ROWS = 200_000  # round robin over the model's visitors

@@ -20,7 +20,7 @@ from clickstream_dagster.ml.evaluate import EvaluationReport, Fold, full_evaluat
 from clickstream_dagster.ml.models import LightFMRecommender
 from clickstream_dagster.ml.nextitem import SessionData
 from clickstream_dagster.ml.prep import read_csv_dir
-from clickstream_dagster.ml.serving import (
+from clickstream_dagster.ml.ranking import (
     active_visitors,
     popular_items,
     recommendations_for_visitors,

@@ -1,4 +1,4 @@
-"""The pipeline exporter (monitoring/pipeline.py) on a real broker and a real PostgreSQL, after real
+"""The pipeline exporter (monitoring/exporter.py) on a real broker and a real PostgreSQL, after real
 ingestion runs: its figures against Kafka's own offsets and plain SQL over the stored rows."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from clickstream_dagster.assets.ingestion import raw_events
 from clickstream_dagster.clients.kafka import KafkaClient
-from clickstream_dagster.monitoring.pipeline import PipelineExporter
+from clickstream_dagster.monitoring.exporter import PipelineExporter
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.resources.kafka import KafkaResource
 from clickstream_dagster.sensors.kafka import build_kafka_sensor

@@ -1,7 +1,8 @@
-"""The serving side of the local stack: the FastAPI recommendations service and the Streamlit dashboard.
+"""The stack's web processes: the FastAPI recommendations service and the Streamlit dashboard.
 
-Both read PostgreSQL only, so they start whether or not a model is promoted yet; the API's /health says
-which model it serves (503 until one is promoted) and the dashboard shows empty states.
+Both read PostgreSQL only, so they start whether or not the ML job has run yet; the API's /health says what
+it serves (503 until the ML job has written a model's or the popular lists' rows) and the dashboard shows
+empty states.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.process import ManagedProcess, ensure_port_free, wait_until
 
 
-class ServingServices:
+class WebServices:
     def __init__(self, cfg: StackConfig) -> None:
         self.cfg = cfg
         self.api = ManagedProcess("api", cfg.run_dir, cfg.log_dir)

@@ -1,6 +1,6 @@
 """The serving tables the API reads, written from the promoted model of any type: recommendations (top-N for
 every visitor the model knows, never an item they bought), similar_items (each item's nearest items) and
-popular_items (the fallback lists). `ml.serving` computes the rows; this module writes them.
+popular_items (the fallback lists). `ml.ranking` computes the rows; this module writes them.
 
 A version's rows are written beside the served version's, and older versions are pruned (`write_serving_rows`).
 Write popular_items last: its rows tell readers that the version is complete, and the API switches then.
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
+from clickstream_dagster.ml.ranking import popular_items as popular_rows
+from clickstream_dagster.ml.ranking import similar_items as similar_rows
 from clickstream_dagster.ml.registry import load_served, served_version
-from clickstream_dagster.ml.serving import popular_items as popular_rows
-from clickstream_dagster.ml.serving import similar_items as similar_rows
 from clickstream_dagster.sql import ml as q
 from clickstream_dagster.sql.copy import copy_frame
 
