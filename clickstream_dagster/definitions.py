@@ -3,7 +3,14 @@
 import dagster as dg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
-from clickstream_dagster.assets.ingestion import live_clickstream_events, raw_events, raw_events_checks
+from clickstream_dagster.assets.ingestion import (
+    RAW_EVENTS,
+    QuarantineReplayConfig,
+    RawEventsConfig,
+    live_clickstream_events,
+    raw_events,
+    raw_events_checks,
+)
 from clickstream_dagster.assets.ml import (
     candidate_model,
     ml_dataset,
@@ -42,7 +49,9 @@ replay_quarantine = dg.define_asset_job(
     "replay_quarantine",
     selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
     executor_def=dg.in_process_executor,
-    config={"ops": {"raw_events": {"config": {"replay_quarantine": {}}}}},
+    config=dg.RunConfig(
+        ops={RAW_EVENTS.path[-1]: RawEventsConfig(replay_quarantine=QuarantineReplayConfig())}
+    ),
     description="Re-ingest repaired quarantine rows exactly once, then refresh everything computed from them",
 )
 

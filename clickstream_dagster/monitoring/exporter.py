@@ -26,6 +26,7 @@ import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from psycopg.rows import class_row
 
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.ingestion.ledger import gap_offsets_behind, ledger_spans
@@ -39,12 +40,27 @@ DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 RUNS_PER_POLL = 500
 
 
+@dataclass(frozen=True)
+class LedgerRow:
+    """One partition's ledger (sql.monitoring.LEDGER)."""
+
+    topic: str
+    partition: int
+    read_to: int  # the furthest range end (the plan's first offset before any range)
+    stored: int
+    quarantined: int
+    skipped: int
+    lost: int
+    first_offset: int | None
+    planned_to: int | None
+
+
 @dataclass
 class Snapshot:
     """What one poll read; every field empty or None when its source could not be read."""
 
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: list[LedgerRow] = field(default_factory=list)
     gaps: dict[tuple[str, int], int] = field(default_factory=dict)  # offsets behind the read point
     windows: tuple[Any, ...] | None = None
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
@@ -105,10 +121,11 @@ class PipelineExporter(Collector):
         topics = set(self.topics)
         try:
             with psycopg.connect(self.database_url, connect_timeout=5) as conn:
-                snap.ledger = conn.execute(q.LEDGER).fetchall()
-                topics |= {row[0] for row in snap.ledger}
-                for topic in sorted({row[0] for row in snap.ledger}):
-                    read_to = {row[1]: int(row[2]) for row in snap.ledger if row[0] == topic}
+                with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+                    snap.ledger = cur.execute(q.LEDGER).fetchall()
+                topics |= {row.topic for row in snap.ledger}
+                for topic in sorted({row.topic for row in snap.ledger}):
+                    read_to = {row.partition: int(row.read_to) for row in snap.ledger if row.topic == topic}
                     spans = ledger_spans(conn, topic)
                     for partition in sorted({s.partition for s in spans}):
                         behind = gap_offsets_behind(
@@ -250,8 +267,10 @@ def _offsets(snap: Snapshot) -> Iterator[Metric]:
         "Offsets the sensor has requested that no run has ingested yet (in flight)",
         labels=labels,
     )
-    read_to = {(row[0], int(row[1])): int(row[2]) for row in snap.ledger}
-    planned = {(row[0], int(row[1])): int(row[8]) for row in snap.ledger if row[8] is not None}
+    read_to = {(row.topic, row.partition): int(row.read_to) for row in snap.ledger}
+    planned = {
+        (row.topic, row.partition): int(row.planned_to) for row in snap.ledger if row.planned_to is not None
+    }
     keys = sorted(set(snap.end_offsets) | set(read_to))
     for key in keys:
         values = [key[0], str(key[1])]
@@ -290,9 +309,9 @@ def _totals(snap: Snapshot) -> Iterator[Metric]:
     )
     per_topic: dict[str, list[int]] = {}
     for row in snap.ledger:
-        sums = per_topic.setdefault(row[0], [0, 0, 0, 0])
-        for i in range(4):
-            sums[i] += int(row[3 + i])
+        sums = per_topic.setdefault(row.topic, [0, 0, 0, 0])
+        for i, n in enumerate((row.stored, row.quarantined, row.skipped, row.lost)):
+            sums[i] += int(n)
     for topic, (s, qn, sk, lo) in sorted(per_topic.items()):
         stored.add_metric([topic], s)
         quarantined.add_metric([topic], qn)

@@ -6,7 +6,8 @@ Kafka's own offsets (monitoring/exporter.py), so lag is measured against the bro
 """
 
 # Per topic and partition: where the ledger has read up to (the furthest range end), what it stored and
-# quarantined, and the offsets of the plan that no range covers yet (gaps; in flight or lost).
+# quarantined, and the offsets of the plan that no range covers yet (gaps; in flight or lost). Read into
+# monitoring.exporter.LedgerRow.
 LEDGER = """
 WITH ranges AS (
     SELECT kafka_topic, kafka_partition, max(end_offset) AS read_to, sum(rows_inserted) AS stored,
@@ -15,9 +16,10 @@ WITH ranges AS (
            sum(lost_retention) AS lost
     FROM ingested_ranges GROUP BY kafka_topic, kafka_partition
 )
-SELECT coalesce(r.kafka_topic, p.kafka_topic), coalesce(r.kafka_partition, p.kafka_partition),
-       coalesce(r.read_to, p.first_offset), coalesce(r.stored, 0), coalesce(r.quarantined, 0),
-       coalesce(r.skipped, 0), coalesce(r.lost, 0), p.first_offset, p.planned_to
+SELECT coalesce(r.kafka_topic, p.kafka_topic) AS topic, coalesce(r.kafka_partition, p.kafka_partition) AS partition,
+       coalesce(r.read_to, p.first_offset) AS read_to, coalesce(r.stored, 0) AS stored,
+       coalesce(r.quarantined, 0) AS quarantined, coalesce(r.skipped, 0) AS skipped, coalesce(r.lost, 0) AS lost,
+       p.first_offset, p.planned_to
 FROM ranges r
 FULL JOIN ingestion_plan p ON p.kafka_topic = r.kafka_topic AND p.kafka_partition = r.kafka_partition
 ORDER BY 1, 2

@@ -17,63 +17,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg.rows import class_row
 
 from clickstream_dagster.data.preflight import Preflight, check_raw_dir
 from clickstream_dagster.data.readers import EVENTS_FILE
+from clickstream_dagster.sql import demo as q
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.manager import Stack
 from clickstream_dagster.stack.process import StackError
 
 Log = Callable[[str], None]
 
-# Offsets are not dense (transaction markers, aborted records, compaction): the pipeline has caught up when
-# the ledger covers every offset up to each partition's last stable offset, not when a count is reached.
-CAUGHT_UP_SQL = """
-SELECT (SELECT count(*) FROM clickstream_events WHERE kafka_topic = %(topic)s),
-       (SELECT count(*) FROM quarantine WHERE source = 'kafka' AND kafka_topic = %(topic)s),
-       (SELECT count(*) FROM dirty_windows),
-       (SELECT coalesce(sum(event_count), 0) FROM event_statistics),
-       (SELECT count(*) FROM clickstream_events),
-       (SELECT coalesce(sum(greatest(0, least(r.end_offset, e.lso) - greatest(r.start_offset, p.first_offset))), 0)
-        FROM ingested_ranges r
-        JOIN ingestion_plan p ON p.kafka_topic = r.kafka_topic AND p.kafka_partition = r.kafka_partition
-        JOIN unnest(%(partitions)s::int[], %(ends)s::bigint[]) AS e(partition, lso) ON e.partition = r.kafka_partition
-        WHERE r.kafka_topic = %(topic)s),
-       (SELECT coalesce(sum(greatest(0, e.lso - coalesce(p.first_offset, 0))), 0)
-        FROM unnest(%(partitions)s::int[], %(ends)s::bigint[]) AS e(partition, lso)
-        LEFT JOIN ingestion_plan p ON p.kafka_topic = %(topic)s AND p.kafka_partition = e.partition)
-"""
-
-SUMMARY_SQL = {
-    "clickstream_events": "SELECT count(*) FROM clickstream_events",
-    "quarantine": "SELECT count(*) FROM quarantine",
-    "live_clickstream_events": "SELECT count(*) FROM live_clickstream_events",
-    "windowed_stats (windows)": "SELECT count(DISTINCT window_start) FROM windowed_stats",
-    "event_statistics": "SELECT count(*) FROM event_statistics",
-    "category_tree": "SELECT count(*) FROM category_tree",
-    "item_properties": "SELECT count(*) FROM item_properties",
-    "items": "SELECT count(*) FROM items",
-    "ml_interactions": "SELECT count(*) FROM ml_interactions",
-    "model_registry (promoted version)": "SELECT coalesce(max(version), 0) FROM model_registry WHERE status = 'promoted'",
-    # The served version's rows (the tables keep the previous version beside it until the next promotion).
-    "recommendations": (
-        "SELECT count(*) FROM recommendations WHERE model_version = (SELECT max(model_version) FROM popular_items)"
-    ),
-    "similar_items": (
-        "SELECT count(*) FROM similar_items WHERE model_version = (SELECT max(model_version) FROM popular_items)"
-    ),
-    "popular_items": (
-        "SELECT count(*) FROM popular_items WHERE model_version = (SELECT max(model_version) FROM popular_items)"
-    ),
-}
-
 # Generated when data/raw has no events.csv: enough for the promotion gate's evidence (its 200 validation
 # visitors by default; 30,000 events leave about 75) while the demo stays a few minutes.
 DEMO_EVENTS = 150_000
 
-# The newest model a training run selected, with the gate's decision, and the model being served.
-LATEST_MODEL_SQL = "SELECT version, model_type, status, reason FROM model_registry WHERE selected ORDER BY version DESC LIMIT 1"
-PROMOTED_SQL = "SELECT version, model_type FROM model_registry WHERE status = 'promoted'"
+
+@dataclass(frozen=True)
+class CaughtUp:
+    """sql.demo.CAUGHT_UP: the topic's rows and the ledger's coverage against Kafka's last stable offsets."""
+
+    stored: int
+    quarantined: int
+    windows_pending: int
+    statistics_total: int
+    all_events: int
+    covered: int  # offsets up to the last stable offsets that the ledger covers
+    offsets: int  # offsets up to the last stable offsets, from where ingestion started
+
+    @property
+    def done(self) -> bool:
+        return (
+            self.offsets > 0
+            and self.covered >= self.offsets
+            and self.windows_pending == 0
+            and self.statistics_total == self.all_events
+        )
 
 
 @dataclass(frozen=True)
@@ -138,17 +117,16 @@ def wait_until_ingested(
         "ends": [ends[p] for p in sorted(ends)],
     }
     while True:
-        with psycopg.connect(cfg.database_url) as conn:
-            row = conn.execute(CAUGHT_UP_SQL, params).fetchone()
-        assert row is not None
-        stored, quarantined, dirty, stat_total, all_events, covered, offsets = row
-        done = offsets > 0 and covered >= offsets and dirty == 0 and stat_total == all_events
+        with psycopg.connect(cfg.database_url) as conn, conn.cursor(row_factory=class_row(CaughtUp)) as cur:
+            up = cur.execute(q.CAUGHT_UP, params).fetchone()
+        assert up is not None
+        done = up.done
         now = time.monotonic()
         if done or now - last_report >= 5:
             last_report = now
             log(
-                f"    ingested {covered:,}/{offsets:,} offsets: {stored:,} events stored,"
-                f" {quarantined:,} quarantined, windows pending {dirty:,} [{now - started:.0f} s]"
+                f"    ingested {up.covered:,}/{up.offsets:,} offsets: {up.stored:,} events stored,"
+                f" {up.quarantined:,} quarantined, windows pending {up.windows_pending:,} [{now - started:.0f} s]"
             )
         if done:
             return
@@ -207,7 +185,7 @@ def run_demo(cfg: StackConfig, log: Log = print, raw_dir: Path | None = None) ->
     log("5/5 done")
     with psycopg.connect(cfg.database_url) as conn:
         counts = {}
-        for name, query in SUMMARY_SQL.items():
+        for name, query in q.SUMMARY.items():
             row = conn.execute(query).fetchone()
             counts[name] = int(row[0]) if row else 0
     return DemoResult(counts, serving)
@@ -220,8 +198,8 @@ def train_recommender(cfg: StackConfig, log: Log) -> str:
     started = time.monotonic()
     dagster_cli(cfg, ["job", "execute", "-j", "train_recommender"])
     with psycopg.connect(cfg.database_url) as conn:
-        latest = conn.execute(LATEST_MODEL_SQL).fetchone()
-        promoted = conn.execute(PROMOTED_SQL).fetchone()
+        latest = conn.execute(q.LATEST_SELECTED_MODEL).fetchone()
+        promoted = conn.execute(q.PROMOTED_MODEL).fetchone()
     if latest is None:
         raise StackError("train_recommender succeeded but registered no model: see its run in the Dagster UI")
     version, model_type, status, reason = latest
