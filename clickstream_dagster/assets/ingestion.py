@@ -19,6 +19,8 @@ from clickstream_dagster.ingestion.reader import DEFAULT_BATCH_SIZE, lag_after
 from clickstream_dagster.ingestion.run import ingest_ranges
 from clickstream_dagster.resources import KafkaResource, PostgresResource
 from clickstream_dagster.sql import queries as q
+from clickstream_dagster.sql import row_rules as rules
+from clickstream_dagster.sql.row_rules import ROW_RULES
 
 RAW_EVENTS = dg.AssetKey("raw_events")
 LIVE_EVENTS = dg.AssetKey("live_clickstream_events")
@@ -245,44 +247,10 @@ def live_clickstream_events(
 # about a second more per run, and each run is on the path from produce to windowed_stats.
 # Each check covers the ranges this run ingested; executed on its own (no ranges in this run) it covers the table.
 
-ROW_RULES = {
-    "ids_present_and_non_negative": "with a missing or negative id",
-    "event_type_allowed": "with an unknown event type",
-    "timestamps_in_range": "with a timestamp out of range",
-    "transactionid_only_on_transactions": "where transactionid disagrees with the event type",
-    "no_duplicate_source_coordinates": "with duplicated source coordinates",
-}
-
 CHECK_SPECS = [
-    dg.AssetCheckSpec(
-        "ids_present_and_non_negative",
-        asset=RAW_EVENTS,
-        blocking=True,
-        description="visitorid and itemid present and non-negative",
-    ),
-    dg.AssetCheckSpec(
-        "event_type_allowed",
-        asset=RAW_EVENTS,
-        blocking=True,
-        description="event is one of view, addtocart, transaction",
-    ),
-    dg.AssetCheckSpec(
-        "timestamps_in_range",
-        asset=RAW_EVENTS,
-        blocking=True,
-        description="timestamps between 2000 and 2100, and event_time agrees with them",
-    ),
-    dg.AssetCheckSpec(
-        "transactionid_only_on_transactions",
-        asset=RAW_EVENTS,
-        blocking=True,
-        description="transactionid present exactly on transaction events",
-    ),
-    dg.AssetCheckSpec(
-        "no_duplicate_source_coordinates",
-        asset=RAW_EVENTS,
-        blocking=True,
-        description="no two rows share (topic, partition, offset)",
+    *(
+        dg.AssetCheckSpec(rule.name, asset=RAW_EVENTS, blocking=True, description=rule.checks)
+        for rule in ROW_RULES
     ),
     dg.AssetCheckSpec(
         "offsets_reconcile",
@@ -317,22 +285,22 @@ def validate_raw_events(
 ) -> Iterator[dg.AssetCheckResult]:
     params = {"run_id": context.run.run_id, "min_ts": MIN_TIMESTAMP_MS, "max_ts": MAX_TIMESTAMP_MS}
     with postgres.connection() as conn, conn.cursor(row_factory=class_row(RangeCheck)) as cur:
-        ranges = cur.execute(q.CHECK_RUN_RANGES, params).fetchall()
+        ranges = cur.execute(rules.CHECK_RUN_RANGES, params).fetchall()
         if ranges:
             scope = "this run's ranges"
-            violations = [sum(getattr(r, name) for r in ranges) for name in ROW_RULES]
+            violations = [sum(r.violations[i] for r in ranges) for i in range(len(ROW_RULES))]
         else:
             scope = "the whole table"
             ranges = cur.execute(q.CHECK_ALL_RANGES).fetchall()
-            row = conn.execute(q.CHECK_ALL_ROWS, params).fetchone()
-            violations = list(row) if row else [0] * len(ROW_RULES)
+            row = conn.execute(rules.CHECK_ALL_ROWS, params).fetchone()
+            violations = list(row[0]) if row else [0] * len(ROW_RULES)
         topics = sorted({r.topic for r in ranges} | {t for (t,) in conn.execute(q.PLANNED_TOPICS)})
         ledgers = {
             t: ledger_against_runs(conn, context.instance, t, exclude_run_id=context.run.run_id)
             for t in topics
         }
-    for (name, what), bad in zip(ROW_RULES.items(), violations, strict=True):
-        yield _count_result(name, int(bad), what, scope)
+    for rule, bad in zip(ROW_RULES, violations, strict=True):
+        yield _count_result(rule.name, int(bad), rule.violating, scope)
     yield _reconciliation_result(ranges)
     yield _lost_result(ranges, scope)
     yield _contiguity_result(ledgers)
@@ -340,8 +308,9 @@ def validate_raw_events(
 
 @dataclass(frozen=True)
 class RangeCheck:
-    """One offset range of the ledger (queries.CHECK_RUN_RANGES / CHECK_ALL_RANGES): what it read and how
-    every offset is accounted for, the rows it holds and (in a run's checks) their violations of each rule."""
+    """One offset range of the ledger (row_rules.CHECK_RUN_RANGES / queries.CHECK_ALL_RANGES): what it read and
+    how every offset is accounted for, the rows it holds and (in a run's checks) their violations of each rule
+    (`violations`, in ROW_RULES' order)."""
 
     topic: str
     partition: int
@@ -355,11 +324,7 @@ class RangeCheck:
     stored: int
     quarantined: int  # still in the quarantine (not replayed)
     replayed: int  # repaired and replayed: counted in `stored` now, traced in the quarantine
-    ids_present_and_non_negative: int = 0
-    event_type_allowed: int = 0
-    timestamps_in_range: int = 0
-    transactionid_only_on_transactions: int = 0
-    no_duplicate_source_coordinates: int = 0
+    violations: tuple[int, ...] = ()
 
     @property
     def reconciles(self) -> bool:
@@ -370,7 +335,7 @@ class RangeCheck:
         return {k: getattr(self, k) for k in _RANGE_FIELDS}
 
 
-_RANGE_FIELDS = [f.name for f in fields(RangeCheck) if f.name not in ROW_RULES]
+_RANGE_FIELDS = [f.name for f in fields(RangeCheck) if f.name != "violations"]
 
 
 def _count_result(name: str, bad: int, what: str, scope: str) -> dg.AssetCheckResult:

@@ -205,55 +205,8 @@ SELECT event, event_count, unique_users, unique_items FROM totals ORDER BY event
 # and held). A range's rows are read through the source-coordinates key, in offset order, so a run's checks
 # cost what the run loaded, not what the table holds, and need no sort.
 
-# Per range of one run: its ledger row, the rows stored, the violations of the four row rules and the
-# duplicated coordinates (named as in ingestion.ROW_RULES), then rows quarantined (rows: ingestion.RangeCheck).
-CHECK_RUN_RANGES = """
-SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
-       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
-       r.skipped_compacted AS compacted, r.lost_retention AS lost, c.*,
-       (SELECT count(*) FROM quarantine q
-         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
-           AND q.replayed_at IS NULL) AS quarantined,
-       (SELECT count(*) FROM quarantine q
-         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
-           AND q.replayed_at IS NOT NULL) AS replayed
-FROM ingested_ranges r
-CROSS JOIN LATERAL (
-    SELECT count(*) AS stored,
-           count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0)
-               AS ids_present_and_non_negative,
-           count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')) AS event_type_allowed,
-           count(*) FILTER (WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-                               OR event_time <> to_timestamp("timestamp"::float8 / 1000)) AS timestamps_in_range,
-           count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0)
-               AS transactionid_only_on_transactions,
-           count(*) FILTER (WHERE kafka_offset = previous_offset) AS no_duplicate_source_coordinates
-    FROM (SELECT e.*, lag(e.kafka_offset) OVER (ORDER BY e.kafka_offset) AS previous_offset
-          FROM clickstream_events e
-          WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
-            AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) e
-) c
-WHERE r.dagster_run_id = %(run_id)s
-ORDER BY 1, 2, 3
-"""
-
-# Checks executed on their own (no ranges in their run) cover everything: every row of the table, in or out
-# of a recorded range, for the rules (the same ones as above) ...
-CHECK_ALL_ROWS = """
-SELECT count(*) FILTER (WHERE visitorid IS NULL OR itemid IS NULL OR visitorid < 0 OR itemid < 0),
-       count(*) FILTER (WHERE event NOT IN ('view', 'addtocart', 'transaction')),
-       count(*) FILTER (WHERE "timestamp" < %(min_ts)s OR "timestamp" >= %(max_ts)s
-                           OR event_time <> to_timestamp("timestamp"::float8 / 1000)),
-       count(*) FILTER (WHERE (event = 'transaction') <> (transactionid IS NOT NULL) OR transactionid < 0),
-       count(*) FILTER (WHERE kafka_offset = previous_offset)
-FROM (SELECT e.*, lag(e.kafka_offset) OVER (PARTITION BY e.kafka_topic, e.kafka_partition
-                                            ORDER BY e.kafka_offset) AS previous_offset
-      FROM clickstream_events e) e
-"""
-
-# ... and every range of the ledger for the reconciliation (rows: ingestion.RangeCheck).
+# Every range of the ledger for the reconciliation, when the checks run on their own (rows:
+# assets.ingestion.RangeCheck; the row rules' queries are in sql/row_rules.py).
 CHECK_ALL_RANGES = """
 SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
        r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
