@@ -51,8 +51,8 @@ def test_library_starts_without_dagster(module: str) -> None:
 
 
 def test_the_producers_command_loads_no_engine() -> None:
-    """`clickstream produce --help` imports only click and the stack's configuration (bench/README.md, "CLI
-    start-up", times it)."""
+    """`clickstream produce --help` imports only click and the stack's configuration (bench/README.md, "Start-up",
+    times it)."""
     code = (
         "from clickstream_dagster.cli import main\n"
         "try:\n"

@@ -57,7 +57,7 @@ def build_kafka_sensor(
 
     Live (the backlog fits in one run), a third run in flight keeps fresh events from waiting for a busy slot
     (bench (b): p95 23.6 -> 18.4 s). Catching up (more than one run's worth), three runs in flight also keep
-    the 2 cores busy while a finished run's slot waits for the next tick (bench (a), eighth round); when runs
+    the 2 cores busy while a finished run's slot waits for the next tick (bench/HISTORY.md, pipeline (a), eighth round); when runs
     waited on one another for the ingest lock (the fourth round), two did better (340.8 s with 3 vs 307.4 s
     with 2), so `max_active_runs_catching_up` stays a separate setting.
 
