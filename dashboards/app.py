@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from clickstream_dagster.dashboard import charts, data
-from clickstream_dagster.settings import Settings
+from clickstream_dagster.clients.dagster import DagsterError
+from clickstream_dagster.dashboard import charts, models, pipeline_health, sources, traffic
+from clickstream_dagster.settings import Settings, redact_url
 
 REFRESH_ENV = "CLICKSTREAM_DASHBOARD_REFRESH_SECONDS"
 DEFAULT_REFRESH_S = 5
@@ -50,13 +51,16 @@ st.set_page_config(page_title="Clickstream dashboard", page_icon=":material/moni
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda opened: opened.close())
-def sources(events_url: str, dagster_url: str) -> data.Sources:
-    return data.connect(events_url, dagster_url)
+def open_sources(events_url: str, dagster_url: str) -> sources.Sources:
+    return sources.connect(events_url, dagster_url)
 
 
 def _run(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
-    connected = sources(*urls)
-    return getattr(data, name)(connected.dagster if name == "dagster_health" else connected.events, *args)
+    """The loader `module.function` named by `name` (the cache key), on the source it reads."""
+    connected = open_sources(*urls)
+    module, function = name.rsplit(".", 1)
+    loader = getattr(LOADER_MODULES[module], function)
+    return loader(connected.dagster if name == DAGSTER_LOADER else connected.events, *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, show_spinner=False, max_entries=256)
@@ -69,12 +73,16 @@ def _slow(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
     return _run(name, urls, args)
 
 
-URLS = data.source_urls(Settings.from_env())
+URLS = sources.source_urls(Settings.from_env())
+# Each page's loaders (one module per page); the one that reads Dagster's webserver instead of the database.
+LOADER_MODULES = {m.__name__.rsplit(".", 1)[-1]: m for m in (traffic, pipeline_health, models)}
+DAGSTER_LOADER = "pipeline_health.dagster_health"
 
 
 def load(loader: Callable[..., T], *args: Any, slow: bool = False) -> T:
     """`loader(database or webserver, *args)`, cached for a few seconds (`slow`: half a minute)."""
-    result: T = (_slow if slow else _live)(loader.__name__, URLS, args)
+    name = f"{loader.__module__.rsplit('.', 1)[-1]}.{loader.__name__}"
+    result: T = (_slow if slow else _live)(name, URLS, args)
     return result
 
 
@@ -82,7 +90,7 @@ def guarded(render: Callable[[], None]) -> None:
     """Render a section; a problem becomes a note in that section, never a stack trace."""
     try:
         render()
-    except data.DashboardError as exc:
+    except (sources.DashboardError, DagsterError) as exc:
         st.warning(str(exc), icon=":material/warning:")
     except Exception as exc:
         log.exception("dashboard section failed")
@@ -112,8 +120,8 @@ def plot(fig: Any, key: str) -> None:
 
 def live_traffic() -> None:
     now = datetime.now(UTC)
-    totals = load(data.totals)
-    windows = load(data.windowed_summary)
+    totals = load(traffic.totals)
+    windows = load(traffic.windowed_summary)
     c = st.columns(5)
     c[0].metric("Events ingested", f"{totals.events:,}")
     c[1].metric("Quarantined", f"{totals.quarantined:,}")
@@ -131,9 +139,9 @@ def live_traffic() -> None:
     if windows.windows == 0:
         st.info(NO_WINDOWS if totals.events else NOTHING_INGESTED, icon=":material/info:")
     else:
-        label = st.selectbox("Range", list(data.WINDOW_RANGES), key="window_range")
-        frame = load(data.windowed_stats, label)
-        per_window = data.WINDOW_RANGES[label][1] == "5 minutes"
+        label = st.selectbox("Range", list(traffic.WINDOW_RANGES), key="window_range")
+        frame = load(traffic.windowed_stats, label)
+        per_window = traffic.WINDOW_RANGES[label][1] == "5 minutes"
         plot(charts.windowed_series(frame, per_window), "windowed_stats")
         st.caption(
             f"{windows.events:,} events in {windows.windows:,} windows from {utc(windows.first_window)} to "
@@ -143,7 +151,7 @@ def live_traffic() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Event types")
-        stats = load(data.event_statistics)
+        stats = load(traffic.event_statistics)
         if stats.empty:
             st.info(NOTHING_INGESTED, icon=":material/info:")
         else:
@@ -162,7 +170,7 @@ def live_traffic() -> None:
             )
     with right:
         st.subheader("Hourly traffic pattern")
-        hourly = load(data.hourly_pattern)
+        hourly = load(traffic.hourly_pattern)
         if hourly.empty:
             st.info(NO_WINDOWS if totals.events else NOTHING_INGESTED, icon=":material/info:")
         else:
@@ -172,7 +180,7 @@ def live_traffic() -> None:
             )
 
     st.subheader("Top 10 items")
-    top = load(data.top_items, 10, slow=True)
+    top = load(traffic.top_items, 10, slow=True)
     if top.empty:
         st.info(NOTHING_INGESTED, icon=":material/info:")
         return
@@ -196,13 +204,15 @@ def live_traffic() -> None:
         st.caption(NO_CATEGORIES)
 
 
-def pipeline_health() -> None:
+def pipeline_health_page() -> None:
     now = datetime.now(UTC)
-    health = load(data.dagster_health)
-    recon = load(data.reconciliation)
-    reasons = load(data.quarantine_by_reason)
+    health = load(pipeline_health.dagster_health)
+    recon = load(pipeline_health.reconciliation)
+    reasons = load(pipeline_health.quarantine_by_reason)
     raw = (
-        health.assets[health.assets["asset"] == data.RAW_EVENTS_ASSET] if health.available else pd.DataFrame()
+        health.assets[health.assets["asset"] == pipeline_health.RAW_EVENTS_ASSET]
+        if health.available
+        else pd.DataFrame()
     )
 
     c = st.columns(4)
@@ -350,8 +360,8 @@ def pipeline_health() -> None:
                 st.dataframe(recon.gaps, hide_index=True, width="stretch", key="ledger_gaps")
 
 
-def models() -> None:
-    registry = load(data.model_registry, slow=True)
+def models_page() -> None:
+    registry = load(models.model_registry, slow=True)
     if registry.models.empty:
         st.info(
             "No model trained yet: materialize the `ml` asset group in the Dagster UI "
@@ -359,7 +369,7 @@ def models() -> None:
             icon=":material/info:",
         )
         return
-    table = data.registry_table(registry)
+    table = models.registry_table(registry)
     st.dataframe(
         table,
         hide_index=True,
@@ -395,7 +405,7 @@ def _parse_visitor(choice: object) -> int | None:
 
 
 def _popular(title: str) -> None:
-    popular = load(data.popular_items, 10)
+    popular = load(models.popular_items, 10)
     st.markdown(title)
     if popular.empty:
         st.info(
@@ -413,8 +423,8 @@ def _popular(title: str) -> None:
 
 
 def recommendation_explorer() -> None:
-    visitors = load(data.recommended_visitors, 500, slow=True)
-    covered, version = load(data.recommendation_coverage, slow=True)
+    visitors = load(models.recommended_visitors, 500, slow=True)
+    covered, version = load(models.recommendation_coverage, slow=True)
     options: list[object] = [UNKNOWN_VISITOR, *visitors["visitorid"].tolist()]
     pick, typed = st.columns([2, 1])
     choice = pick.selectbox(
@@ -435,8 +445,8 @@ def recommendation_explorer() -> None:
     if visitorid is None:
         _popular("**What an unknown visitor gets: the popular list**")
         return
-    history = load(data.visitor_history, visitorid)
-    recs = load(data.visitor_recommendations, visitorid)
+    history = load(models.visitor_history, visitorid)
+    recs = load(models.visitor_recommendations, visitorid)
     left, right = st.columns(2)
     with left:
         st.markdown(f"**History of visitor {visitorid}**: {history.events:,} events, newest first")
@@ -488,7 +498,7 @@ def live_traffic_section() -> None:
 
 
 def pipeline_health_section() -> None:
-    guarded(pipeline_health)
+    guarded(pipeline_health_page)
 
 
 def refresh_seconds() -> int:
@@ -499,7 +509,7 @@ def refresh_seconds() -> int:
 
 
 def main() -> None:
-    events_db, dagster_web = (data.redact_url(u) for u in URLS)
+    events_db, dagster_web = (redact_url(u) for u in URLS)
     with st.sidebar:
         st.header("Settings")
         default = refresh_seconds()
@@ -521,8 +531,8 @@ def main() -> None:
 
     st.title("Clickstream dashboard")
     try:
-        load(data.totals)
-    except data.DashboardError as exc:
+        load(traffic.totals)
+    except (sources.DashboardError, DagsterError) as exc:
         st.error(str(exc), icon=":material/error:")
         st.stop()
     run_every = float(every) if live else None
@@ -537,7 +547,7 @@ def main() -> None:
     st.header("Pipeline health", anchor="pipeline-health")
     st.fragment(run_every=run_every)(pipeline_health_section)()
     st.header("Models", anchor="models")
-    guarded(models)
+    guarded(models_page)
     st.header("Recommendation explorer", anchor="recommendation-explorer")
     guarded(recommendation_explorer)
 

@@ -41,7 +41,9 @@ def _loaded_after(code: str) -> set[str]:
         "clickstream_dagster.analytics.windows",  # the windows package, all of it
         "clickstream_dagster.analytics.windows.sets",
         "clickstream_dagster.analytics.windows.stats",
-        "clickstream_dagster.dashboard.data",
+        "clickstream_dagster.dashboard.traffic",
+        "clickstream_dagster.dashboard.pipeline_health",
+        "clickstream_dagster.dashboard.models",
     ],
 )
 def test_library_starts_without_dagster(module: str) -> None:

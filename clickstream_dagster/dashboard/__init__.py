@@ -1,5 +1,11 @@
-"""The Streamlit dashboard's data access (`data`) and figures (`charts`); the page is `dashboards/app.py`.
+"""The Streamlit dashboard's data and figures; the page is `dashboards/app.py`.
 
-Reads the events database (PostgreSQL) and Dagster's webserver through its public GraphQL API (plain HTTP).
+    sources          where it reads: the events database (`Database`, read-only pool) and Dagster's webserver
+                     (the shared GraphQL client, `clients.dagster`)
+    traffic          the "Live traffic" section's loaders
+    pipeline_health  the "Pipeline health" section's loaders
+    models           the "Models" and "Recommendation explorer" sections' loaders
+    charts           the figures
+
 No Dagster import, no Kafka.
 """

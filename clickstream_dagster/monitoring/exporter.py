@@ -2,7 +2,7 @@
 windowed_stats' freshness, ledger gaps, Dagster's finished runs and steps, and the served model.
 
 `PipelineExporter.poll()` reads everything once (PostgreSQL: sql/monitoring.py and the ledger's gap query;
-Kafka: each partition's last stable offset; Dagster: its GraphQL API, monitoring/dagster_queries.py) and
+Kafka: each partition's last stable offset; Dagster: its GraphQL API through clients/dagster.py) and
 keeps a snapshot; a scrape returns the latest snapshot (`collect`), so scrapes stay fast and a slow source
 never blocks them. `serve()` polls every `interval_s` in a thread and answers /metrics.
 
@@ -21,16 +21,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from psycopg.rows import class_row
 
+from clickstream_dagster.clients.dagster import DagsterError, DagsterWebserver, graphql_result
+from clickstream_dagster.clients.dagster_queries import FINISHED_RUNS
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.ingestion.ledger import gap_offsets_behind, ledger_spans
-from clickstream_dagster.monitoring.dagster_queries import FINISHED_RUNS
 from clickstream_dagster.settings import redact_url
 from clickstream_dagster.sql import monitoring as q
 
@@ -84,6 +84,14 @@ class PipelineExporter(Collector):
         self.database_url = database_url
         self.kafka = KafkaClient(bootstrap_servers=bootstrap_servers)
         self.dagster_url = dagster_url.rstrip("/") if dagster_url else None
+        # The shared GraphQL client; it is not held back after a failure, since a poll is every few seconds.
+        self._dagster = (
+            DagsterWebserver(
+                self.dagster_url, read_timeout_s=10.0, retry_after_s=0.0, user_agent="clickstream-exporter"
+            )
+            if self.dagster_url
+            else None
+        )
         self.topics = tuple(topics)
         self.registry = registry or CollectorRegistry()
         self._snapshot = Snapshot()
@@ -152,7 +160,7 @@ class PipelineExporter(Collector):
             try:
                 self._observe_runs()
                 snap.up["dagster"] = True
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+            except (DagsterError, ValueError, KeyError) as exc:
                 logger.warning("Dagster at %s: %s", self.dagster_url, exc)
                 snap.up["dagster"] = False
         snap.polled_at = time.time()
@@ -162,19 +170,10 @@ class PipelineExporter(Collector):
         return snap
 
     def _observe_runs(self) -> None:
-        assert self.dagster_url is not None
-        response = httpx.post(
-            f"{self.dagster_url}/graphql",
-            json={
-                "query": FINISHED_RUNS,
-                "variables": {"updatedAfter": self._runs_after, "limit": RUNS_PER_POLL},
-            },
-            timeout=10,
-        )
-        response.raise_for_status()
-        runs = response.json()["data"]["runsOrError"]
-        if runs["__typename"] != "Runs":
-            raise ValueError(f"runsOrError: {runs.get('message', runs['__typename'])}")
+        assert self._dagster is not None
+        data = self._dagster.query(FINISHED_RUNS, {"updatedAfter": self._runs_after, "limit": RUNS_PER_POLL})
+        runs = graphql_result(data, "runsOrError", "Runs", self._dagster.address)
+        assert runs is not None
         for run in sorted(runs["results"], key=lambda r: r["updateTime"] or 0):
             if run["runId"] in self._seen_runs:
                 continue

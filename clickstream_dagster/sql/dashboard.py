@@ -1,7 +1,7 @@
 """Every SQL query the Streamlit dashboard runs, all on the events database.
 
 Dagster's side (materializations, runs) is read from its webserver's GraphQL API instead: those queries are
-in `clickstream_dagster/dashboard/dagster_queries.py`.
+in `clickstream_dagster/clients/dagster_queries.py`.
 
 Read-only. Parameters are always bound (%(name)s), never formatted into the text. Event times are UTC.
 """

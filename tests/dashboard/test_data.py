@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from clickstream_dagster.assets import ingestion
-from clickstream_dagster.dashboard import dagster_queries, data
+from clickstream_dagster.clients import dagster as dagster_client
+from clickstream_dagster.clients import dagster_queries
+from clickstream_dagster.dashboard import models, pipeline_health, sources
 from clickstream_dagster.stack.process import free_port
 from tests.dashboard.conftest import ROOT, FilledStack
 from tests.dashboard.filler import LAGS, RAW_EVENTS_MESSAGES, RAW_EVENTS_QUARANTINED, WINDOWED_STATS_ROWS
@@ -29,20 +31,20 @@ ENTRIES = [
 
 
 def test_metadata_values_reads_the_graphql_entries() -> None:
-    values = data.metadata_values(ENTRIES)
+    values = pipeline_health.metadata_values(ENTRIES)
     assert values.keys() == {"consumer_lag_after_run", "messages_read", "seconds", "ratio"}
     assert values["consumer_lag_after_run"] == 42
     assert values["messages_read"] == 5_000_000_000
     assert values["seconds"] == 1.5
-    assert data.metadata_values(None) == {}
+    assert pipeline_health.metadata_values(None) == {}
 
 
 def test_graphql_errors_become_dashboard_errors() -> None:
     address = "http://127.0.0.1:3000"
-    assert data.graphql_data({"data": {"x": 1}}, 200, address) == {"x": 1}
+    assert dagster_client.graphql_data({"data": {"x": 1}}, 200, address) == {"x": 1}
     rejected = {"data": None, "errors": [{"message": "Cannot query field 'nope' on type 'Query'."}]}
-    with pytest.raises(data.DashboardError, match=r"could not answer the dashboard's query: Cannot query"):
-        data.graphql_data(rejected, 400, address)
+    with pytest.raises(dagster_client.DagsterError, match=r"could not answer the query: Cannot query"):
+        dagster_client.graphql_data(rejected, 400, address)
     storage_down = {
         "data": None,
         "errors": [
@@ -52,36 +54,44 @@ def test_graphql_errors_become_dashboard_errors() -> None:
             }
         ],
     }
-    with pytest.raises(data.DashboardError) as err:
-        data.graphql_data(storage_down, 500, address)
+    with pytest.raises(dagster_client.DagsterError) as err:
+        dagster_client.graphql_data(storage_down, 500, address)
     assert str(err.value) == (
-        f"Dagster webserver at {address} could not answer the dashboard's query (SUCCESS.count): "
+        f"Dagster webserver at {address} could not answer the query (SUCCESS.count): "
         "(psycopg2.OperationalError) server closed the connection unexpectedly"
     )
     with pytest.raises(
-        data.DashboardError, match=r"HTTP 404 without a GraphQL response.*CLICKSTREAM_DAGSTER_URL"
+        dagster_client.DagsterError, match=r"HTTP 404 without a GraphQL response.*CLICKSTREAM_DAGSTER_URL"
     ):
-        data.graphql_data(None, 404, address)
+        dagster_client.graphql_data(None, 404, address)
 
     python_error = {"assetsOrError": {"__typename": "PythonError", "message": "KeyError: 'x'\n  File ..."}}
     with pytest.raises(
-        data.DashboardError, match=r"answered `assetsOrError` with PythonError: KeyError: 'x'\.$"
+        dagster_client.DagsterError, match=r"answered `assetsOrError` with PythonError: KeyError: 'x'\.$"
     ):
-        data.graphql_result(python_error, "assetsOrError", "AssetConnection", address)
+        dagster_client.graphql_result(python_error, "assetsOrError", "AssetConnection", address)
     missing = {"rawEvents": {"__typename": "AssetNotFoundError", "message": "not found"}}
-    assert data.graphql_result(missing, "rawEvents", "Asset", address, absent="AssetNotFoundError") is None
+    assert (
+        dagster_client.graphql_result(missing, "rawEvents", "Asset", address, absent="AssetNotFoundError")
+        is None
+    )
 
 
 def test_raw_events_still_reports_the_metadata_the_dashboard_reads() -> None:
     source = inspect.getsource(ingestion)
-    for key in (data.LAG_METADATA_KEY, data.ROW_COUNT_METADATA_KEY, *data.INGEST_METADATA_KEYS):
+    for key in (
+        pipeline_health.LAG_METADATA_KEY,
+        pipeline_health.ROW_COUNT_METADATA_KEY,
+        *pipeline_health.INGEST_METADATA_KEYS,
+    ):
         assert f'"{key}"' in source, f"raw_events no longer reports {key!r}: update the dashboard"
 
 
 def test_importing_the_dashboard_leaves_dagster_out() -> None:
     code = (
         "import sys\n"
-        "import clickstream_dagster.dashboard.data, clickstream_dagster.dashboard.charts\n"
+        "import clickstream_dagster.dashboard.traffic, clickstream_dagster.dashboard.pipeline_health\n"
+        "import clickstream_dagster.dashboard.models, clickstream_dagster.dashboard.charts\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dagster_graphql'))\n"
         "assert 'dagster' not in sys.modules, loaded\n"
         "assert not loaded, loaded\n"
@@ -98,7 +108,7 @@ def test_metrics_long_flattens_validation_and_test_per_model() -> None:
         "test": {"lightfm": {"ndcg@10": 0.2, "auc": 0.9}, "popularity": {"ndcg@10": 0.15}},
         "gate": {"passed": True, "margin": 0.01},
     }
-    rows = data.metrics_long(3, "promoted", "lightfm", metrics)
+    rows = models.metrics_long(3, "promoted", "lightfm", metrics)
     assert {(r["split"], r["model"], r["metric"], r["value"]) for r in rows} == {
         ("validation", "lightfm", "ndcg@10", 0.1),
         ("test", "lightfm", "ndcg@10", 0.2),
@@ -106,36 +116,36 @@ def test_metrics_long_flattens_validation_and_test_per_model() -> None:
         ("test", "popularity", "ndcg@10", 0.15),
     }
     assert all(r["version"] == 3 and r["status"] == "promoted" for r in rows)
-    assert data.metrics_long(1, "candidate", "lightfm", None) == []
+    assert models.metrics_long(1, "candidate", "lightfm", None) == []
 
 
 def test_small_formatters() -> None:
-    assert data.category_text([1338, 1213, 250]) == "250 > 1213 > 1338"
-    assert data.category_text(None) == ""
-    assert data.asset_name(["raw_events"]) == "raw_events"
-    assert data.asset_name(["ml", "model"]) == "ml/model"
-    stamp = data.epoch_ms("1433000000123")
+    assert sources.category_text([1338, 1213, 250]) == "250 > 1213 > 1338"
+    assert sources.category_text(None) == ""
+    assert pipeline_health.asset_name(["raw_events"]) == "raw_events"
+    assert pipeline_health.asset_name(["ml", "model"]) == "ml/model"
+    stamp = pipeline_health.epoch_ms("1433000000123")
     assert stamp is not None
     assert stamp.isoformat() == "2015-05-30T15:33:20.123000+00:00"
-    assert data.epoch_ms(None) is None
-    assert data.redact_url("postgresql://me:secret@db:5432/x") == "postgresql://me@db:5432/x"
-    assert data.redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
+    assert pipeline_health.epoch_ms(None) is None
+    assert sources.redact_url("postgresql://me:secret@db:5432/x") == "postgresql://me@db:5432/x"
+    assert sources.redact_url("postgresql://me@db/x") == "postgresql://me@db/x"
 
 
 # ---- against the real webserver that serves the filled Dagster instance -------------------------------------
 
 
 @pytest.fixture
-def webserver(filled_stack: FilledStack) -> Iterator[data.DagsterWebserver]:
-    client = data.DagsterWebserver(filled_stack.dagster_url)
+def webserver(filled_stack: FilledStack) -> Iterator[dagster_client.DagsterWebserver]:
+    client = dagster_client.DagsterWebserver(filled_stack.dagster_url)
     yield client
     client.close()
 
 
 def test_dagster_health_is_what_the_runs_materialized(
-    webserver: data.DagsterWebserver, filled_stack: FilledStack
+    webserver: dagster_client.DagsterWebserver, filled_stack: FilledStack
 ) -> None:
-    health = data.dagster_health(webserver)
+    health = pipeline_health.dagster_health(webserver)
     runs = filled_stack.dagster_runs
     assert health.available, health.note
     assert health.address == filled_stack.dagster_url
@@ -161,26 +171,26 @@ def test_dagster_health_is_what_the_runs_materialized(
     assert health.runs.to_dict("records") == [{"status": "SUCCESS", "runs": len(runs.raw_events) + 1}]
 
 
-def test_run_statuses_are_those_the_webserver_serves(webserver: data.DagsterWebserver) -> None:
+def test_run_statuses_are_those_the_webserver_serves(webserver: dagster_client.DagsterWebserver) -> None:
     served = webserver.query('{ __type(name: "RunStatus") { enumValues { name } } }')
     assert {v["name"] for v in served["__type"]["enumValues"]} == set(dagster_queries.RUN_STATUSES)
 
 
-def test_a_query_the_webserver_rejects_is_a_clear_error(webserver: data.DagsterWebserver) -> None:
-    with pytest.raises(data.DashboardError) as err:
+def test_a_query_the_webserver_rejects_is_a_clear_error(webserver: dagster_client.DagsterWebserver) -> None:
+    with pytest.raises(dagster_client.DagsterError) as err:
         webserver.query("{ nope }")
     assert str(err.value) == (
-        f"Dagster webserver at {webserver.address} could not answer the dashboard's query: "
+        f"Dagster webserver at {webserver.address} could not answer the query: "
         "Cannot query field 'nope' on type 'Query'."
     )
-    assert not isinstance(err.value, data.WebserverUnavailable)
+    assert not isinstance(err.value, dagster_client.WebserverUnavailable)
     assert "__typename" in webserver.query("{ __typename }")  # it is not marked as down
 
 
 def test_a_url_that_is_not_the_graphql_endpoint_is_a_clear_note(filled_stack: FilledStack) -> None:
-    elsewhere = data.DagsterWebserver(f"{filled_stack.dagster_url}/not-dagster")
+    elsewhere = dagster_client.DagsterWebserver(f"{filled_stack.dagster_url}/not-dagster")
     try:
-        health = data.dagster_health(elsewhere)
+        health = pipeline_health.dagster_health(elsewhere)
     finally:
         elsewhere.close()
     assert not health.available
@@ -191,10 +201,10 @@ def test_a_url_that_is_not_the_graphql_endpoint_is_a_clear_note(filled_stack: Fi
 
 def test_an_unreachable_webserver_is_reported_at_once_and_remembered() -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    webserver = data.DagsterWebserver(url, retry_after_s=30)
+    webserver = dagster_client.DagsterWebserver(url, retry_after_s=30)
     try:
         started = time.monotonic()
-        health = data.dagster_health(webserver)
+        health = pipeline_health.dagster_health(webserver)
         assert time.monotonic() - started < webserver.connect_timeout_s + 1
         assert not health.available
         assert health.note is not None
@@ -202,9 +212,9 @@ def test_an_unreachable_webserver_is_reported_at_once_and_remembered() -> None:
         assert "start Dagster with `make up`" in health.note
         assert "CLICKSTREAM_DAGSTER_URL" in health.note
         assert health.kafka_lag is None
-        with pytest.raises(data.WebserverUnavailable) as first:
+        with pytest.raises(dagster_client.WebserverUnavailable) as first:
             webserver.query("{ __typename }")
-        with pytest.raises(data.WebserverUnavailable) as again:
+        with pytest.raises(dagster_client.WebserverUnavailable) as again:
             webserver.query("{ __typename }")
         assert again.value is first.value  # no new attempt within retry_after_s
     finally:
@@ -217,15 +227,15 @@ def test_a_webserver_that_does_not_answer_costs_one_timeout() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        webserver = data.DagsterWebserver(url, read_timeout_s=0.5, retry_after_s=30)
+        webserver = dagster_client.DagsterWebserver(url, read_timeout_s=0.5, retry_after_s=30)
         try:
             started = time.monotonic()
-            health = data.dagster_health(webserver)
+            health = pipeline_health.dagster_health(webserver)
             first = time.monotonic() - started
             assert health.note is not None
             assert f"not reachable at {url} (no answer within 0.5 s)" in health.note
             started = time.monotonic()
-            assert data.dagster_health(webserver).note == health.note
+            assert pipeline_health.dagster_health(webserver).note == health.note
             assert time.monotonic() - started < 0.2 < first
         finally:
             webserver.close()

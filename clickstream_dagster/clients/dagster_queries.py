@@ -1,4 +1,5 @@
-"""Every GraphQL query the dashboard sends to Dagster's webserver (`<dagster_url>/graphql`).
+"""Every GraphQL query sent to Dagster's webserver (`<dagster_url>/graphql`): the dashboard's and the pipeline
+exporter's, through `clients.dagster.DagsterWebserver`.
 
 Dagster's public interface, checked against the schema dagster-graphql 1.13 serves: no storage tables, no
 serialized events. Values are bound as GraphQL variables; only the run statuses below (constants) are
@@ -64,3 +65,29 @@ fragment Materialization on MaterializationEvent {
 fragment Problem on Error { message }
 """
 )
+
+
+# The exporter's: runs that finished (success, failure, cancellation) and were updated after `$updatedAfter` (a
+# Unix timestamp in seconds), oldest first as the exporter walks them, with each step's timing.
+FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
+
+FINISHED_RUNS = """
+query ExporterFinishedRuns($updatedAfter: Float!, $limit: Int!) {
+  runsOrError(filter: {statuses: [SUCCESS, FAILURE, CANCELED], updatedAfter: $updatedAfter}, limit: $limit) {
+    __typename
+    ... on Runs {
+      results {
+        runId
+        jobName
+        status
+        startTime
+        endTime
+        updateTime
+        stepStats { stepKey status startTime endTime }
+      }
+    }
+    ... on PythonError { message }
+    ... on InvalidPipelineRunsFilterError { message }
+  }
+}
+"""
