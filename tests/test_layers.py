@@ -111,18 +111,27 @@ def test_dagster_internals_only_in_the_local_stack() -> None:
         assert "require_dagster()" in (PACKAGE / module).read_text()
 
 
-def test_kafka_python_internals_in_one_module_each_for_writing_and_reading() -> None:
+def test_kafka_python_internals_behind_one_door() -> None:
     """kafka-python's public API is its top-level package (KafkaProducer, KafkaConsumer, KafkaAdminClient,
-    TopicPartition), `kafka.admin`, `kafka.errors` and the default partitioner; the rest is internal."""
+    TopicPartition), `kafka.admin`, `kafka.errors` and the default partitioner; the rest is internal. Only
+    `clients/kafka_internals.py` imports it (and checks the version, once); only the two modules it serves
+    use what it hands out: the producer's batch appender and the log reader."""
     public = ("kafka", "kafka.admin", "kafka.errors", "kafka.structs", "kafka.partitioner.default")
 
     def internal(name: str) -> bool:
         return name.split(".", maxsplit=1)[0] == "kafka" and name not in public
 
-    users = _modules_importing(internal)
-    assert users == {"producer/batches.py", "ingestion/kafka_log.py"}
-    for module in users:
-        assert "SUPPORTED_KAFKA_PYTHON" in (PACKAGE / module).read_text()
+    assert _modules_importing(internal) == {"clients/kafka_internals.py"}
+    assert _modules_importing(lambda name: name == "clickstream_dagster.clients.kafka_internals") == {
+        "producer/batches.py",
+        "ingestion/kafka_log.py",
+    }
+    checks = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if 'version("kafka-python")' in p.read_text()
+    ]
+    assert checks == ["clients/kafka_internals.py"]
 
 
 def test_the_event_schema_has_one_home() -> None:

@@ -14,8 +14,8 @@ It is used only for ranges where the consumer received fewer messages than the r
 speed does not matter; what matters is that `delivered` agrees with what the consumer received, which the
 caller asserts.
 
-kafka-python's wire structs (`kafka.protocol.old`, `kafka.record`) are library internals; this is the only
-module that touches them, and it checks the library's version on import.
+kafka-python's wire structs (`kafka.protocol.old`, `kafka.record`) are library internals: they come through
+`clients.kafka_internals`, the one door to them, which checks the library's version.
 """
 
 from __future__ import annotations
@@ -23,19 +23,8 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
-from importlib.metadata import version
 
-SUPPORTED_KAFKA_PYTHON = ("3.0.",)
-_installed = version("kafka-python")
-if not _installed.startswith(SUPPORTED_KAFKA_PYTHON):  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"clickstream_dagster.ingestion.kafka_log reads Kafka record batches with kafka-python's wire structs, "
-        f"tested with kafka-python {' / '.join(v + 'x' for v in SUPPORTED_KAFKA_PYTHON)}; found {_installed}. "
-        "Install the version pinned in pyproject.toml."
-    )
-
-from kafka.protocol.old.fetch import FetchRequest_v4, FetchResponse_v4  # noqa: E402
-from kafka.record.memory_records import MemoryRecords  # noqa: E402
+from clickstream_dagster.clients.kafka_internals import FetchRequest_v4, FetchResponse_v4, MemoryRecords
 
 READ_UNCOMMITTED = 0
 FETCH_MAX_BYTES = 8 * 1024 * 1024

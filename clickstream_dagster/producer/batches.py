@@ -1,33 +1,25 @@
 """Kafka record batches built by hand: records encoded once (format v2) and appended to kafka-python's own
 producer batches, many at a time (`BatchAppender`).
 
-This is the only module that touches kafka-python's internals (its accumulator, `ProducerBatch`,
-`MemoryRecordsBuilder` and varint encoding); it checks the library's version on import. The Fetch-level reader
-of `ingestion.kafka_log` uses only kafka-python's wire structs and checks the same version.
+It uses kafka-python's internals (its accumulator, `ProducerBatch`, `MemoryRecordsBuilder` and varint
+encoding) through `clients.kafka_internals`, the one door to them, which checks the library's version.
 """
 
 from __future__ import annotations
 
 import time
-from importlib.metadata import version
 from typing import Any
 
-SUPPORTED_KAFKA_PYTHON = ("3.0.",)
-_installed = version("kafka-python")
-if not _installed.startswith(SUPPORTED_KAFKA_PYTHON):  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"clickstream_dagster.producer.batches appends records to kafka-python's producer batches, written "
-        f"for kafka-python {' / '.join(v + 'x' for v in SUPPORTED_KAFKA_PYTHON)}; found {_installed}. "
-        "Install the version pinned in pyproject.toml (`make setup`)."
-    )
+from kafka import KafkaProducer, TopicPartition
 
-import kafka  # noqa: E402
-from kafka import KafkaProducer, TopicPartition  # noqa: E402
-from kafka.producer.producer_batch import ProducerBatch  # noqa: E402
-from kafka.record.memory_records import MemoryRecordsBuilder  # noqa: E402
-from kafka.record.util import encode_varint  # noqa: E402
-
-from clickstream_dagster.messages import HEADER_LINE, HEADER_SOURCE  # noqa: E402
+from clickstream_dagster.clients.kafka_internals import (
+    INSTALLED_KAFKA_PYTHON,
+    MemoryRecordsBuilder,
+    ProducerBatch,
+    encode_varint,
+    supported,
+)
+from clickstream_dagster.messages import HEADER_LINE, HEADER_SOURCE
 
 __all__ = ["BatchAppender", "ProducerBatch", "delivery_error", "headers_prefix", "record_tail", "varint"]
 
@@ -85,21 +77,22 @@ class BatchAppender:
     (idempotence), retries, expiry and acknowledgements. A caller learns each batch's outcome from
     `ProducerBatch.produce_future` (see `delivery_error`).
 
-    It relies on internals of kafka-python 3.0 (checked when constructed), so kafka-python stays pinned.
+    It relies on internals of kafka-python 3.0 (`clients.kafka_internals` checks the version; the
+    accumulator's shape is checked when constructed), so kafka-python stays pinned.
     """
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         accumulator: Any = getattr(producer, "_accumulator", None)
-        supported = (
-            kafka.__version__.startswith("3.0.")
+        usable = (
+            supported()
             and accumulator is not None
             and all(hasattr(accumulator, a) for a in ("_batches", "_tp_lock", "_incomplete", "_closed"))
             and accumulator.config.get("message_version") == 2
             and not producer.config.get("transactional_id")
         )
-        if not supported:
+        if not usable:
             raise RuntimeError(
-                f"the producer's BatchAppender needs kafka-python 3.0.x (found {kafka.__version__}), message "
+                f"the producer's BatchAppender needs kafka-python 3.0.x (found {INSTALLED_KAFKA_PYTHON}), message "
                 "format v2 (Kafka >= 0.11) and no transactions: install kafka-python==3.0.12 as pinned in "
                 "pyproject.toml"
             )
