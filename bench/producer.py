@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="dataset cache (default: .cache/bench-data)"
     )
+    parser.add_argument(
+        "--public-send",
+        action="store_true",
+        help="also send the same messages with KafkaProducer.send() per record (kafka-python's public API): "
+        "the peer of the Replayer's batch appender, which uses its internals",
+    )
 
 
 # ---- dataset --------------------------------------------------------------------------------------------
@@ -179,6 +185,71 @@ def produce_with_kafka_python(
         "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
         "max_rss_mib": after.ru_maxrss / 1024,  # kilobytes on Linux
     }
+
+
+def produce_with_public_send(
+    bootstrap: str, topic: str, events: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Runs in a child process: the same messages (key, value, the resume headers) through kafka-python's
+    public API, `KafkaProducer.send()` per record with the Replayer's producer settings: the peer that says
+    whether `producer.batches` (kafka-python's internals) still earns its place."""
+    import logging
+    import time
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    kafka = KafkaClient(bootstrap_servers=bootstrap, topic=topic)
+    fingerprint = source_fingerprint(Path(events)).encode()
+    sent = 0
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    with kafka.producer(
+        linger_ms=settings["linger_ms"],
+        batch_size=settings["kafka_batch_bytes"],
+        compression_type=settings["compression"],
+        max_block_ms=10 * 60 * 1000,
+    ) as producer:
+        for line_no, fields_ in iter_event_rows(Path(events)):
+            try:
+                ev = parse_event_row(fields_)
+            except RowError:
+                continue
+            producer.send(
+                topic,
+                key=encode_key(ev.visitorid),
+                value=encode_value(ev.timestamp, ev.visitorid, ev.event, ev.itemid, ev.transactionid),
+                headers=[(HEADER_SOURCE, fingerprint), (HEADER_LINE, str(line_no).encode())],
+            )
+            sent += 1
+        producer.flush()
+    seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "sent": sent,
+        "seconds": seconds,
+        "cpu_seconds": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
+
+
+def _public_send_round(
+    broker: EmbeddedKafka, dataset: Dataset, topic: str, settings: dict[str, Any]
+) -> Result:
+    cfg = broker.cfg
+    broker_cpu = _cpu_seconds(broker)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        out = pool.submit(
+            produce_with_public_send, cfg.bootstrap_servers, topic, str(dataset.events_csv), settings
+        ).result()
+    return Result(
+        tool="kafka-python send()",
+        topic=topic,
+        records=out["sent"],
+        seconds=out["seconds"],
+        payload_bytes=dataset.payload_bytes * out["sent"] // max(dataset.records, 1),
+        client_cpu_seconds=out["cpu_seconds"],
+        broker_cpu_seconds=_cpu_seconds(broker) - broker_cpu,
+        in_topic=_records_in(cfg.bootstrap_servers, topic),
+        detail="public API, one send() per record",
+    )
 
 
 def _kafka_python_round(
@@ -354,7 +425,8 @@ def _one_round(
     dataset: Dataset,
     settings: dict[str, Any],
     props: dict[str, str],
-) -> tuple[Result, Result, float]:
+    public_send: bool = False,
+) -> tuple[Result, Result, float, Result | None]:
     """Both tools on fresh topics; even rounds start with Java, so neither always meets a colder broker."""
     suffix = uuid.uuid4().hex[:8]
     ours_topic, java_topic = f"bench-kafka-python-{suffix}", f"bench-java-{suffix}"
@@ -370,15 +442,30 @@ def _one_round(
             results["ours"], results["rss"] = _kafka_python_round(broker, dataset, ours_topic, settings)
         else:
             results["java"] = _java_round(broker, dataset, java_topic, props)
-    return results["ours"], results["java"], results["rss"]
+    public = None
+    if public_send:
+        public_topic = f"bench-public-send-{suffix}"
+        kafka.ensure_topic(public_topic, partitions=settings["partitions"])
+        print(f"round {n}/{rounds}: kafka-python send() per record ({_load()})", flush=True)
+        public = _public_send_round(broker, dataset, public_topic, settings)
+    return results["ours"], results["java"], results["rss"], public
 
 
-def _report(ours: Result, java: Result, peak_rss: float, dataset: Dataset) -> bool:
+def _report(
+    ours: Result, java: Result, peak_rss: float, dataset: Dataset, public: Result | None = None
+) -> bool:
     print(
         f"\n  {'':<26} {'records':>11} {'seconds':>8} {'msgs/s':>10} {'MiB/s':>7} {'client CPU s':>12} {'broker CPU s':>12}"
     )
     print(_row(ours))
     print(_row(java))
+    if public is not None:
+        print(_row(public))
+        per = [r.client_cpu_seconds / max(r.records, 1) * 1e6 for r in (ours, public)]
+        print(
+            f"  client CPU per record: batch appender {per[0]:.2f} us, public send() {per[1]:.2f} us "
+            f"({per[1] / per[0]:.1f}x); throughput appender / send(): {ours.rate / max(public.rate, 1e-9):.2f}"
+        )
     ratio = ours.rate / java.rate if java.rate else 0.0
     print(
         f"  kafka-python / Java: {ratio:.2f}"
@@ -389,7 +476,7 @@ def _report(ours: Result, java: Result, peak_rss: float, dataset: Dataset) -> bo
     print(f"  peak RSS of the Python producer process: {peak_rss:,.0f} MiB")
     print(f"  kafka-python: {ours.detail}; Java: {java.detail}")
     ok = True
-    for result in (ours, java):
+    for result in (ours, java, *([public] if public is not None else [])):
         good = result.in_topic == dataset.records == result.records
         ok = ok and good
         print(
@@ -444,8 +531,10 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             for n in range(1, args.rounds + 1):
-                ours, java, peak_rss = _one_round(n, args.rounds, broker, dataset, settings, props)
-                ok = _report(ours, java, peak_rss, dataset) and ok
+                ours, java, peak_rss, public = _one_round(
+                    n, args.rounds, broker, dataset, settings, props, args.public_send
+                )
+                ok = _report(ours, java, peak_rss, dataset, public) and ok
         finally:
             broker.stop()
     shown = " ".join(java_arguments("<topic>", dataset, {**props, "bootstrap.servers": "<broker>"}))
