@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     for name, module in BENCHMARKS.items():
-        summary = (module.__doc__ or name).strip().splitlines()[0]
+        # argparse %-formats help strings: a docstring's "70 %" must not be read as a format.
+        summary = (module.__doc__ or name).strip().splitlines()[0].replace("%", "%%")
         sub = commands.add_parser(name, help=summary, description=module.__doc__)
         module.add_arguments(sub)
     return parser
