@@ -291,7 +291,7 @@ def validate_raw_events(
             violations = [sum(r.violations[i] for r in ranges) for i in range(len(ROW_RULES))]
         else:
             scope = "the whole table"
-            ranges = cur.execute(q.CHECK_ALL_RANGES).fetchall()
+            ranges = cur.execute(rules.CHECK_ALL_RANGES).fetchall()
             row = conn.execute(rules.CHECK_ALL_ROWS, params).fetchone()
             violations = list(row[0]) if row else [0] * len(ROW_RULES)
         topics = sorted({r.topic for r in ranges} | {t for (t,) in conn.execute(q.PLANNED_TOPICS)})
@@ -308,7 +308,7 @@ def validate_raw_events(
 
 @dataclass(frozen=True)
 class RangeCheck:
-    """One offset range of the ledger (row_rules.CHECK_RUN_RANGES / queries.CHECK_ALL_RANGES): what it read and
+    """One offset range of the ledger (row_rules.CHECK_RUN_RANGES / CHECK_ALL_RANGES): what it read and
     how every offset is accounted for, the rows it holds and (in a run's checks) their violations of each rule
     (`violations`, in ROW_RULES' order)."""
 

@@ -205,26 +205,6 @@ SELECT event, event_count, unique_users, unique_items FROM totals ORDER BY event
 # and held). A range's rows are read through the source-coordinates key, in offset order, so a run's checks
 # cost what the run loaded, not what the table holds, and need no sort.
 
-# Every range of the ledger for the reconciliation, when the checks run on their own (rows:
-# assets.ingestion.RangeCheck; the row rules' queries are in sql/row_rules.py).
-CHECK_ALL_RANGES = """
-SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
-       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
-       r.skipped_compacted AS compacted, r.lost_retention AS lost,
-       (SELECT count(*) FROM clickstream_events e
-         WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
-           AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,
-       (SELECT count(*) FROM quarantine q
-         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
-           AND q.replayed_at IS NULL) AS quarantined,
-       (SELECT count(*) FROM quarantine q
-         WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
-           AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
-           AND q.replayed_at IS NOT NULL) AS replayed
-FROM ingested_ranges r
-ORDER BY 1, 2, 3
-"""
 
 # ---- the ledger proven gap-free, and self-healing ------------------------------------------------------------
 

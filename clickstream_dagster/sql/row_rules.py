@@ -1,4 +1,4 @@
-"""The row rules of clickstream_events, in one table: each rule's name (its asset check's and its count's), what
+"""The row rules of clickstream_events, in one table, and the queries of raw_events' checks built from it: each rule's
 it checks, how a violating row is described, and its SQL predicate. The asset checks of raw_events, their
 specs, their results and the two queries below are all built from `ROW_RULES`; a rule is added here once.
 
@@ -69,20 +69,23 @@ _VIOLATIONS = sql.SQL("ARRAY[{}]::bigint[] AS violations").format(
     sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE {})").format(r.predicate) for r in ROW_RULES)
 )
 
-# Per range of one run: its ledger row, the rows stored and each rule's violations, then the rows quarantined
-# and replayed (rows: assets.ingestion.RangeCheck).
-CHECK_RUN_RANGES = sql.SQL("""
-SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
-       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
-       r.skipped_compacted AS compacted, r.lost_retention AS lost, c.stored, c.violations,
-       (SELECT count(*) FROM quarantine q
+# A ledger range's (`r`) messages still in the quarantine, and those repaired and replayed since.
+_QUARANTINE_COUNTS = sql.SQL("""(SELECT count(*) FROM quarantine q
          WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
            AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
            AND q.replayed_at IS NULL) AS quarantined,
        (SELECT count(*) FROM quarantine q
          WHERE q.source = 'kafka' AND q.kafka_topic = r.kafka_topic AND q.kafka_partition = r.kafka_partition
            AND q.kafka_offset >= r.start_offset AND q.kafka_offset < r.end_offset
-           AND q.replayed_at IS NOT NULL) AS replayed
+           AND q.replayed_at IS NOT NULL) AS replayed""")
+
+# Per range of one run: its ledger row, the rows stored and each rule's violations, then the rows quarantined
+# and replayed (rows: assets.ingestion.RangeCheck).
+CHECK_RUN_RANGES = sql.SQL("""
+SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
+       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost, c.stored, c.violations,
+       {quarantine}
 FROM ingested_ranges r
 CROSS JOIN LATERAL (
     SELECT count(*) AS stored, {violations}
@@ -93,7 +96,7 @@ CROSS JOIN LATERAL (
 ) c
 WHERE r.dagster_run_id = %(run_id)s
 ORDER BY 1, 2, 3
-""").format(violations=_VIOLATIONS)
+""").format(violations=_VIOLATIONS, quarantine=_QUARANTINE_COUNTS)
 
 # Checks executed on their own (no ranges in their run) cover every row of the table, in or out of a recorded
 # range: one row, `violations`.
@@ -103,3 +106,16 @@ FROM (SELECT e.*, lag(e.kafka_offset) OVER (PARTITION BY e.kafka_topic, e.kafka_
                                             ORDER BY e.kafka_offset) AS previous_offset
       FROM clickstream_events e) e
 """).format(violations=_VIOLATIONS)
+
+# ... and every range of the ledger for the reconciliation (rows: assets.ingestion.RangeCheck).
+CHECK_ALL_RANGES = sql.SQL("""
+SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
+       r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost,
+       (SELECT count(*) FROM clickstream_events e
+         WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
+           AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,
+       {quarantine}
+FROM ingested_ranges r
+ORDER BY 1, 2, 3
+""").format(quarantine=_QUARANTINE_COUNTS)
