@@ -1,6 +1,7 @@
-"""The row rules of clickstream_events, in one table, and the queries of raw_events' checks built from it: each rule's
-it checks, how a violating row is described, and its SQL predicate. The asset checks of raw_events, their
-specs, their results and the two queries below are all built from `ROW_RULES`; a rule is added here once.
+"""The row rules of clickstream_events, in one table, and the queries of raw_events' checks: each rule's
+name (its asset check's and its count's), what it checks, how a violating row is described, and its SQL
+predicate. The asset checks of raw_events, their specs, their results and the queries below are all built
+from `ROW_RULES`; a rule is added here once.
 
 One pass over the rows each checked offset range holds counts everything the checks need: the rows stored
 (reconciliation), each rule's violations (`violations`, an array in `ROW_RULES`' order), and rows with the
