@@ -19,6 +19,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -55,6 +57,26 @@ class LedgerRow:
     planned_to: int | None
 
 
+@dataclass(frozen=True)
+class WindowsRow:
+    """windowed_stats' freshness (sql.monitoring.WINDOWS)."""
+
+    newest_event: datetime | None
+    newest_window_end: datetime | None
+    last_write: datetime | None
+    pending: int
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """The promoted model (sql.monitoring.PROMOTED_MODEL)."""
+
+    version: int
+    model_type: str
+    decided_at: Decimal | float | None  # epoch seconds
+    validation: dict[str, Any] | None  # its own validation metrics, by name
+
+
 @dataclass
 class Snapshot:
     """What one poll read; every field empty or None when its source could not be read."""
@@ -62,9 +84,9 @@ class Snapshot:
     end_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     ledger: list[LedgerRow] = field(default_factory=list)
     gaps: dict[tuple[str, int], int] = field(default_factory=dict)  # offsets behind the read point
-    windows: tuple[Any, ...] | None = None
+    windows: WindowsRow | None = None
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
-    model: tuple[Any, ...] | None = None
+    model: ModelRow | None = None
     up: dict[str, bool] = field(default_factory=dict)
     polled_at: float = 0.0
     poll_seconds: float = 0.0
@@ -141,9 +163,11 @@ class PipelineExporter(Collector):
                         )
                         if behind > 0:
                             snap.gaps[topic, partition] = behind
-                snap.windows = conn.execute(q.WINDOWS).fetchone()
+                with conn.cursor(row_factory=class_row(WindowsRow)) as cur:
+                    snap.windows = cur.execute(q.WINDOWS).fetchone()
                 snap.quarantine = conn.execute(q.QUARANTINE).fetchall()
-                snap.model = conn.execute(q.PROMOTED_MODEL).fetchone()
+                with conn.cursor(row_factory=class_row(ModelRow)) as cur:
+                    snap.model = cur.execute(q.PROMOTED_MODEL).fetchone()
             snap.up["postgres"] = True
         except psycopg.Error as exc:
             logger.warning("PostgreSQL at %s: %s", redact_url(self.database_url), exc)
@@ -329,13 +353,13 @@ def _totals(snap: Snapshot) -> Iterator[Metric]:
 def _windows(snap: Snapshot) -> Iterator[Metric]:
     if snap.windows is None:
         return
-    newest_event, newest_window_end, last_write, pending = snap.windows
-    if newest_event is not None:
+    w = snap.windows
+    if w.newest_event is not None:
         behind = 0.0
-        if newest_window_end is None:
+        if w.newest_window_end is None:
             behind = float("inf")
-        elif newest_event >= newest_window_end:
-            behind = (newest_event - newest_window_end).total_seconds()
+        elif w.newest_event >= w.newest_window_end:
+            behind = (w.newest_event - w.newest_window_end).total_seconds()
         yield GaugeMetricFamily(
             "clickstream_windowed_stats_freshness_seconds",
             "Event time of the newest event minus the end of the newest window (0: the windows cover it)",
@@ -343,15 +367,15 @@ def _windows(snap: Snapshot) -> Iterator[Metric]:
         )
         yield GaugeMetricFamily(
             "clickstream_newest_event_timestamp_seconds", "Event time of the newest stored event",
-            value=newest_event.timestamp(),
+            value=w.newest_event.timestamp(),
         )  # fmt: skip
-    if last_write is not None:
+    if w.last_write is not None:
         yield GaugeMetricFamily(
             "clickstream_windowed_stats_last_write_timestamp_seconds", "When a window was last written",
-            value=last_write.timestamp(),
+            value=w.last_write.timestamp(),
         )  # fmt: skip
     yield GaugeMetricFamily(
-        "clickstream_windowed_stats_pending_windows", "Windows waiting to be recomputed", value=int(pending)
+        "clickstream_windowed_stats_pending_windows", "Windows waiting to be recomputed", value=int(w.pending)
     )
 
 
@@ -364,24 +388,24 @@ def _model(snap: Snapshot) -> Iterator[Metric]:
             version.add_metric([], 0)
             yield version
         return
-    number, model_type, decided_at, validation = snap.model
-    version.add_metric([], int(number))
+    m = snap.model
+    version.add_metric([], int(m.version))
     yield version
     info = GaugeMetricFamily(
         "clickstream_model_promoted_info", "The promoted model (always 1)", labels=["version", "model_type"]
     )
-    info.add_metric([str(number), str(model_type)], 1)
+    info.add_metric([str(m.version), str(m.model_type)], 1)
     yield info
-    if decided_at is not None:
+    if m.decided_at is not None:
         yield GaugeMetricFamily(
             "clickstream_model_promoted_timestamp_seconds",
             "When the model was promoted",
-            value=float(decided_at),
+            value=float(m.decided_at),
         )
     metric = GaugeMetricFamily(
         "clickstream_model_validation_metric", "The promoted model's validation metrics", labels=["metric"]
     )
-    for name, value in sorted((validation or {}).items()):
+    for name, value in sorted((m.validation or {}).items()):
         if isinstance(value, int | float) and not isinstance(value, bool):
             metric.add_metric([name], float(value))
     yield metric

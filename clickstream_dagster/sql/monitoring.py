@@ -26,12 +26,12 @@ ORDER BY 1, 2
 """
 
 # windowed_stats' freshness: the newest event's time, the newest window's end, and when a window was last
-# written; plus the windows waiting to be recomputed.
+# written; plus the windows waiting to be recomputed. Read into monitoring.exporter.WindowsRow.
 WINDOWS = """
-SELECT (SELECT max(event_time) FROM clickstream_events),
-       (SELECT max(window_end) FROM windowed_stats),
-       (SELECT max(updated_at) FROM windowed_stats),
-       (SELECT count(*) FROM dirty_windows)
+SELECT (SELECT max(event_time) FROM clickstream_events) AS newest_event,
+       (SELECT max(window_end) FROM windowed_stats) AS newest_window_end,
+       (SELECT max(updated_at) FROM windowed_stats) AS last_write,
+       (SELECT count(*) FROM dirty_windows) AS pending
 """
 
 # Rows quarantined per source (kafka messages and CSV rows), whatever their reason.
@@ -39,7 +39,8 @@ QUARANTINE = "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY s
 
 # The promoted model: its version, type, when it was decided, and its own validation metrics (the ML job
 # stores every candidate type's under model_registry.metrics -> 'validation' -> <type>, numbers by name).
+# Read into monitoring.exporter.ModelRow.
 PROMOTED_MODEL = """
-SELECT version, model_type, extract(epoch FROM decided_at), metrics -> 'validation' -> model_type
+SELECT version, model_type, extract(epoch FROM decided_at) AS decided_at, metrics -> 'validation' -> model_type AS validation
 FROM model_registry WHERE status = 'promoted'
 """
