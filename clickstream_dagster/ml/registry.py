@@ -71,15 +71,6 @@ class RegisteredModel:
     artefact_sha256: str | None
 
 
-@dataclass(frozen=True)
-class GateVerdict:
-    version: int
-    status_before: str
-    passed: bool
-    reason: str
-    metrics: dict[str, Any]  # as registered: the evidence the decision was taken on
-
-
 def promoted_model(conn: psycopg.Connection) -> PromotedModel | None:
     with conn.cursor(row_factory=class_row(PromotedModel)) as cur:
         return cur.execute(q.PROMOTED_MODEL).fetchone()
@@ -137,17 +128,6 @@ def register_model(
     return RegisteredModel(int(version), path, len(artefact), sha)
 
 
-def judge_run_candidate(conn: psycopg.Connection, run_id: str) -> GateVerdict | None:
-    """Apply the gate (`ml.gate.gate_decision`) to the model `run_id` registered: the reason is recorded
-    either way, and a rejected model's status becomes `rejected`. None if the run registered no model."""
-    row = run_candidate(conn, run_id)
-    if row is None:
-        return None
-    decision = gate_decision(row.metrics)
-    conn.execute(q.PASS_GATE if decision.promote else q.REJECT_MODEL, (decision.reason, row.version))
-    return GateVerdict(row.version, row.status, decision.promote, decision.reason, row.metrics)
-
-
 Outcome = Literal["promoted", "kept", "popularity"]
 
 
@@ -164,7 +144,7 @@ class ServingDecision:
     outcome: Outcome
     candidate_version: int
     reason: str
-    served_version: int  # 0: the popularity fallback, no model
+    served_version: int  # POPULARITY_VERSION (0): the popular lists, no model
     promoted: PromotedModel | None = None
 
 
@@ -180,16 +160,16 @@ def run_decision(conn: psycopg.Connection, run_id: str) -> tuple[RunCandidate, D
 def decide_and_promote(conn: psycopg.Connection, run_id: str) -> ServingDecision:
     """Apply the gate to the model `run_id` registered and act on it (one transaction: the caller's): promote
     it, or keep the incumbent, or (nothing ever promoted) serve popularity. Idempotent for a retried step."""
-    verdict = judge_run_candidate(conn, run_id)
-    if verdict is None:
-        raise RegistryError("this run registered no model: materialize candidate_model first")
-    if verdict.passed:
+    row, decision = run_decision(conn, run_id)
+    # The reason is recorded either way; a rejected model's status becomes `rejected`.
+    conn.execute(q.PASS_GATE if decision.promote else q.REJECT_MODEL, (decision.reason, row.version))
+    if decision.promote:
         promoted = promote_run_candidate(conn, run_id)
-        return ServingDecision("promoted", verdict.version, verdict.reason, promoted.version, promoted)
-    incumbent = promoted_model(conn)
-    if incumbent is not None:
-        return ServingDecision("kept", verdict.version, verdict.reason, incumbent.version)
-    return ServingDecision("popularity", verdict.version, verdict.reason, 0)
+        return ServingDecision("promoted", row.version, decision.reason, promoted.version, promoted)
+    served = served_version(conn)  # the version alone: the incumbent's artefact is not read
+    if served != POPULARITY_VERSION:
+        return ServingDecision("kept", row.version, decision.reason, served)
+    return ServingDecision("popularity", row.version, decision.reason, POPULARITY_VERSION)
 
 
 def promote_run_candidate(conn: psycopg.Connection, run_id: str) -> PromotedModel:
