@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import psycopg
 
-from clickstream_dagster.analytics import distinct
+from clickstream_dagster.analytics import distinct, sessions
 from clickstream_dagster.events import EventColumns
 from clickstream_dagster.ingestion.columns import copy_data
 from clickstream_dagster.ingestion.reader import Batch
@@ -60,6 +60,7 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
             copied = _copy_new(conn, cur, batch.topic, EventColumns.of(batch.events))
             result.inserted_by_partition = copied.per_partition()
             result.inserted = len(copied)
+            sessions.queue_changes(cur, copied)
         if batch.rejects:
             cur.execute(q.CREATE_QUARANTINE_STAGING)  # private to this transaction: no lock needed
             copy_rows(cur, q.COPY_QUARANTINE_STAGING, q.QUARANTINE_STAGING_TYPES, batch.rejects)

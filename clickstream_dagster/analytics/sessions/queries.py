@@ -1,0 +1,413 @@
+"""Every query of the sessions step (`update`): take the queue, widen it to spans, recompute the sessions in
+them, and add the difference to every aggregate. Each runs in the step's one transaction; the s_* tables are
+temporary and dropped at its commit.
+
+Times are epoch ms; a period's start is `'epoch' + (ms / period) * period` (exact integer arithmetic, UTC),
+a week's Monday is day - (day + 3) % 7 (1970-01-01 was a Thursday).
+"""
+
+from __future__ import annotations
+
+LOCK = "SELECT pg_advisory_xact_lock(hashtext('sessions'))"
+
+STORED_GAP = "SELECT gap_ms FROM session_settings"
+
+# A new gap: every stored session and aggregate goes, and every visitor's whole span is queued.
+RESET_FOR_GAP = """
+UPDATE session_totals SET sessions = 0, events = 0;
+TRUNCATE sessions, session_items, session_changes, funnel_counts, session_lengths, item_funnel_counts,
+         category_funnel_counts, visitor_weeks, retention_counts, cohort_sessions;
+INSERT INTO session_changes (visitorid, first_ms, last_ms)
+SELECT visitorid, min("timestamp"), max("timestamp") FROM clickstream_events GROUP BY visitorid;
+"""
+
+SET_GAP = """
+INSERT INTO session_settings (one, gap_ms) VALUES (true, %(gap)s)
+ON CONFLICT (one) DO UPDATE SET gap_ms = EXCLUDED.gap_ms
+"""
+
+# ---- what to recompute ------------------------------------------------------------------------------------
+
+TAKE_CHANGES = """
+CREATE TEMP TABLE s_changes ON COMMIT DROP AS
+SELECT visitorid, first_ms, last_ms FROM session_changes WITH NO DATA;
+WITH taken AS (DELETE FROM session_changes RETURNING visitorid, first_ms, last_ms)
+INSERT INTO s_changes SELECT visitorid, first_ms, last_ms FROM taken;
+"""
+
+# Each queued span with the stored sessions within a gap of it (those starting in [first - gap, last + gap],
+# and the one before that if it reaches in), merged per visitor wherever two are within a gap of each other.
+SPANS = """
+CREATE TEMP TABLE s_spans ON COMMIT DROP AS
+WITH intervals AS (
+    SELECT visitorid, first_ms AS lo, last_ms AS hi FROM s_changes
+    UNION
+    SELECT s.visitorid, s.start_ms, s.end_ms
+    FROM s_changes c
+    JOIN sessions s ON s.visitorid = c.visitorid
+                   AND s.start_ms BETWEEN c.first_ms - %(gap)s AND c.last_ms + %(gap)s
+    UNION
+    SELECT s.visitorid, s.start_ms, s.end_ms
+    FROM s_changes c
+    CROSS JOIN LATERAL (
+        SELECT start_ms, end_ms, visitorid FROM sessions
+        WHERE visitorid = c.visitorid AND start_ms < c.first_ms - %(gap)s
+        ORDER BY start_ms DESC LIMIT 1
+    ) s
+    WHERE s.end_ms >= c.first_ms - %(gap)s
+), reach AS (
+    SELECT visitorid, lo, hi,
+           max(hi) OVER (PARTITION BY visitorid ORDER BY lo, hi
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS reached
+    FROM intervals
+), islands AS (
+    SELECT visitorid, lo, hi,
+           count(*) FILTER (WHERE reached IS NULL OR lo > reached + %(gap)s)
+               OVER (PARTITION BY visitorid ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS island
+    FROM reach
+)
+SELECT visitorid, min(lo) AS lo, max(hi) AS hi FROM islands GROUP BY visitorid, island;
+ANALYZE s_spans;
+"""
+
+# The stored sessions that start in a span go, with their items; the old rows are kept to subtract them.
+REMOVE_OLD = """
+CREATE TEMP TABLE s_old ON COMMIT DROP AS SELECT * FROM sessions WITH NO DATA;
+WITH gone AS (
+    DELETE FROM sessions s USING s_spans p
+    WHERE s.visitorid = p.visitorid AND s.start_ms BETWEEN p.lo AND p.hi
+    RETURNING s.*
+)
+INSERT INTO s_old SELECT * FROM gone;
+CREATE TEMP TABLE s_old_items ON COMMIT DROP AS SELECT * FROM session_items WITH NO DATA;
+WITH gone AS (
+    DELETE FROM session_items i USING s_old o
+    WHERE i.visitorid = o.visitorid AND i.start_ms = o.start_ms
+    RETURNING i.*
+)
+INSERT INTO s_old_items SELECT * FROM gone;
+"""
+
+# The stored events in the spans, each with its session's start: a session opens at an event more than a
+# gap after the visitor's previous one (events of the same millisecond are always in one session).
+SESSIONIZE = """
+CREATE TEMP TABLE s_events ON COMMIT DROP AS
+WITH spanned AS (
+    SELECT e.visitorid, e."timestamp" AS ts, e.itemid,
+           CASE e.event WHEN 'view' THEN 0 WHEN 'addtocart' THEN 1 ELSE 2 END AS step
+    FROM s_spans p
+    JOIN clickstream_events e
+      ON e.visitorid = p.visitorid
+     AND e.event_time BETWEEN 'epoch'::timestamptz + p.lo * interval '1 ms'
+                          AND 'epoch'::timestamptz + p.hi * interval '1 ms'
+), marked AS (
+    SELECT *, coalesce(ts - lag(ts) OVER (PARTITION BY visitorid ORDER BY ts) > %(gap)s, true) AS opens
+    FROM spanned
+)
+SELECT visitorid, ts, itemid, step,
+       max(ts) FILTER (WHERE opens) OVER (PARTITION BY visitorid ORDER BY ts RANGE UNBOUNDED PRECEDING)
+           AS start_ms
+FROM marked;
+
+CREATE TEMP TABLE s_new ON COMMIT DROP AS
+SELECT visitorid, start_ms, max(ts) AS end_ms,
+       'epoch'::timestamptz + start_ms * interval '1 ms'  AS session_start,
+       'epoch'::timestamptz + max(ts) * interval '1 ms'   AS session_end,
+       max(ts) - start_ms                                 AS duration_ms,
+       count(*)::int                                      AS events,
+       (count(*) FILTER (WHERE step = 0))::int            AS views,
+       (count(*) FILTER (WHERE step = 1))::int            AS addtocarts,
+       (count(*) FILTER (WHERE step = 2))::int            AS transactions,
+       count(DISTINCT itemid)::int                        AS distinct_items,
+       (array_agg(itemid ORDER BY ts, step, itemid))[1]   AS entry_itemid,
+       (array_agg(itemid ORDER BY ts DESC, step DESC, itemid DESC))[1] AS exit_itemid,
+       count(*) = 1                                       AS bounced,
+       count(*) FILTER (WHERE step = 2) > 0               AS converted,
+       count(*) FILTER (WHERE step = 1) > 0 AND count(*) FILTER (WHERE step = 2) = 0 AS cart_abandoned
+FROM s_events GROUP BY visitorid, start_ms;
+
+CREATE TEMP TABLE s_new_items ON COMMIT DROP AS
+SELECT e.visitorid, e.start_ms, e.itemid, i.categoryid, bit_or(1 << e.step)::smallint AS flags
+FROM s_events e LEFT JOIN items i ON i.itemid = e.itemid
+GROUP BY e.visitorid, e.start_ms, e.itemid, i.categoryid;
+"""
+
+# A session's funnel flags (1 viewed, 2 added to cart, 4 bought) from its counts.
+# (PostgreSQL gives | and << the same precedence, left to right: hence the parentheses.)
+_FLAGS = "((views > 0)::int | ((addtocarts > 0)::int << 1) | ((transactions > 0)::int << 2))"
+_GRAINS = "(VALUES ('hour', 3600000::bigint), ('day', 86400000::bigint)) AS g(grain, ms)"
+_PERIOD = "'epoch'::timestamptz + (x.start_ms / g.ms) * g.ms * interval '1 ms'"
+_WEEK = "(date '1970-01-01' + (start_ms / 86400000 - (start_ms / 86400000 + 3) % 7)::int)"
+
+# ---- the differences, computed before the new sessions are written (the "other" sessions of a visitor are
+# then exactly those this step did not touch) ------------------------------------------------------------
+
+FUNNEL_DELTAS = f"""
+CREATE TEMP TABLE s_funnel ON COMMIT DROP AS
+WITH x AS (
+    SELECT visitorid, start_ms, {_FLAGS} AS flags, bounced::int AS bounced, -1 AS sign FROM s_old
+    UNION ALL
+    SELECT visitorid, start_ms, {_FLAGS}, bounced::int, 1 FROM s_new
+), by_session AS (
+    SELECT g.grain, {_PERIOD} AS period_start, x.flags, sum(x.sign) AS sessions,
+           sum(x.sign * x.bounced) AS bounced, 0 AS visitors
+    FROM x CROSS JOIN {_GRAINS}
+    GROUP BY 1, 2, 3
+), keys AS (
+    SELECT g.grain, g.ms, x.visitorid, (x.start_ms / g.ms) * g.ms AS p,
+           bit_or(x.flags) FILTER (WHERE x.sign < 0) AS old_flags,
+           bit_or(x.flags) FILTER (WHERE x.sign > 0) AS new_flags
+    FROM x CROSS JOIN {_GRAINS}
+    GROUP BY 1, 2, 3, 4
+), visitor_flags AS (
+    SELECT k.grain, k.p, k.old_flags, k.new_flags, o.flags AS other_flags
+    FROM keys k
+    CROSS JOIN LATERAL (
+        SELECT bit_or({_FLAGS}) AS flags FROM sessions s
+        WHERE s.visitorid = k.visitorid AND s.start_ms >= k.p AND s.start_ms < k.p + k.ms
+    ) o
+), by_visitor AS (
+    SELECT grain, 'epoch'::timestamptz + p * interval '1 ms' AS period_start, flags, 0 AS sessions,
+           0 AS bounced, sum(sign) AS visitors
+    FROM (
+        SELECT grain, p, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, -1 AS sign
+        FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
+        UNION ALL
+        SELECT grain, p, coalesce(other_flags, 0) | coalesce(new_flags, 0), 1
+        FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
+    ) d
+    GROUP BY 1, 2, 3
+)
+SELECT grain, period_start, flags::smallint AS flags, sum(sessions)::bigint AS sessions,
+       sum(bounced)::bigint AS bounced, sum(visitors)::bigint AS visitors
+FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
+GROUP BY 1, 2, 3;
+"""
+
+LENGTH_DELTAS = """
+CREATE TEMP TABLE s_lengths ON COMMIT DROP AS
+SELECT 'epoch'::timestamptz + (start_ms / 3600000) * 3600000 * interval '1 ms' AS hour_start, duration_ms,
+       sum(sign)::bigint AS sessions
+FROM (SELECT start_ms, duration_ms, -1 AS sign FROM s_old UNION ALL SELECT start_ms, duration_ms, 1 FROM s_new) x
+GROUP BY 1, 2;
+"""
+
+# Per item and per category (-1: unknown): sessions by the flags of what they did with it, and visitors by
+# the flags of all their sessions with it.
+ITEM_DELTAS = """
+CREATE TEMP TABLE s_item_rows ON COMMIT DROP AS
+SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1) AS categoryid, flags, -1 AS sign FROM s_old_items
+UNION ALL
+SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1), flags, 1 FROM s_new_items;
+
+CREATE TEMP TABLE s_items ON COMMIT DROP AS
+WITH by_session AS (
+    SELECT itemid, flags, sum(sign) AS sessions, 0 AS visitors FROM s_item_rows GROUP BY 1, 2
+), keys AS (
+    SELECT visitorid, itemid,
+           bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
+    FROM s_item_rows GROUP BY 1, 2
+), visitor_flags AS (
+    SELECT k.itemid, k.old_flags, k.new_flags,
+           (SELECT bit_or(i.flags) FROM session_items i
+            WHERE i.visitorid = k.visitorid AND i.itemid = k.itemid) AS other_flags
+    FROM keys k
+), by_visitor AS (
+    SELECT itemid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
+    UNION ALL
+    SELECT itemid, coalesce(other_flags, 0) | coalesce(new_flags, 0), 0, 1
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
+)
+SELECT itemid, flags::smallint AS flags, sum(sessions)::bigint AS sessions, sum(visitors)::bigint AS visitors
+FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
+GROUP BY 1, 2;
+
+CREATE TEMP TABLE s_categories ON COMMIT DROP AS
+WITH session_flags AS (
+    SELECT visitorid, start_ms, categoryid, sign, bit_or(flags) AS flags
+    FROM s_item_rows GROUP BY 1, 2, 3, 4
+), by_session AS (
+    SELECT categoryid, flags, sum(sign) AS sessions, 0 AS visitors FROM session_flags GROUP BY 1, 2
+), keys AS (
+    SELECT visitorid, categoryid,
+           bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
+    FROM s_item_rows GROUP BY 1, 2
+), visitor_flags AS (
+    SELECT k.categoryid, k.old_flags, k.new_flags,
+           (SELECT bit_or(i.flags) FROM session_items i
+            WHERE i.visitorid = k.visitorid AND coalesce(i.categoryid, -1) = k.categoryid) AS other_flags
+    FROM keys k
+), by_visitor AS (
+    SELECT categoryid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
+    UNION ALL
+    SELECT categoryid, coalesce(other_flags, 0) | coalesce(new_flags, 0), 0, 1
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
+)
+SELECT categoryid, flags::smallint AS flags, sum(sessions)::bigint AS sessions, sum(visitors)::bigint AS visitors
+FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
+GROUP BY 1, 2;
+"""
+
+# Retention: each touched visitor's sessions per week before and after; a visitor adds 1 to (cohort, weeks
+# after) for every week they were active, and their sessions (all but the first: returning) to the cohort.
+RETENTION_DELTAS = f"""
+CREATE TEMP TABLE s_weeks_before ON COMMIT DROP AS
+SELECT w.visitorid, w.week_start, w.sessions
+FROM (SELECT DISTINCT visitorid FROM s_spans) v JOIN visitor_weeks w USING (visitorid);
+
+CREATE TEMP TABLE s_weeks_after ON COMMIT DROP AS
+SELECT visitorid, week_start, sum(sessions)::int AS sessions
+FROM (
+    SELECT visitorid, week_start, sessions FROM s_weeks_before
+    UNION ALL SELECT visitorid, {_WEEK}, -1 FROM s_old
+    UNION ALL SELECT visitorid, {_WEEK}, 1 FROM s_new
+) x
+GROUP BY 1, 2 HAVING sum(sessions) <> 0;
+
+CREATE TEMP TABLE s_retention ON COMMIT DROP AS
+WITH states AS (
+    SELECT visitorid, week_start, sessions, -1 AS sign FROM s_weeks_before
+    UNION ALL SELECT visitorid, week_start, sessions, 1 FROM s_weeks_after
+), cohorts AS (
+    SELECT *, min(week_start) OVER (PARTITION BY visitorid, sign) AS cohort_week FROM states
+)
+SELECT cohort_week, (week_start - cohort_week) / 7 AS weeks_after, sum(sign)::bigint AS visitors
+FROM cohorts GROUP BY 1, 2;
+
+CREATE TEMP TABLE s_cohort_sessions ON COMMIT DROP AS
+WITH states AS (
+    SELECT visitorid, week_start, sessions, -1 AS sign FROM s_weeks_before
+    UNION ALL SELECT visitorid, week_start, sessions, 1 FROM s_weeks_after
+), per_visitor AS (
+    SELECT visitorid, sign, min(week_start) AS cohort_week, sum(sessions) AS sessions
+    FROM states GROUP BY 1, 2
+)
+SELECT cohort_week, sum(sign * sessions)::bigint AS sessions,
+       sum(sign * (sessions - 1))::bigint AS returning_sessions
+FROM per_visitor GROUP BY 1;
+"""
+
+# ---- write: the new sessions, and every difference added ---------------------------------------------------
+
+WRITE = """
+INSERT INTO sessions SELECT * FROM s_new;
+UPDATE session_totals
+SET sessions = sessions + (SELECT count(*) FROM s_new) - (SELECT count(*) FROM s_old),
+    events = events + (SELECT coalesce(sum(events), 0) FROM s_new) - (SELECT coalesce(sum(events), 0) FROM s_old);
+INSERT INTO session_items (visitorid, start_ms, itemid, categoryid, flags)
+SELECT visitorid, start_ms, itemid, categoryid, flags FROM s_new_items;
+
+INSERT INTO funnel_counts AS f (grain, period_start, flags, sessions, bounced, visitors)
+SELECT grain, period_start, flags, sessions, bounced, visitors FROM s_funnel
+ON CONFLICT (grain, period_start, flags) DO UPDATE
+SET sessions = f.sessions + EXCLUDED.sessions, bounced = f.bounced + EXCLUDED.bounced,
+    visitors = f.visitors + EXCLUDED.visitors;
+DELETE FROM funnel_counts f USING s_funnel d
+WHERE (f.grain, f.period_start, f.flags) = (d.grain, d.period_start, d.flags)
+  AND f.sessions = 0 AND f.bounced = 0 AND f.visitors = 0;
+
+INSERT INTO session_lengths AS l (hour_start, duration_ms, sessions)
+SELECT hour_start, duration_ms, sessions FROM s_lengths
+ON CONFLICT (hour_start, duration_ms) DO UPDATE SET sessions = l.sessions + EXCLUDED.sessions;
+DELETE FROM session_lengths l USING s_lengths d
+WHERE (l.hour_start, l.duration_ms) = (d.hour_start, d.duration_ms) AND l.sessions = 0;
+
+INSERT INTO item_funnel_counts AS c (itemid, flags, sessions, visitors)
+SELECT itemid, flags, sessions, visitors FROM s_items
+ON CONFLICT (itemid, flags) DO UPDATE
+SET sessions = c.sessions + EXCLUDED.sessions, visitors = c.visitors + EXCLUDED.visitors;
+DELETE FROM item_funnel_counts c USING s_items d
+WHERE (c.itemid, c.flags) = (d.itemid, d.flags) AND c.sessions = 0 AND c.visitors = 0;
+
+INSERT INTO category_funnel_counts AS c (categoryid, flags, sessions, visitors)
+SELECT categoryid, flags, sessions, visitors FROM s_categories
+ON CONFLICT (categoryid, flags) DO UPDATE
+SET sessions = c.sessions + EXCLUDED.sessions, visitors = c.visitors + EXCLUDED.visitors;
+DELETE FROM category_funnel_counts c USING s_categories d
+WHERE (c.categoryid, c.flags) = (d.categoryid, d.flags) AND c.sessions = 0 AND c.visitors = 0;
+
+DELETE FROM visitor_weeks w USING (SELECT DISTINCT visitorid FROM s_spans) v WHERE w.visitorid = v.visitorid;
+INSERT INTO visitor_weeks (visitorid, week_start, sessions)
+SELECT visitorid, week_start, sessions FROM s_weeks_after;
+
+INSERT INTO retention_counts AS r (cohort_week, weeks_after, visitors)
+SELECT cohort_week, weeks_after, visitors FROM s_retention
+ON CONFLICT (cohort_week, weeks_after) DO UPDATE SET visitors = r.visitors + EXCLUDED.visitors;
+DELETE FROM retention_counts r USING s_retention d
+WHERE (r.cohort_week, r.weeks_after) = (d.cohort_week, d.weeks_after) AND r.visitors = 0;
+
+INSERT INTO cohort_sessions AS c (cohort_week, sessions, returning_sessions)
+SELECT cohort_week, sessions, returning_sessions FROM s_cohort_sessions
+ON CONFLICT (cohort_week) DO UPDATE
+SET sessions = c.sessions + EXCLUDED.sessions, returning_sessions = c.returning_sessions + EXCLUDED.returning_sessions;
+DELETE FROM cohort_sessions c USING s_cohort_sessions d
+WHERE c.cohort_week = d.cohort_week AND c.sessions = 0 AND c.returning_sessions = 0;
+"""
+
+# What this step did: spans, sessions removed and written, events re-read, visitors touched.
+STEP_SUMMARY = """
+SELECT (SELECT count(*) FROM s_changes), (SELECT count(*) FROM s_spans), (SELECT count(*) FROM s_old),
+       (SELECT count(*) FROM s_new), (SELECT count(*) FROM s_events),
+       (SELECT count(DISTINCT visitorid) FROM s_spans)
+"""
+
+TOUCHED_VISITORS = "SELECT DISTINCT visitorid FROM s_spans ORDER BY 1"
+
+# ---- the checks (asset checks of the sessions assets, evaluated by the step that updated them) ----------
+
+# In one snapshot, leaving out the visitors with spans still queued (loaded since, not yet in sessions): the
+# sessions' events and count against the loading transaction's event totals and a recount of those visitors.
+CHECK_TOTALS = """
+WITH queued AS (SELECT DISTINCT visitorid FROM session_changes)
+SELECT (SELECT events FROM session_totals)
+         - (SELECT coalesce(sum(s.events), 0) FROM sessions s JOIN queued USING (visitorid)) AS in_sessions,
+       (SELECT coalesce(sum(event_count), 0) FROM event_totals)
+         - (SELECT count(*) FROM clickstream_events e JOIN queued USING (visitorid))        AS stored,
+       (SELECT count(*) FROM queued)                                                         AS queued_visitors,
+       (SELECT count(*) FROM queued q
+        WHERE NOT EXISTS (SELECT 1 FROM visitor_weeks w WHERE w.visitorid = q.visitorid))     AS queued_new_visitors,
+       (SELECT sessions FROM session_totals)                                                 AS sessions,
+       (SELECT coalesce(sum(sessions), 0) FROM cohort_sessions)                              AS cohort_sessions,
+       (SELECT coalesce(sum(visitors), 0) FROM retention_counts WHERE weeks_after = 0)      AS cohort_visitors
+"""
+
+# The visitor sets of the loading transaction's event totals (their union: every visitor stored).
+EVENT_VISITOR_SETS = "SELECT visitors FROM event_totals WHERE visitors IS NOT NULL"
+
+# Of the visitors a step touched: sessions of one visitor within a gap of each other (two that should be one),
+# and visitors whose sessions do not hold exactly their stored events (none still queued).
+CHECK_TOUCHED = """
+WITH touched AS (
+    SELECT DISTINCT v.visitorid FROM unnest(%(visitors)s::bigint[]) AS v(visitorid)
+    WHERE NOT EXISTS (SELECT 1 FROM session_changes q WHERE q.visitorid = v.visitorid)
+)
+SELECT (SELECT count(*) FROM touched) AS visitors,
+       (SELECT count(*) FROM (
+            SELECT s.start_ms - lag(s.end_ms) OVER (PARTITION BY s.visitorid ORDER BY s.start_ms) AS gap
+            FROM touched t JOIN sessions s USING (visitorid)
+        ) g WHERE gap <= %(gap)s) AS too_close,
+       (SELECT count(*) FROM touched t
+        WHERE (SELECT coalesce(sum(events), 0) FROM sessions s WHERE s.visitorid = t.visitorid)
+           <> (SELECT count(*) FROM clickstream_events e WHERE e.visitorid = t.visitorid)) AS miscounted
+"""
+
+# Per hour and per day: a funnel step never counts more than the step before it, nor more visitors than have
+# a session in the period, nor more visitors than sessions.
+CHECK_FUNNEL = """
+SELECT count(*) FILTER (WHERE viewed_carted > viewed OR carted_bought > carted OR viewed_bought > viewed
+                           OR viewed > visitors OR carted > visitors OR bought > visitors
+                           OR visitors > sessions OR bounced > sessions),
+       count(*)
+FROM (
+    SELECT grain, period_start, sum(sessions) AS sessions, sum(bounced) AS bounced, sum(visitors) AS visitors,
+           sum(visitors) FILTER (WHERE flags & 1 = 1) AS viewed,
+           sum(visitors) FILTER (WHERE flags & 2 = 2) AS carted,
+           sum(visitors) FILTER (WHERE flags & 4 = 4) AS bought,
+           sum(visitors) FILTER (WHERE flags & 3 = 3) AS viewed_carted,
+           sum(visitors) FILTER (WHERE flags & 6 = 6) AS carted_bought,
+           sum(visitors) FILTER (WHERE flags & 5 = 5) AS viewed_bought
+    FROM funnel_counts GROUP BY 1, 2
+) p
+"""
