@@ -23,11 +23,13 @@ from clickstream_dagster.assets.ml import (
     similar_items,
 )
 from clickstream_dagster.assets.reference import category_tree, item_properties, items
+from clickstream_dagster.assets.sessions import shopper_analytics
 from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
 from clickstream_dagster.sensors.alerts import slack_on_run_failure
 from clickstream_dagster.sensors.kafka import INGEST_JOB_NAME, build_kafka_sensor
 
-# Kafka -> raw_events -> {live_clickstream_events, windowed_stats, event_statistics}, one run per offset batch.
+# Kafka -> raw_events -> {live_clickstream_events, windowed_stats, event_statistics, sessions, session_funnel,
+# item_funnel, retention}, one run per offset batch; the last four are one step (shopper_analytics).
 # In-process: a run is a few small steps, and a fresh step process would cost more than the step itself.
 reference_data = dg.define_asset_job(
     "reference_data",
@@ -38,7 +40,7 @@ reference_data = dg.define_asset_job(
 
 ingest_events = dg.define_asset_job(
     INGEST_JOB_NAME,
-    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
+    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics, shopper_analytics],
     executor_def=dg.in_process_executor,
     description="Ingest an exact set of Kafka offset ranges and refresh everything computed from them",
 )
@@ -47,7 +49,7 @@ ingest_events = dg.define_asset_job(
 # assets. Launched by `clickstream quarantine replay` with filters; from the UI it replays every repaired row.
 replay_quarantine = dg.define_asset_job(
     "replay_quarantine",
-    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics],
+    selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics, shopper_analytics],
     executor_def=dg.in_process_executor,
     config=dg.RunConfig(
         ops={RAW_EVENTS.path[-1]: RawEventsConfig(replay_quarantine=QuarantineReplayConfig())}
@@ -107,6 +109,8 @@ defs = dg.Definitions(
         # analytics
         windowed_stats,
         event_statistics,
+        # shopper analytics: sessions, session_funnel, item_funnel, retention
+        shopper_analytics,
         # reference
         category_tree,
         item_properties,

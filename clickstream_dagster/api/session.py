@@ -19,9 +19,10 @@ from; every item also says its own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.api.answers import Lists
 
 Source = Literal["session", "model", "popular"]
@@ -33,12 +34,14 @@ BOUGHT = 0
 
 @dataclass(frozen=True)
 class SessionRules:
-    """What counts as the live session, and how its events weigh. The defaults follow the ML job's session
-    protocol (a 30-minute gap, as ml.config.SessionConfig) and its event weights (view 1, add-to-cart 3, as
+    """What counts as the live session, and how its events weigh. The gap is the sessions' one rule
+    (`analytics.sessions.session_gap_ms`: the `sessions` table, the funnel and the ML job's session protocol
+    cut at the same gap); the weights follow the ML job's (view 1, add-to-cart 3, as
     ml.config.EVENT_WEIGHTS_DEFAULT)."""
 
     events: int = 10  # the visitor's newest views and add-to-carts considered (each weighs its neighbours)
-    gap_s: float = 30 * 60  # a longer gap in event time between two of them ends the session
+    # a longer gap in event time between two of them ends the session
+    gap_s: float = field(default_factory=lambda: session_gap_ms() / 1000)
     live_s: float = 30 * 60  # live only if one of its events was ingested at most this long ago
     on_screen: int = 3  # the items of the session's newest events, left out of every part of the answer
     view_weight: float = 1.0

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
+from clickstream_dagster.analytics.sessions import DEFAULT_GAP_MINUTES
+
 EVENT_WEIGHTS_DEFAULT: dict[str, float] = {"view": 1.0, "addtocart": 3.0, "transaction": 5.0}
 
 
@@ -119,7 +121,9 @@ class KNNConfig:
 class SessionConfig:
     """The next-item protocol (Ludewig et al.): views only, 30-minute gap, support filters, cutoff 20."""
 
-    gap_minutes: float = 30.0
+    # The published protocol's gap, which is the sessions' default (`analytics.sessions`); kept at the
+    # protocol's value whatever CLICKSTREAM_SESSION_GAP_MINUTES says, so scores stay comparable.
+    gap_minutes: float = DEFAULT_GAP_MINUTES
     min_item_events: int = 5
     min_session_events: int = 2
     cutoff: int = 20

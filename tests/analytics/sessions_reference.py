@@ -16,6 +16,12 @@ SESSION_COLUMNS = [
 ]  # fmt: skip
 
 
+def _or_flags(frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per group of `keys`: the bit_or of its rows' funnel flags (1 view, 2 add-to-cart, 4 transaction)."""
+    bits = frame.groupby(keys)[["view", "addtocart", "transaction"]].max()
+    return (bits["view"] + 2 * bits["addtocart"] + 4 * bits["transaction"]).rename("flags")
+
+
 def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> dict[str, pd.DataFrame]:
     """events: timestamp, visitorid, event, itemid; categories: itemid -> categoryid (others: unknown, -1)."""
     e = events[["timestamp", "visitorid", "event", "itemid"]].copy()
@@ -25,7 +31,6 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
     opens = first_of_visitor | (e["timestamp"] - e["timestamp"].shift() > gap_ms)
     e["sid"] = opens.cumsum()
     e["start_ms"] = e.groupby("sid")["timestamp"].transform("min")
-    e["flag"] = np.left_shift(1, e["step"])
     for name, step in STEP.items():
         e[name] = (e["step"] == step).astype(np.int64)
     g = e.groupby("sid")
@@ -41,7 +46,7 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
             "distinct_items": g["itemid"].nunique(),
             "entry_itemid": g["itemid"].first(),
             "exit_itemid": g["itemid"].last(),
-            "flags": g["flag"].agg(np.bitwise_or.reduce),
+            "flags": _or_flags(e, ["sid"]),
         }
     )
     sessions["duration_ms"] = sessions["end_ms"] - sessions["start_ms"]
@@ -55,9 +60,11 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
         by_session = s.groupby(["period", "flags"]).agg(
             sessions=("events", "size"), bounced=("bounced", "sum")
         )
+        bits = s.assign(
+            view=s["views"] > 0, addtocart=s["addtocarts"] > 0, transaction=s["transactions"] > 0
+        ).astype({"view": np.int64, "addtocart": np.int64, "transaction": np.int64})
         by_visitor = (
-            s.groupby(["period", "visitorid"])["flags"]
-            .agg(np.bitwise_or.reduce)
+            _or_flags(bits, ["period", "visitorid"])
             .reset_index()
             .groupby(["period", "flags"])
             .size()
@@ -77,11 +84,11 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
 
     e["categoryid"] = e["itemid"].map(categories).fillna(-1).astype(np.int64)
     per_item = []
-    for key, name in (("itemid", "items"), ("categoryid", "categories")):
-        by_session = e.groupby(["sid", key])["flag"].agg(np.bitwise_or.reduce).rename("flags").reset_index()
-        sessions_of = by_session.groupby([key, "flags"]).size().rename("sessions")
-        by_visitor = e.groupby(["visitorid", key])["flag"].agg(np.bitwise_or.reduce).rename("flags").reset_index()
-        visitors_of = by_visitor.groupby([key, "flags"]).size().rename("visitors")
+    for key in ("itemid", "categoryid"):
+        session_flags = _or_flags(e, ["sid", key]).reset_index()
+        sessions_of = session_flags.groupby([key, "flags"]).size().rename("sessions")
+        visitor_flags = _or_flags(e, ["visitorid", key]).reset_index()
+        visitors_of = visitor_flags.groupby([key, "flags"]).size().rename("visitors")
         per_item.append(
             sessions_of.to_frame().join(visitors_of, how="outer").fillna(0).astype(np.int64).reset_index()
         )
@@ -94,9 +101,7 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
     retention = weeks.groupby(["cohort", "weeks_after"]).size().rename("visitors").reset_index()
     per_visitor = sessions.groupby("visitorid").size().rename("sessions").to_frame().join(cohort)
     per_visitor["returning"] = per_visitor["sessions"] - 1
-    cohort_sessions = (
-        per_visitor.groupby("cohort")[["sessions", "returning"]].sum().reset_index()
-    )
+    cohort_sessions = per_visitor.groupby("cohort")[["sessions", "returning"]].sum().reset_index()
     return {
         "sessions": sessions[SESSION_COLUMNS],
         "funnel_counts": funnel_counts,
@@ -137,9 +142,7 @@ def normalized(frame: pd.DataFrame) -> pd.DataFrame:
     """Sorted by every column, plain int64 / bool / str values, a fresh index: comparable row for row."""
     f = frame.copy()
     for c in f.columns:
-        if f[c].dtype == object and c != "grain":
-            f[c] = f[c].astype(np.int64)
-        elif f[c].dtype != bool and c != "grain":
+        if c != "grain" and f[c].dtype != bool:
             f[c] = f[c].astype(np.int64)
     return f.sort_values(list(f.columns)).reset_index(drop=True)
 

@@ -5,7 +5,7 @@ real sessions step in a real PostgreSQL, against an independent pandas recomputa
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,9 @@ def frame(rows: Sequence[tuple[int, int, str, int]]) -> pd.DataFrame:
 def as_parsed(events: pd.DataFrame, first_offset: int = 0) -> list[ParsedEvent]:
     """Each row a message of partition 0 at consecutive offsets, in the frame's order."""
     return [
-        ParsedEvent(int(ts), int(v), str(ev), int(it), 1 if ev == "transaction" else None, -1, 0, first_offset + k)
+        ParsedEvent(
+            int(ts), int(v), str(ev), int(it), 1 if ev == "transaction" else None, -1, 0, first_offset + k
+        )
         for k, (ts, v, ev, it) in enumerate(
             events[["timestamp", "visitorid", "event", "itemid"]].itertuples(index=False)
         )
@@ -104,7 +106,7 @@ def load_in_runs(
         run = shuffled.iloc[lo:hi]
         parts = np.array_split(np.arange(len(run)), rng.randint(1, 3))
         for part in parts:
-            load(conn, run.iloc[part], offset)
+            load(conn, run.take(part), offset)
             offset += len(part)
         update_sessions(conn, gap_ms)
 
@@ -121,7 +123,7 @@ def generated_events(out: Path, n: int, seed: int) -> tuple[pd.DataFrame, dict[i
 
 
 @pytest.fixture
-def conn(pg_url: str) -> psycopg.Connection:
+def conn(pg_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(pg_url, autocommit=True) as c:
         yield c
 
@@ -177,7 +179,10 @@ def test_an_event_just_outside_a_session_extends_it_across_a_run_boundary(conn: 
     run_3 = frame([(T0 + 80 * MINUTE + 1, 8, "transaction", 2)])
     load(conn, run_3, first_offset=20)
     update_sessions(conn, GAP)
-    assert sessions_of(conn, 8) == [(T0 - 30 * MINUTE, T0 + 50 * MINUTE, 4), (T0 + 80 * MINUTE + 1,) * 2 + (1,)]
+    assert sessions_of(conn, 8) == [
+        (T0 - 30 * MINUTE, T0 + 50 * MINUTE, 4),
+        (T0 + 80 * MINUTE + 1,) * 2 + (1,),
+    ]
     assert_matches_reference(conn, pd.concat([run_1, run_2, run_3]), {})
 
 
@@ -237,7 +242,7 @@ def test_a_million_generated_events_match_pandas(conn: psycopg.Connection, tmp_p
     order = rng.permutation(len(events))
     offset = 0
     for part in np.array_split(order, 8):  # 8 runs of 125,000 events in random order
-        load(conn, events.iloc[part], first_offset=offset)
+        load(conn, events.take(part), first_offset=offset)
         offset += len(part)
         update_sessions(conn, GAP)
     assert_matches_reference(conn, events, categories)

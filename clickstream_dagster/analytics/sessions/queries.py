@@ -9,6 +9,18 @@ a week's Monday is day - (day + 3) % 7 (1970-01-01 was a Thursday).
 from __future__ import annotations
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('sessions'))"
+# The applier's turn (`apply_queued`): held across its steps, never waited for.
+TRY_APPLIER_LOCK = "SELECT pg_try_advisory_lock(hashtext('sessions applier'))"
+APPLIER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('sessions applier'))"
+ANY_QUEUED = "SELECT EXISTS (SELECT 1 FROM session_changes)"
+
+# A session's funnel flags (1 viewed, 2 added to cart, 4 bought) from its counts.
+# (PostgreSQL gives | and << the same precedence, left to right: hence the parentheses.)
+_FLAGS = "((views > 0)::int | ((addtocarts > 0)::int << 1) | ((transactions > 0)::int << 2))"
+_GRAINS = "(VALUES ('hour', 3600000::bigint), ('day', 86400000::bigint)) AS g(grain, ms)"
+_PERIOD = "'epoch'::timestamptz + (x.start_ms / g.ms) * g.ms * interval '1 ms'"
+_WEEK = "(date '1970-01-01' + (start_ms / 86400000 - (start_ms / 86400000 + 3) % 7)::int)"
+
 
 STORED_GAP = "SELECT gap_ms FROM session_settings"
 
@@ -33,6 +45,7 @@ CREATE TEMP TABLE s_changes ON COMMIT DROP AS
 SELECT visitorid, first_ms, last_ms FROM session_changes WITH NO DATA;
 WITH taken AS (DELETE FROM session_changes RETURNING visitorid, first_ms, last_ms)
 INSERT INTO s_changes SELECT visitorid, first_ms, last_ms FROM taken;
+ANALYZE s_changes;
 """
 
 # Each queued span with the stored sessions within a gap of it (those starting in [first - gap, last + gap],
@@ -71,7 +84,7 @@ ANALYZE s_spans;
 """
 
 # The stored sessions that start in a span go, with their items; the old rows are kept to subtract them.
-REMOVE_OLD = """
+REMOVE_OLD = f"""
 CREATE TEMP TABLE s_old ON COMMIT DROP AS SELECT * FROM sessions WITH NO DATA;
 WITH gone AS (
     DELETE FROM sessions s USING s_spans p
@@ -79,6 +92,7 @@ WITH gone AS (
     RETURNING s.*
 )
 INSERT INTO s_old SELECT * FROM gone;
+ANALYZE s_old;
 CREATE TEMP TABLE s_old_items ON COMMIT DROP AS SELECT * FROM session_items WITH NO DATA;
 WITH gone AS (
     DELETE FROM session_items i USING s_old o
@@ -86,6 +100,17 @@ WITH gone AS (
     RETURNING i.*
 )
 INSERT INTO s_old_items SELECT * FROM gone;
+ANALYZE s_old_items;
+
+-- What stays of the touched visitors' sessions (the sessions this step neither removes nor writes): their
+-- flags per session and per item, for the visitor counts of the periods, items and categories.
+CREATE TEMP TABLE s_visitors ON COMMIT DROP AS SELECT DISTINCT visitorid FROM s_spans;
+ANALYZE s_visitors;
+CREATE TEMP TABLE s_other_sessions ON COMMIT DROP AS
+SELECT s.visitorid, s.start_ms, {_FLAGS} AS flags FROM s_visitors v JOIN sessions s USING (visitorid);
+CREATE TEMP TABLE s_other_items ON COMMIT DROP AS
+SELECT i.visitorid, i.itemid, coalesce(i.categoryid, -1) AS categoryid, i.flags
+FROM s_visitors v JOIN session_items i USING (visitorid);
 """
 
 # The stored events in the spans, each with its session's start: a session opens at an event more than a
@@ -108,6 +133,7 @@ SELECT visitorid, ts, itemid, step,
        max(ts) FILTER (WHERE opens) OVER (PARTITION BY visitorid ORDER BY ts RANGE UNBOUNDED PRECEDING)
            AS start_ms
 FROM marked;
+ANALYZE s_events;
 
 CREATE TEMP TABLE s_new ON COMMIT DROP AS
 SELECT visitorid, start_ms, max(ts) AS end_ms,
@@ -125,19 +151,14 @@ SELECT visitorid, start_ms, max(ts) AS end_ms,
        count(*) FILTER (WHERE step = 2) > 0               AS converted,
        count(*) FILTER (WHERE step = 1) > 0 AND count(*) FILTER (WHERE step = 2) = 0 AS cart_abandoned
 FROM s_events GROUP BY visitorid, start_ms;
+ANALYZE s_new;
 
 CREATE TEMP TABLE s_new_items ON COMMIT DROP AS
 SELECT e.visitorid, e.start_ms, e.itemid, i.categoryid, bit_or(1 << e.step)::smallint AS flags
 FROM s_events e LEFT JOIN items i ON i.itemid = e.itemid
 GROUP BY e.visitorid, e.start_ms, e.itemid, i.categoryid;
+ANALYZE s_new_items;
 """
-
-# A session's funnel flags (1 viewed, 2 added to cart, 4 bought) from its counts.
-# (PostgreSQL gives | and << the same precedence, left to right: hence the parentheses.)
-_FLAGS = "((views > 0)::int | ((addtocarts > 0)::int << 1) | ((transactions > 0)::int << 2))"
-_GRAINS = "(VALUES ('hour', 3600000::bigint), ('day', 86400000::bigint)) AS g(grain, ms)"
-_PERIOD = "'epoch'::timestamptz + (x.start_ms / g.ms) * g.ms * interval '1 ms'"
-_WEEK = "(date '1970-01-01' + (start_ms / 86400000 - (start_ms / 86400000 + 3) % 7)::int)"
 
 # ---- the differences, computed before the new sessions are written (the "other" sessions of a visitor are
 # then exactly those this step did not touch) ------------------------------------------------------------
@@ -159,13 +180,13 @@ WITH x AS (
            bit_or(x.flags) FILTER (WHERE x.sign > 0) AS new_flags
     FROM x CROSS JOIN {_GRAINS}
     GROUP BY 1, 2, 3, 4
+), other AS (
+    SELECT g.grain, o.visitorid, (o.start_ms / g.ms) * g.ms AS p, bit_or(o.flags) AS other_flags
+    FROM s_other_sessions o CROSS JOIN {_GRAINS}
+    GROUP BY 1, 2, 3
 ), visitor_flags AS (
-    SELECT k.grain, k.p, k.old_flags, k.new_flags, o.flags AS other_flags
-    FROM keys k
-    CROSS JOIN LATERAL (
-        SELECT bit_or({_FLAGS}) AS flags FROM sessions s
-        WHERE s.visitorid = k.visitorid AND s.start_ms >= k.p AND s.start_ms < k.p + k.ms
-    ) o
+    SELECT k.grain, k.p, k.old_flags, k.new_flags, o.other_flags
+    FROM keys k LEFT JOIN other o USING (grain, visitorid, p)
 ), by_visitor AS (
     SELECT grain, 'epoch'::timestamptz + p * interval '1 ms' AS period_start, flags, 0 AS sessions,
            0 AS bounced, sum(sign) AS visitors
@@ -199,6 +220,7 @@ CREATE TEMP TABLE s_item_rows ON COMMIT DROP AS
 SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1) AS categoryid, flags, -1 AS sign FROM s_old_items
 UNION ALL
 SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1), flags, 1 FROM s_new_items;
+ANALYZE s_item_rows;
 
 CREATE TEMP TABLE s_items ON COMMIT DROP AS
 WITH by_session AS (
@@ -207,11 +229,11 @@ WITH by_session AS (
     SELECT visitorid, itemid,
            bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
     FROM s_item_rows GROUP BY 1, 2
+), other AS (
+    SELECT visitorid, itemid, bit_or(flags) AS other_flags FROM s_other_items GROUP BY 1, 2
 ), visitor_flags AS (
-    SELECT k.itemid, k.old_flags, k.new_flags,
-           (SELECT bit_or(i.flags) FROM session_items i
-            WHERE i.visitorid = k.visitorid AND i.itemid = k.itemid) AS other_flags
-    FROM keys k
+    SELECT k.itemid, k.old_flags, k.new_flags, o.other_flags
+    FROM keys k LEFT JOIN other o USING (visitorid, itemid)
 ), by_visitor AS (
     SELECT itemid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
     FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
@@ -233,11 +255,11 @@ WITH session_flags AS (
     SELECT visitorid, categoryid,
            bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
     FROM s_item_rows GROUP BY 1, 2
+), other AS (
+    SELECT visitorid, categoryid, bit_or(flags) AS other_flags FROM s_other_items GROUP BY 1, 2
 ), visitor_flags AS (
-    SELECT k.categoryid, k.old_flags, k.new_flags,
-           (SELECT bit_or(i.flags) FROM session_items i
-            WHERE i.visitorid = k.visitorid AND coalesce(i.categoryid, -1) = k.categoryid) AS other_flags
-    FROM keys k
+    SELECT k.categoryid, k.old_flags, k.new_flags, o.other_flags
+    FROM keys k LEFT JOIN other o USING (visitorid, categoryid)
 ), by_visitor AS (
     SELECT categoryid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
     FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
@@ -255,7 +277,7 @@ GROUP BY 1, 2;
 RETENTION_DELTAS = f"""
 CREATE TEMP TABLE s_weeks_before ON COMMIT DROP AS
 SELECT w.visitorid, w.week_start, w.sessions
-FROM (SELECT DISTINCT visitorid FROM s_spans) v JOIN visitor_weeks w USING (visitorid);
+FROM s_visitors v JOIN visitor_weeks w USING (visitorid);
 
 CREATE TEMP TABLE s_weeks_after ON COMMIT DROP AS
 SELECT visitorid, week_start, sum(sessions)::int AS sessions
@@ -328,7 +350,7 @@ SET sessions = c.sessions + EXCLUDED.sessions, visitors = c.visitors + EXCLUDED.
 DELETE FROM category_funnel_counts c USING s_categories d
 WHERE (c.categoryid, c.flags) = (d.categoryid, d.flags) AND c.sessions = 0 AND c.visitors = 0;
 
-DELETE FROM visitor_weeks w USING (SELECT DISTINCT visitorid FROM s_spans) v WHERE w.visitorid = v.visitorid;
+DELETE FROM visitor_weeks w USING s_visitors v WHERE w.visitorid = v.visitorid;
 INSERT INTO visitor_weeks (visitorid, week_start, sessions)
 SELECT visitorid, week_start, sessions FROM s_weeks_after;
 
@@ -353,7 +375,7 @@ SELECT (SELECT count(*) FROM s_changes), (SELECT count(*) FROM s_spans), (SELECT
        (SELECT count(DISTINCT visitorid) FROM s_spans)
 """
 
-TOUCHED_VISITORS = "SELECT DISTINCT visitorid FROM s_spans ORDER BY 1"
+TOUCHED_VISITORS = "SELECT visitorid FROM s_visitors ORDER BY 1"
 
 # ---- the checks (asset checks of the sessions assets, evaluated by the step that updated them) ----------
 

@@ -2,11 +2,15 @@
 them in one transaction (`update_sessions`), and the checks of what it wrote (`check_sessions`).
 
 One step at a time (a transaction-scoped advisory lock); a step killed anywhere leaves the queue as it was.
+`apply_queued` is what a pipeline run calls: it applies the queue unless another caller is applying it, and
+then that caller takes it again before it stops, so nothing queued is left behind and callers never wait.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import psycopg
@@ -73,6 +77,30 @@ def update_sessions(conn: psycopg.Connection, gap_ms: int | None = None) -> Sess
     )
 
 
+def apply_queued(
+    connection: Callable[[], AbstractContextManager[psycopg.Connection]], gap_ms: int | None = None
+) -> list[SessionsUpdate]:
+    """Apply the queue, again and again until it is empty, unless another caller holds the applier's lock:
+    then return [] at once (that caller looks at the queue again after releasing the lock, so it also
+    applies what this caller's run loaded before calling)."""
+    steps: list[SessionsUpdate] = []
+    while True:
+        with connection() as conn:
+            row = conn.execute(q.TRY_APPLIER_LOCK).fetchone()
+            conn.commit()
+            if not (row and row[0]):
+                return steps
+            try:
+                steps.append(update_sessions(conn, gap_ms))
+            finally:
+                conn.execute(q.APPLIER_UNLOCK)
+                conn.commit()
+            queued = conn.execute(q.ANY_QUEUED).fetchone()
+            conn.commit()
+        if not (queued and queued[0]):
+            return steps
+
+
 @dataclass(frozen=True)
 class SessionsCheck:
     """The checks' figures, in one snapshot."""
@@ -112,7 +140,9 @@ def check_sessions(conn: psycopg.Connection, visitors: list[int], gap_ms: int | 
         touched = cur.execute(q.CHECK_TOUCHED, {"visitors": visitors, "gap": gap}).fetchone()
         funnel = cur.execute(q.CHECK_FUNNEL).fetchone()
     assert totals is not None and touched is not None and funnel is not None
-    in_sessions, stored, queued, queued_new, sessions, cohort_sessions, cohort_visitors = (int(v) for v in totals)
+    in_sessions, stored, queued, queued_new, sessions, cohort_sessions, cohort_visitors = (
+        int(v) for v in totals
+    )
     return SessionsCheck(
         sessions=sessions,
         session_events=in_sessions,
