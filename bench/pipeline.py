@@ -19,6 +19,7 @@ Runs its own stack on free ports in a temporary folder; it never touches the sta
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import dataclasses
 import os
@@ -225,6 +226,28 @@ def _wait_caught_up(cfg: StackConfig, expected: int, timeout_s: float) -> float:
     raise TimeoutError(f"pipeline did not catch up with {expected:,} events in {timeout_s:.0f} s")
 
 
+def _wait_sessions(cfg: StackConfig, expected: int, timeout_s: float) -> float:
+    """Monotonic time when the sessions step has applied everything: nothing queued, and the sessions hold
+    `expected` events (clickstream_events' count)."""
+    started = time.monotonic()
+    with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+        while time.monotonic() - started < timeout_s:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM session_changes), (SELECT events FROM session_totals)"
+            ).fetchone()
+            assert row is not None
+            if row[0] == 0 and row[1] == expected:
+                return time.monotonic()
+            time.sleep(0.2)
+    raise TimeoutError(f"the sessions did not catch up with {expected:,} events in {timeout_s:.0f} s")
+
+
+def _stored_events(cfg: StackConfig) -> int:
+    with psycopg.connect(cfg.database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM clickstream_events").fetchone()
+    return int(row[0]) if row else 0
+
+
 def _events_in_windows(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT coalesce(sum(event_count), 0) FROM windowed_stats").fetchone()
     return int(row[0]) if row else 0
@@ -315,14 +338,34 @@ def _run_timeline(cfg: StackConfig, since: float, until: float) -> str:
     return "\n".join(lines)
 
 
-def _windowed_materializations(cfg: StackConfig) -> dict[str, float]:
-    """run id -> time windowed_stats was materialized in that run (from Dagster's own event log)."""
+def _materializations(cfg: StackConfig, asset: str) -> dict[str, float]:
+    """run id -> time `asset` was materialized in that run (from Dagster's own event log)."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(cfg.dagster_home)
     instance = dg.DagsterInstance.get()
-    records = instance.fetch_materializations(dg.AssetKey("windowed_stats"), limit=10_000).records
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=100_000).records
     return {r.run_id: r.timestamp for r in records}
+
+
+def _sessions_latencies(cfg: StackConfig, rows: list[tuple[float, str]]) -> list[float]:
+    """Per event (produced time, ingest run): until the first `sessions` materialization at or after its run's
+    raw_events materialization (its commit). A run whose step found another applying materializes nothing;
+    that other step takes the queue again before it stops, so the next materialization holds the event."""
+    loaded = _materializations(cfg, "raw_events")
+    sessions = sorted(_materializations(cfg, "sessions").values())
+    out = []
+    for produced, run in rows:
+        if run not in loaded:
+            continue
+        k = bisect.bisect_left(sessions, loaded[run])
+        if k < len(sessions):
+            out.append(sessions[k] - float(produced))
+    return sorted(out)
+
+
+def _percentiles(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), values[int(0.95 * (len(values) - 1))], values[-1]
 
 
 @contextlib.contextmanager
@@ -397,6 +440,7 @@ def run(args: argparse.Namespace) -> int:
         produced = time.monotonic()
         done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         wall = done - t0
+        sessions_wall = _wait_sessions(cfg, _stored_events(cfg), timeout_s=1800) - t0
         a_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, wall)
         a_steps = _step_breakdown(cfg, a_started, time.time())
         a_timeline = _run_timeline(cfg, a_started, time.time())
@@ -414,22 +458,28 @@ def run(args: argparse.Namespace) -> int:
         ).run()
         producer_cpu = time.process_time() - producer_cpu
         _wait_caught_up(cfg, summary.sent + rate_summary.sent, timeout_s=600)
+        _wait_sessions(cfg, _stored_events(cfg), timeout_s=600)
         b_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, time.monotonic() - b_started)
         rss_now, pss_now = memory.rss_and_pss_now()
-        materialized = _windowed_materializations(cfg)
+        materialized = _materializations(cfg, "windowed_stats")
         b_steps = _step_breakdown(cfg, since, time.time())
         with psycopg.connect(cfg.database_url) as conn:
             rows = conn.execute(LATENCY_SQL, (cfg.topic, since)).fetchall()
         latencies = sorted(materialized[run] - float(ts) for ts, run in rows if run in materialized)
+        session_latencies = _sessions_latencies(cfg, rows)
         runs = {run for _, run in rows}
 
-    p50 = statistics.median(latencies)
-    p95 = latencies[int(0.95 * (len(latencies) - 1))]
+    p50, p95, _ = _percentiles(latencies)
+    s50, s95, smax = _percentiles(session_latencies)
     print()
     print("== bench/pipeline ==")
     print(
         f"(a) {summary.sent:,} events: produced in {produced - t0:.1f} s, all in clickstream_events and "
         f"windowed_stats after {wall:.1f} s  ->  {summary.sent / wall:,.0f} events/s end to end (target <= 90 s)"
+    )
+    print(
+        f"    sessions, funnel and retention (shopper_analytics) caught up after {sessions_wall:.1f} s "
+        f"({sessions_wall / wall:.2f}x the windows' time)"
     )
     print(
         f"    peer (same Postgres, same run): COPY of events.csv {copy_s:.1f} s + one SQL window GROUP BY "
@@ -439,6 +489,10 @@ def run(args: argparse.Namespace) -> int:
         f"(b) {rate_summary.sent:,} events at {args.rate:,}/s over {len(runs)} runs: produce -> window visible "
         f"p50 {p50:.1f} s, p95 {p95:.1f} s, max {latencies[-1]:.1f} s  (target p95 <= 15 s; "
         f"{len(latencies):,} events measured)"
+    )
+    print(
+        f"    beside it, produce -> sessions visible: p50 {s50:.1f} s, p95 {s95:.1f} s, max {smax:.1f} s "
+        f"({len(session_latencies):,} events)"
     )
     print(f"    where (a)'s run time went:\n{a_steps}")
     print(f"    (a)'s runs (seconds after the first message):\n{a_timeline}")

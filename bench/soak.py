@@ -37,7 +37,7 @@ import confluent_kafka
 import psutil
 import psycopg
 
-from bench.pipeline import LATENCY_SQL, _dataset, _running_stack, _wait_caught_up, _windowed_materializations
+from bench.pipeline import LATENCY_SQL, _dataset, _materializations, _running_stack, _wait_caught_up
 from bench.pipeline import stack_roots as _stack_roots
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.producer.replay import Replayer, ReplayOptions
@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
             done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         drain_s = done - t0 - produced_s
         during = [float(v) for t, v in lag.samples if t - t0 <= produced_s]
-        materialized = _windowed_materializations(cfg)
+        materialized = _materializations(cfg, "windowed_stats")
         with psycopg.connect(cfg.database_url) as conn:
             rows = conn.execute(LATENCY_SQL, (cfg.topic, since)).fetchall()
         fresh = [materialized[run] - float(ts) for ts, run in rows if run in materialized]
