@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from clickstream_dagster.clients.dagster import DagsterError
-from clickstream_dagster.dashboard import charts, models, pipeline_health, sources, traffic
+from clickstream_dagster.dashboard import charts, models, pipeline_health, shoppers, sources, traffic
 from clickstream_dagster.settings import Settings, redact_url
 
 REFRESH_ENV = "CLICKSTREAM_DASHBOARD_REFRESH_SECONDS"
@@ -35,6 +35,10 @@ NOTHING_INGESTED = (
 NO_WINDOWS = (
     "`windowed_stats` is empty: Dagster computes it after each ingest run, so it fills in once events arrive "
     "(`make demo`, or `make up` plus `clickstream produce`)."
+)
+NO_SESSIONS = (
+    "No sessions yet: the `shopper_analytics` step of every ingest run builds them from the events it loaded, "
+    "so they appear with the first ingested events (`make demo`, or `make up` plus `clickstream produce`)."
 )
 NO_CATEGORIES = (
     "Categories appear once the reference assets (`category_tree`, `item_properties`, `items`) are "
@@ -75,7 +79,7 @@ def _slow(name: str, urls: tuple[str, str], args: tuple[Any, ...]) -> Any:
 
 URLS = sources.source_urls(Settings.from_env())
 # Each page's loaders (one module per page); the one that reads Dagster's webserver instead of the database.
-LOADER_MODULES = {m.__name__.rsplit(".", 1)[-1]: m for m in (traffic, pipeline_health, models)}
+LOADER_MODULES = {m.__name__.rsplit(".", 1)[-1]: m for m in (traffic, shoppers, pipeline_health, models)}
 DAGSTER_LOADER = "pipeline_health.dagster_health"
 
 
@@ -202,6 +206,84 @@ def live_traffic() -> None:
         )
     if top["categoryid"].isna().all():
         st.caption(NO_CATEGORIES)
+
+
+def _pct(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate:.1%}"
+
+
+def shoppers_page() -> None:
+    f = load(shoppers.funnel)
+    if f.sessions == 0:
+        st.info(NO_SESSIONS, icon=":material/info:")
+        return
+    c = st.columns(6)
+    c[0].metric("Sessions", f"{f.sessions:,}", help="A visitor's events with gaps of at most 30 minutes")
+    c[1].metric(
+        "View → cart", _pct(f.view_to_cart), help="Sessions that viewed and added to cart / that viewed"
+    )
+    c[2].metric(
+        "Cart → purchase",
+        _pct(f.cart_to_purchase),
+        help="Sessions that added to cart and bought / that added",
+    )
+    c[3].metric(
+        "View → purchase", _pct(f.view_to_purchase), help="Sessions that viewed and bought / that viewed"
+    )
+    c[4].metric(
+        "Cart abandonment",
+        _pct(f.abandonment),
+        help="Sessions with an add-to-cart and no purchase / with an add-to-cart",
+    )
+    c[5].metric("Bounce rate", _pct(f.bounce), help="Sessions of exactly one event / all sessions")
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Funnel")
+        plot(
+            charts.funnel(
+                [("viewed", f.viewed), ("…added to cart", f.viewed_carted), ("…and bought", f.all_steps)]
+            ),
+            "funnel",
+        )
+        st.caption(
+            f"Sessions, each step nested in the one before it. {f.bought - f.carted_bought:,} of {f.bought:,} "
+            "buying sessions bought without an add-to-cart in the same session (docs/analytics.md)."
+        )
+    with right:
+        st.subheader("Retention by weekly cohort")
+        cohorts = load(shoppers.retention, 12)
+        if cohorts.empty:
+            st.info(NO_SESSIONS, icon=":material/info:")
+        else:
+            plot(charts.retention_heatmap(cohorts), "retention")
+            st.caption("Share of each first-seen week's visitors with a session 1, 2, … weeks later.")
+
+    st.subheader("Sessions over time")
+    label = st.selectbox("Range", list(shoppers.SESSION_RANGES), key="sessions_range")
+    plot(charts.sessions_over_time(load(shoppers.sessions_over_time, label)), "sessions_over_time")
+
+    converting, viewed = load(shoppers.top_items, 10, slow=True)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Items that convert")
+        if converting.empty:
+            st.info(
+                f"No item has {shoppers.MIN_VIEWING_SESSIONS} viewing sessions yet.", icon=":material/info:"
+            )
+        else:
+            plot(charts.conversion_bars(converting, "itemid"), "converting_items")
+    with right:
+        st.subheader("Items most looked at")
+        plot(charts.conversion_bars(viewed, "itemid"), "viewed_items")
+    st.subheader("Categories: looked at and bought")
+    cats = load(shoppers.categories, 15, slow=True)
+    if cats.empty:
+        st.info(NO_CATEGORIES, icon=":material/info:")
+    else:
+        plot(charts.conversion_bars(cats, "category"), "category_conversion")
+        if (cats["categoryid"] == -1).all():
+            st.caption(NO_CATEGORIES)
 
 
 def pipeline_health_page() -> None:
@@ -523,7 +605,8 @@ def main() -> None:
             disabled=not live,
         )
         st.markdown(
-            "**Sections**\n\n- [Live traffic](#live-traffic)\n- [Pipeline health](#pipeline-health)\n"
+            "**Sections**\n\n- [Live traffic](#live-traffic)\n- [Shoppers](#shoppers)\n"
+            "- [Pipeline health](#pipeline-health)\n"
             "- [Models](#models)\n- [Recommendation explorer](#recommendation-explorer)"
         )
         st.caption(f"Events database: `{events_db}`  \nDagster webserver: `{dagster_web}`")
@@ -544,6 +627,8 @@ def main() -> None:
 
     st.header("Live traffic", anchor="live-traffic")
     st.fragment(run_every=run_every)(live_traffic_section)()
+    st.header("Shoppers", anchor="shoppers")
+    guarded(shoppers_page)
     st.header("Pipeline health", anchor="pipeline-health")
     st.fragment(run_every=run_every)(pipeline_health_section)()
     st.header("Models", anchor="models")

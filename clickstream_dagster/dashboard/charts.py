@@ -222,3 +222,112 @@ def model_metrics(metrics: pd.DataFrame, metric: str, promoted: int | None) -> g
     )
     fig.update_yaxes(title=metric, rangemode="tozero")
     return _layout(fig, 340)
+
+
+def funnel(steps: list[tuple[str, int]]) -> go.Figure:
+    """The view -> cart -> purchase funnel: sessions at each nested step, with the share of the first step and
+    of the step before it."""
+    fig = go.Figure(
+        go.Funnel(
+            y=[label for label, _ in steps],
+            x=[n for _, n in steps],
+            textinfo="value+percent initial+percent previous",
+            marker={"color": [EVENT_COLORS["view"], EVENT_COLORS["addtocart"], EVENT_COLORS["transaction"]]},
+            hovertemplate="%{y}: %{x:,} sessions<extra></extra>",
+        )
+    )
+    return _layout(fig, 300, showlegend=False)
+
+
+def sessions_over_time(frame: pd.DataFrame) -> go.Figure:
+    """Sessions per period (bars) over the bounce rate, the median session length and the cart abandonment
+    rate (lines), each on its own row."""
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=(
+            "sessions",
+            "bounce rate and cart abandonment rate",
+            "median session length (minutes)",
+        ),
+    )
+    x = frame["period_start"]
+    fig.add_trace(
+        go.Bar(x=x, y=frame["sessions"], name="sessions", marker_color=SERIES_COLORS[0]), row=1, col=1
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=frame["bounce_rate"], name="bounce rate", line={"color": SERIES_COLORS[3]}),
+        row=2,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x, y=frame["cart_abandonment_rate"], name="cart abandonment", line={"color": SERIES_COLORS[1]}
+        ),
+        row=2,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=frame["median_minutes"], name="median length", line={"color": SERIES_COLORS[4]}),
+        row=3,
+        col=1,
+    )
+    fig.update_yaxes(tickformat=".0%", row=2, col=1, rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero", row=3, col=1)
+    return _layout(fig, 560)
+
+
+def retention_heatmap(retention: pd.DataFrame) -> go.Figure:
+    """Cohorts (first-seen week) by weeks after: the share of the cohort active that week."""
+    grid = retention.pivot(index="cohort_week", columns="weeks_after", values="active_share").sort_index()
+    sizes = retention[retention["weeks_after"] == 0].set_index("cohort_week")["cohort_visitors"]
+    labels = [f"{pd.Timestamp(w):%Y-%m-%d} ({int(sizes.get(w, 0)):,})" for w in grid.index]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.to_numpy(),
+            x=[f"+{int(c)}" for c in grid.columns],
+            y=labels,
+            colorscale="Blues",
+            zmin=0,
+            zmax=max(0.05, float(retention.loc[retention["weeks_after"] > 0, "active_share"].max() or 0)),
+            text=[[("" if pd.isna(v) else f"{v:.1%}") for v in row] for row in grid.to_numpy()],
+            texttemplate="%{text}",
+            hovertemplate="cohort %{y}, week %{x}: %{z:.2%} active<extra></extra>",
+            colorbar={"tickformat": ".0%"},
+        )
+    )
+    fig.update_xaxes(title="weeks after the first-seen week")
+    fig.update_yaxes(title="cohort (visitors)", autorange="reversed")
+    return _layout(fig, 80 + 28 * len(grid), showlegend=False)
+
+
+def conversion_bars(items: pd.DataFrame, label: str) -> go.Figure:
+    """Sessions that viewed each item (category) and those of them that bought it, with the rate."""
+    names = [str(v) for v in items[label]]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            y=names,
+            x=items["sessions_viewed"],
+            orientation="h",
+            name="sessions that viewed it",
+            marker_color=EVENT_COLORS["view"],
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=names,
+            x=items["sessions_viewed_bought"],
+            orientation="h",
+            name="...and bought it",
+            marker_color=EVENT_COLORS["transaction"],
+            text=[("" if pd.isna(r) else f"{r:.1%}") for r in items["view_to_purchase_rate"]],
+            textposition="outside",
+            cliponaxis=False,
+        )
+    )
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(title="sessions")
+    return _layout(fig, 60 + 26 * max(len(items), 3), barmode="overlay")

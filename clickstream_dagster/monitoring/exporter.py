@@ -68,6 +68,15 @@ class WindowsRow:
 
 
 @dataclass(frozen=True)
+class SessionsRow:
+    """The sessions step's freshness (sql.monitoring.SESSIONS)."""
+
+    pending_spans: int
+    oldest_pending_seconds: float
+    sessions: int | None
+
+
+@dataclass(frozen=True)
 class ModelRow:
     """The promoted model (sql.monitoring.PROMOTED_MODEL)."""
 
@@ -85,6 +94,7 @@ class Snapshot:
     ledger: list[LedgerRow] = field(default_factory=list)
     gaps: dict[tuple[str, int], int] = field(default_factory=dict)  # offsets behind the read point
     windows: WindowsRow | None = None
+    sessions: SessionsRow | None = None
     quarantine: list[tuple[Any, ...]] = field(default_factory=list)
     model: ModelRow | None = None
     up: dict[str, bool] = field(default_factory=dict)
@@ -165,6 +175,8 @@ class PipelineExporter(Collector):
                             snap.gaps[topic, partition] = behind
                 with conn.cursor(row_factory=class_row(WindowsRow)) as cur:
                     snap.windows = cur.execute(q.WINDOWS).fetchone()
+                with conn.cursor(row_factory=class_row(SessionsRow)) as cur:
+                    snap.sessions = cur.execute(q.SESSIONS).fetchone()
                 snap.quarantine = conn.execute(q.QUARANTINE).fetchall()
                 with conn.cursor(row_factory=class_row(ModelRow)) as cur:
                     snap.model = cur.execute(q.PROMOTED_MODEL).fetchone()
@@ -228,6 +240,7 @@ class PipelineExporter(Collector):
         yield from _offsets(snap)
         yield from _totals(snap)
         yield from _windows(snap)
+        yield from _sessions(snap)
         yield from _model(snap)
         up = GaugeMetricFamily(
             "clickstream_exporter_source_up", "1 when the last poll read this source", labels=["source"]
@@ -377,6 +390,24 @@ def _windows(snap: Snapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "clickstream_windowed_stats_pending_windows", "Windows waiting to be recomputed", value=int(w.pending)
     )
+
+
+def _sessions(snap: Snapshot) -> Iterator[Metric]:
+    if snap.sessions is None:
+        return
+    s = snap.sessions
+    yield GaugeMetricFamily(
+        "clickstream_sessions_pending_spans",
+        "Visitor spans loaded and not yet applied to sessions, the funnels and retention",
+        value=int(s.pending_spans),
+    )
+    yield GaugeMetricFamily(
+        "clickstream_sessions_oldest_pending_seconds",
+        "How long the oldest loaded span has waited for the sessions step (0: sessions cover every event)",
+        value=float(s.oldest_pending_seconds),
+    )
+    if s.sessions is not None:
+        yield GaugeMetricFamily("clickstream_sessions", "Visitor sessions stored", value=int(s.sessions))
 
 
 def _model(snap: Snapshot) -> Iterator[Metric]:

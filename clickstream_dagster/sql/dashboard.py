@@ -180,3 +180,64 @@ WHERE p.list = %(list)s AND p.model_version = (SELECT max(model_version) FROM po
 ORDER BY p.rank
 LIMIT %(limit)s
 """
+
+# ---- shoppers: sessions, funnel, abandonment, retention (the views of migration 0013) ------------------------
+
+# The funnel over every session (the day grain summed: a session starts in exactly one day), and the visitors
+# of the whole span can not be summed from days: they are left to the per-period figures.
+FUNNEL_TOTALS = """
+SELECT coalesce(sum(sessions), 0)               AS sessions,
+       coalesce(sum(sessions_viewed), 0)        AS viewed,
+       coalesce(sum(sessions_carted), 0)        AS carted,
+       coalesce(sum(sessions_bought), 0)        AS bought,
+       coalesce(sum(sessions_viewed_carted), 0) AS viewed_carted,
+       coalesce(sum(sessions_carted_bought), 0) AS carted_bought,
+       coalesce(sum(sessions_viewed_bought), 0) AS viewed_bought,
+       coalesce(sum(sessions_all_steps), 0)     AS all_steps,
+       coalesce(sum(abandoned_sessions), 0)     AS abandoned,
+       coalesce(sum(bounced_sessions), 0)       AS bounced
+FROM funnel WHERE grain = 'day'
+"""
+
+# Sessions per period of session start, for the newest `lookback` (NULL: everything).
+SESSIONS_OVER_TIME = """
+SELECT period_start, sessions, bounce_rate, median_session_ms / 60000.0 AS median_minutes,
+       cart_abandonment_rate, view_to_purchase_rate, visitors
+FROM funnel
+WHERE grain = %(grain)s
+  AND (%(lookback)s::interval IS NULL
+       OR period_start > (SELECT max(period_start) FROM funnel_counts WHERE grain = %(grain)s) - %(lookback)s::interval)
+ORDER BY period_start
+"""
+
+RETENTION_MATRIX = """
+SELECT cohort_week, weeks_after, visitors, cohort_visitors, active_share FROM retention
+WHERE cohort_week > (SELECT max(cohort_week) FROM retention_counts) - %(weeks)s * 7
+ORDER BY cohort_week, weeks_after
+"""
+
+# The items (categories) most often bought in a session that viewed them, beside the most viewed; at least
+# `min_views` viewing sessions, so one lucky view does not top the list.
+TOP_CONVERTING_ITEMS = """
+SELECT f.itemid, f.sessions_viewed, f.sessions_carted, f.sessions_bought, f.sessions_viewed_bought,
+       f.view_to_purchase_rate, i.categoryid, i.category_path
+FROM item_funnel f LEFT JOIN items i USING (itemid)
+WHERE f.sessions_viewed >= %(min_views)s
+ORDER BY f.view_to_purchase_rate DESC NULLS LAST, f.sessions_viewed_bought DESC, f.itemid
+LIMIT %(limit)s
+"""
+TOP_VIEWED_ITEMS = """
+SELECT f.itemid, f.sessions_viewed, f.sessions_carted, f.sessions_bought, f.sessions_viewed_bought,
+       f.view_to_purchase_rate, i.categoryid, i.category_path
+FROM item_funnel f LEFT JOIN items i USING (itemid)
+ORDER BY f.sessions_viewed DESC, f.itemid
+LIMIT %(limit)s
+"""
+CATEGORY_CONVERSION = """
+SELECT f.categoryid, f.sessions_viewed, f.sessions_carted, f.sessions_bought, f.sessions_viewed_bought,
+       f.view_to_purchase_rate, c.parentid
+FROM category_funnel f LEFT JOIN category_tree c USING (categoryid)
+WHERE f.sessions_viewed >= %(min_views)s
+ORDER BY f.sessions_viewed DESC, f.categoryid
+LIMIT %(limit)s
+"""

@@ -34,6 +34,15 @@ SELECT (SELECT max(event_time) FROM clickstream_events) AS newest_event,
        (SELECT count(*) FROM dirty_windows) AS pending
 """
 
+# The sessions step's freshness: spans loaded and not applied yet, and how long the oldest has waited (0 when
+# none). Read into monitoring.exporter.SessionsRow.
+SESSIONS = """
+SELECT count(*) AS pending_spans,
+       coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float8 AS oldest_pending_seconds,
+       (SELECT sessions FROM session_totals) AS sessions
+FROM session_changes
+"""
+
 # Rows quarantined per source (kafka messages and CSV rows), whatever their reason.
 QUARANTINE = "SELECT source, count(*) FROM quarantine GROUP BY source ORDER BY source"
 

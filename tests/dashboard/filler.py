@@ -20,6 +20,7 @@ import dagster as dg
 import pandas as pd
 import psycopg
 
+from clickstream_dagster.analytics.sessions.update import update_sessions
 from clickstream_dagster.assets.reference import RawFilesConfig, category_tree, item_properties, items
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.data.readers import EVENTS_FILE, RowError, iter_events
@@ -57,6 +58,10 @@ COPY_QUARANTINE = """
 COPY quarantine (source, kafka_topic, kafka_partition, kafka_offset, raw_payload, reason) FROM STDIN (FORMAT BINARY)
 """
 QUARANTINE_TYPES_SQL = ("text", "text", "int4", "int8", "bytea", "text")
+QUEUE_EVERY_VISITOR = """
+INSERT INTO session_changes (visitorid, first_ms, last_ms)
+SELECT visitorid, min("timestamp"), max("timestamp") FROM clickstream_events GROUP BY visitorid
+"""
 INSERT_RANGE = """
 INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read, rows_inserted,
                              rows_quarantined, dagster_run_id)
@@ -103,6 +108,7 @@ class Filled:
     reasons: Counter[str] = field(default_factory=Counter)
     recommended: list[int] = field(default_factory=list)  # visitors with recommendations
     popular: list[int] = field(default_factory=list)  # popular_items, by rank
+    categories: dict[int, int] = field(default_factory=dict)  # itemid -> categoryid, as the sessions saw them
 
     @property
     def counts(self) -> dict[str, int]:
@@ -194,6 +200,16 @@ def _reference(url: str, raw_dir: Path) -> None:
         postgres.close()
 
 
+def _sessions(url: str) -> dict[int, int]:
+    """Sessions, the funnels and retention by the real sessions step, over every stored event (COPYed above,
+    so queued here as the loading transaction would have); returns the item categories it saw."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(QUEUE_EVERY_VISITOR)
+        update_sessions(conn)
+        rows = conn.execute("SELECT itemid, categoryid FROM items WHERE categoryid IS NOT NULL").fetchall()
+    return {int(i): int(c) for i, c in rows}
+
+
 def registry_metrics(version: int) -> dict[str, Any]:
     """Metrics shaped as the registry stores them (ml.candidate): validation per type with the gate metric's
     interval, the gate's evidence, test per model, the gate's settings."""
@@ -282,7 +298,8 @@ def fill(url: str, raw_dir: Path, scale: int = 3000, seed: int = 11) -> Filled:
         _windows(conn, events)
         recommended, popular = _models(conn, events)
     _reference(url, raw_dir)
-    return Filled(url, events, quarantined, reasons, recommended, popular)
+    categories = _sessions(url)
+    return Filled(url, events, quarantined, reasons, recommended, popular, categories)
 
 
 class LagConfig(dg.Config):

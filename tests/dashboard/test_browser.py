@@ -13,14 +13,18 @@ import httpx
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.stack.process import free_port, wait_until
+from tests.analytics import sessions_reference as ref
 from tests.dashboard.conftest import APP, ROOT, FilledStack
 from tests.dashboard.filler import LAGS
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "dashboard.png"
-CHARTS = 7  # windowed stats, event types, hourly pattern, top items, Kafka lag, quarantine, model metrics
+# windowed stats, event types, hourly pattern, top items; funnel, retention, sessions over time, converting
+# items, viewed items, categories; Kafka lag, quarantine; model metrics
+CHARTS = 13
 
 
 @pytest.fixture
@@ -79,7 +83,7 @@ def test_dashboard_in_a_real_browser(dashboard_url: str, filled_stack: FilledSta
             # every chart drew marks: plotly's SVG bars or line paths with data
             page.wait_for_function(
                 """() => [...document.querySelectorAll('.js-plotly-plot')].every(
-                       el => el.querySelectorAll('.trace .point, .trace path.js-line, .trace path.js-fill').length > 0)""",
+                       el => el.querySelectorAll('.trace .point, .trace path.js-line, .trace path.js-fill, .hm image').length > 0)""",
                 timeout=60_000,
             )
 
@@ -105,6 +109,20 @@ def test_dashboard_in_a_real_browser(dashboard_url: str, filled_stack: FilledSta
             )
             frequency = next(t for t in traces if t["x"] == ["views", "add-to-carts", "transactions"])
             assert frequency["y"] == [counts["view"], counts["addtocart"], counts["transaction"]]
+            # the funnel and the sessions' figures are the pandas recomputation's
+            expected = ref.recompute(
+                filled_stack.filled.events, filled_stack.filled.categories, session_gap_ms()
+            )
+            flags = expected["sessions"].assign(
+                v=lambda f: f["views"] > 0, c=lambda f: f["addtocarts"] > 0, b=lambda f: f["transactions"] > 0
+            )
+            funnel = next(t for t in traces if t["y"] == ["viewed", "…added to cart", "…and bought"])
+            assert funnel["x"] == [
+                int(flags["v"].sum()),
+                int((flags["v"] & flags["c"]).sum()),
+                int((flags["v"] & flags["c"] & flags["b"]).sum()),
+            ]
+            assert f"{len(expected['sessions']):,}" in metric(page, "Sessions")
             lag = next(t for t in traces if t["y"] == list(LAGS))
             assert len(lag["x"]) == len(LAGS)
             assert sum(len(t["y"]) for t in traces) > 500

@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.types.json import Jsonb
 
+from clickstream_dagster.analytics.sessions.update import update_sessions
 from clickstream_dagster.assets.ingestion import raw_events
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.monitoring.exporter import PipelineExporter
@@ -174,6 +175,28 @@ def test_windows_freshness_and_the_promoted_model(pg_url: str, kafka: KafkaClien
     assert seen["clickstream_model_promoted_info"] == {
         (("model_type", "lightfm"), ("version", str(int(version)))): 1.0
     }
+
+
+def test_sessions_freshness(pg_url: str, kafka: KafkaClient) -> None:
+    exporter = PipelineExporter(pg_url, kafka.bootstrap_servers, None)
+    empty = _scrape(exporter)
+    assert empty["clickstream_sessions_pending_spans"] == {(): 0.0}
+    assert empty["clickstream_sessions_oldest_pending_seconds"] == {(): 0.0}
+    with psycopg.connect(pg_url) as conn:  # a span loaded 20 minutes ago, still waiting
+        conn.execute(
+            "INSERT INTO session_changes (visitorid, first_ms, last_ms, queued_at) "
+            "VALUES (1, 0, 0, now() - interval '20 minutes'), (2, 0, 0, now())"
+        )
+    seen = _scrape(exporter)
+    assert seen["clickstream_sessions_pending_spans"] == {(): 2.0}
+    (waited,) = seen["clickstream_sessions_oldest_pending_seconds"].values()
+    assert 20 * 60 <= waited < 21 * 60
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        update_sessions(conn)  # no such events: the spans are taken and nothing is written
+    seen = _scrape(exporter)
+    assert seen["clickstream_sessions_pending_spans"] == {(): 0.0}
+    assert seen["clickstream_sessions_oldest_pending_seconds"] == {(): 0.0}
+    assert seen["clickstream_sessions"] == {(): 0.0}
 
 
 def test_an_unreachable_source_is_reported_not_fatal(kafka: KafkaClient) -> None:

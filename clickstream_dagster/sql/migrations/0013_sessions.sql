@@ -41,9 +41,10 @@ CREATE TABLE session_items (
 -- The queue: per loading transaction and visitor, the event-time span of the events it added (one row per
 -- run of events closer than the session gap). The sessions step deletes what it takes in its transaction.
 CREATE TABLE session_changes (
-    visitorid  bigint NOT NULL,
-    first_ms   bigint NOT NULL,
-    last_ms    bigint NOT NULL
+    visitorid  bigint      NOT NULL,
+    first_ms   bigint      NOT NULL,
+    last_ms    bigint      NOT NULL,
+    queued_at  timestamptz NOT NULL DEFAULT now()   -- the loading transaction's start (the exporter's freshness)
 );
 
 -- The gap the stored sessions were cut with; the sessions step rebuilds everything when it changes.
@@ -146,6 +147,7 @@ CROSS JOIN LATERAL (
            coalesce(sum(sessions) FILTER (WHERE flags & 3 = 3), 0) AS sessions_viewed_carted,
            coalesce(sum(sessions) FILTER (WHERE flags & 6 = 6), 0) AS sessions_carted_bought,
            coalesce(sum(sessions) FILTER (WHERE flags & 5 = 5), 0) AS sessions_viewed_bought,
+           coalesce(sum(sessions) FILTER (WHERE flags = 7), 0)     AS sessions_all_steps,
            coalesce(sum(sessions) FILTER (WHERE flags & 6 = 2), 0) AS abandoned_sessions,
            sum(visitors)                                        AS visitors,
            coalesce(sum(visitors) FILTER (WHERE flags & 1 = 1), 0) AS visitors_viewed,
@@ -153,7 +155,8 @@ CROSS JOIN LATERAL (
            coalesce(sum(visitors) FILTER (WHERE flags & 4 = 4), 0) AS visitors_bought,
            coalesce(sum(visitors) FILTER (WHERE flags & 3 = 3), 0) AS visitors_viewed_carted,
            coalesce(sum(visitors) FILTER (WHERE flags & 6 = 6), 0) AS visitors_carted_bought,
-           coalesce(sum(visitors) FILTER (WHERE flags & 5 = 5), 0) AS visitors_viewed_bought
+           coalesce(sum(visitors) FILTER (WHERE flags & 5 = 5), 0) AS visitors_viewed_bought,
+           coalesce(sum(visitors) FILTER (WHERE flags = 7), 0)     AS visitors_all_steps
     FROM funnel_counts WHERE grain = c.grain AND period_start = c.period_start
 ) f
 CROSS JOIN LATERAL (
