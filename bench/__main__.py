@@ -11,12 +11,26 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from bench import answers, api, daily, lightfm, loading, ml, pipeline, producer, session, soak, startup
+from bench import (
+    answers,
+    api,
+    daily,
+    lightfm,
+    loading,
+    ml,
+    pipeline,
+    producer,
+    session,
+    shoppers,
+    soak,
+    startup,
+)
 
 BENCHMARKS: dict[str, ModuleType] = {
     "producer": producer,
     "loading": loading,
     "pipeline": pipeline,
+    "shoppers": shoppers,
     "ml": ml,
     "daily": daily,
     "lightfm": lightfm,

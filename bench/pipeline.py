@@ -344,7 +344,7 @@ def _materializations(cfg: StackConfig, asset: str) -> dict[str, float]:
 
     os.environ["DAGSTER_HOME"] = str(cfg.dagster_home)
     instance = dg.DagsterInstance.get()
-    records = instance.fetch_materializations(dg.AssetKey(asset), limit=100_000).records
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=10_000).records
     return {r.run_id: r.timestamp for r in records}
 
 

@@ -7,15 +7,26 @@ replay) applies it within seconds of the load, with no extra run, no extra tick 
 step applies at a time: a run whose step finds another one applying leaves its events to it (that step takes
 the queue again before it stops) and materializes nothing, so under a backlog the queue is applied in few,
 large steps (cheaper per event) while the other runs go on loading.
+
+While ingestion catches up (the newest raw_events run left more than `defer_while_lag_above` messages to
+read), the step defers to a later run, up to `max_defer_seconds` after the oldest queued span: a backlog is
+then applied in one large step after the windows, the work a catch-up is for, instead of in many steps that
+compete with the loading for the same cores.
 """
 
 from collections.abc import Iterator
 from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from clickstream_dagster.analytics.sessions import session_gap_ms
-from clickstream_dagster.analytics.sessions.update import SessionsCheck, apply_queued, check_sessions
+from clickstream_dagster.analytics.sessions.update import (
+    SessionsCheck,
+    apply_queued,
+    check_sessions,
+    oldest_pending_seconds,
+)
 from clickstream_dagster.assets.ingestion import RAW_EVENTS
 from clickstream_dagster.resources import PostgresResource
 
@@ -103,22 +114,53 @@ CHECKS = [
 ]
 
 
+class ShopperAnalyticsConfig(dg.Config):
+    defer_while_lag_above: int = Field(
+        default=100_000,
+        description="Defer to a later run while the newest raw_events run left more messages than this to read",
+    )
+    max_defer_seconds: float = Field(
+        default=120.0, description="...but never once the oldest queued span has waited this long"
+    )
+
+
+def _catching_up(context: dg.AssetExecutionContext) -> int | None:
+    """The consumer lag the newest raw_events run reported (None if unknown)."""
+    records = context.instance.fetch_materializations(RAW_EVENTS, limit=1).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    lag = records[0].asset_materialization.metadata.get("consumer_lag_after_run")
+    value = getattr(lag, "value", None)
+    return int(value) if isinstance(value, int | float) else None
+
+
 @dg.multi_asset(
     specs=[spec.replace_attributes(skippable=True) for spec in SPECS],  # see apply_queued
     check_specs=CHECKS,
+    # A run that leaves the queue to another step materializes and checks nothing.
+    can_subset=True,
     name="shopper_analytics",
     # Last in an ingest run: the live view and windowed_stats first.
     op_tags={"dagster/priority": "-1"},
     description="Apply the events loaded since the last step to sessions, the funnels and retention",
 )
-def shopper_analytics(context: dg.AssetExecutionContext, postgres: PostgresResource) -> Iterator[object]:
+def shopper_analytics(
+    context: dg.AssetExecutionContext, config: ShopperAnalyticsConfig, postgres: PostgresResource
+) -> Iterator[object]:
     gap = session_gap_ms()
+    lag = _catching_up(context)
+    if lag is not None and lag > config.defer_while_lag_above:
+        with postgres.connection() as conn:
+            waited = oldest_pending_seconds(conn)
+        if waited < config.max_defer_seconds:
+            context.log.info(
+                f"deferred: ingestion is catching up ({lag:,} messages left to read); the queue's oldest span "
+                f"waited {waited:.0f} s of at most {config.max_defer_seconds:.0f}"
+            )
+            return
     steps = apply_queued(postgres.connection, gap)
     if not steps:
-        # Nothing materialized; the checks still look at the tables as they stand (no visitor to recount).
         context.log.info("another step is applying the queue (it takes what this run loaded, too)")
-        with postgres.connection() as conn:
-            yield from _check_results(check_sessions(conn, [], gap))
         return
     for step in steps:
         context.log.info(
@@ -138,11 +180,16 @@ def shopper_analytics(context: dg.AssetExecutionContext, postgres: PostgresResou
         "seconds": round(sum(s.seconds for s in steps), 3),
         "session_gap_minutes": gap / 60_000,
     }
-    yield dg.MaterializeResult(asset_key=SESSIONS, metadata={**meta, "dagster/row_count": check.sessions})
-    yield dg.MaterializeResult(asset_key=SESSION_FUNNEL, metadata={"periods": check.periods})
-    yield dg.MaterializeResult(asset_key=ITEM_FUNNEL)
-    yield dg.MaterializeResult(asset_key=RETENTION, metadata={"visitors": check.cohort_visitors})
-    yield from _check_results(check)
+    materialized: list[dg.MaterializeResult] = [
+        dg.MaterializeResult(asset_key=SESSIONS, metadata={**meta, "dagster/row_count": check.sessions}),
+        dg.MaterializeResult(asset_key=SESSION_FUNNEL, metadata={"periods": check.periods}),
+        dg.MaterializeResult(asset_key=ITEM_FUNNEL),
+        dg.MaterializeResult(asset_key=RETENTION, metadata={"visitors": check.cohort_visitors}),
+    ]
+    # Every table is written by the step whatever the selection; what is reported follows it.
+    yield from (m for m in materialized if m.asset_key in context.selected_asset_keys)
+    selected_checks = {key.name for key in context.selected_asset_check_keys}
+    yield from (c for c in _check_results(check) if c.check_name in selected_checks)
 
 
 def _check_results(c: SessionsCheck) -> Iterator[dg.AssetCheckResult]:

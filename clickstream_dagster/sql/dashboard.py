@@ -183,20 +183,21 @@ LIMIT %(limit)s
 
 # ---- shoppers: sessions, funnel, abandonment, retention (the views of migration 0013) ------------------------
 
-# The funnel over every session (the day grain summed: a session starts in exactly one day), and the visitors
-# of the whole span can not be summed from days: they are left to the per-period figures.
+# The funnel over every session, from the counts per flag combination (1 viewed, 2 added to cart, 4 bought) of
+# the day grain: a session starts in exactly one day. (Visitors of the whole span can not be summed from days:
+# they are left to the per-period figures.)
 FUNNEL_TOTALS = """
-SELECT coalesce(sum(sessions), 0)               AS sessions,
-       coalesce(sum(sessions_viewed), 0)        AS viewed,
-       coalesce(sum(sessions_carted), 0)        AS carted,
-       coalesce(sum(sessions_bought), 0)        AS bought,
-       coalesce(sum(sessions_viewed_carted), 0) AS viewed_carted,
-       coalesce(sum(sessions_carted_bought), 0) AS carted_bought,
-       coalesce(sum(sessions_viewed_bought), 0) AS viewed_bought,
-       coalesce(sum(sessions_all_steps), 0)     AS all_steps,
-       coalesce(sum(abandoned_sessions), 0)     AS abandoned,
-       coalesce(sum(bounced_sessions), 0)       AS bounced
-FROM funnel WHERE grain = 'day'
+SELECT coalesce(sum(sessions), 0)                                  AS sessions,
+       coalesce(sum(sessions) FILTER (WHERE flags & 1 = 1), 0)    AS viewed,
+       coalesce(sum(sessions) FILTER (WHERE flags & 2 = 2), 0)    AS carted,
+       coalesce(sum(sessions) FILTER (WHERE flags & 4 = 4), 0)    AS bought,
+       coalesce(sum(sessions) FILTER (WHERE flags & 3 = 3), 0)    AS viewed_carted,
+       coalesce(sum(sessions) FILTER (WHERE flags & 6 = 6), 0)    AS carted_bought,
+       coalesce(sum(sessions) FILTER (WHERE flags & 5 = 5), 0)    AS viewed_bought,
+       coalesce(sum(sessions) FILTER (WHERE flags = 7), 0)        AS all_steps,
+       coalesce(sum(sessions) FILTER (WHERE flags & 6 = 2), 0)    AS abandoned,
+       coalesce(sum(bounced), 0)                                   AS bounced
+FROM funnel_counts WHERE grain = 'day'
 """
 
 # Sessions per period of session start, for the newest `lookback` (NULL: everything).

@@ -8,6 +8,7 @@ CAUGHT_UP = """
 SELECT (SELECT count(*) FROM clickstream_events WHERE kafka_topic = %(topic)s) AS stored,
        (SELECT count(*) FROM quarantine WHERE source = 'kafka' AND kafka_topic = %(topic)s) AS quarantined,
        (SELECT count(*) FROM dirty_windows) AS windows_pending,
+       (SELECT count(*) FROM session_changes) AS sessions_pending,
        (SELECT coalesce(sum(event_count), 0) FROM event_statistics) AS statistics_total,
        (SELECT count(*) FROM clickstream_events) AS all_events,
        (SELECT coalesce(sum(greatest(0, least(r.end_offset, e.lso) - greatest(r.start_offset, p.first_offset))), 0)
@@ -26,6 +27,10 @@ SUMMARY = {
     "live_clickstream_events": "SELECT count(*) FROM live_clickstream_events",
     "windowed_stats (windows)": "SELECT count(DISTINCT window_start) FROM windowed_stats",
     "event_statistics": "SELECT count(*) FROM event_statistics",
+    "sessions": "SELECT count(*) FROM sessions",
+    "funnel (days)": "SELECT count(DISTINCT period_start) FROM funnel_counts WHERE grain = 'day'",
+    "item_funnel (items)": "SELECT count(DISTINCT itemid) FROM item_funnel_counts",
+    "retention (cohorts)": "SELECT count(*) FROM cohort_sessions",
     "category_tree": "SELECT count(*) FROM category_tree",
     "item_properties": "SELECT count(*) FROM item_properties",
     "items": "SELECT count(*) FROM items",

@@ -40,6 +40,7 @@ class CaughtUp:
     stored: int
     quarantined: int
     windows_pending: int
+    sessions_pending: int  # visitor spans loaded and not yet in sessions, the funnels and retention
     statistics_total: int
     all_events: int
     covered: int  # offsets up to the last stable offsets that the ledger covers
@@ -51,6 +52,7 @@ class CaughtUp:
             self.offsets > 0
             and self.covered >= self.offsets
             and self.windows_pending == 0
+            and self.sessions_pending == 0
             and self.statistics_total == self.all_events
         )
 
@@ -108,7 +110,7 @@ def wait_until_ingested(
     cfg: StackConfig, ends: dict[int, int], log: Log, timeout_s: float = 600, topic: str | None = None
 ) -> None:
     """Wait for the daemon's sensor runs to cover every offset of the topic up to `ends` (each partition's
-    last stable offset) in the ledger, with the windows and statistics up to date."""
+    last stable offset) in the ledger, with the windows, statistics and sessions up to date."""
     started = time.monotonic()
     last_report = 0.0
     params = {
@@ -126,7 +128,8 @@ def wait_until_ingested(
             last_report = now
             log(
                 f"    ingested {up.covered:,}/{up.offsets:,} offsets: {up.stored:,} events stored,"
-                f" {up.quarantined:,} quarantined, windows pending {up.windows_pending:,} [{now - started:.0f} s]"
+                f" {up.quarantined:,} quarantined, windows pending {up.windows_pending:,}, sessions pending"
+                f" {up.sessions_pending:,} [{now - started:.0f} s]"
             )
         if done:
             return

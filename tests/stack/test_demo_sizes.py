@@ -9,6 +9,7 @@ second run adds nothing and still exits 0."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +20,11 @@ import pandas as pd
 import psycopg
 import pytest
 
+from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.manager import Stack
+from tests.analytics import sessions_reference
 from tests.conftest import make_test_config
 from tests.helpers import committed_in_topic
 
@@ -156,6 +159,25 @@ def test_the_streaming_tables_equal_an_independent_computation(demo: dict) -> No
     # From Kafka's side: the topic holds exactly one message per event (a re-run sent nothing twice).
     in_topic = committed_in_topic(cfg.bootstrap_servers, cfg.topic, cfg.kafka_partitions)
     assert len(in_topic) == demo["events"]
+
+
+def test_sessions_funnel_and_retention_equal_pandas_over_the_csv(demo: dict) -> None:
+    """The demo filled the shopper-analytics tables, and they are pandas' over the CSV row for row (categories:
+    the items' as the reference data gave them, unknown for events alone)."""
+    cfg: StackConfig = demo["cfg"]
+    csv = _csv(demo["raw"])
+    with psycopg.connect(cfg.database_url) as conn:
+        categories: dict[int, int] = dict(
+            conn.execute("SELECT itemid, categoryid FROM items WHERE categoryid IS NOT NULL")
+        )
+        stored = sessions_reference.stored(conn)
+    assert bool(categories) == demo["reference"]
+    expected = sessions_reference.recompute(csv, categories, session_gap_ms())
+    assert len(stored["sessions"]) > 0
+    differences = sessions_reference.differences(expected, stored)
+    assert not differences, differences
+    for result in demo["results"]:  # the summary says how many
+        assert re.search(rf"^  sessions +{len(expected['sessions']):,}$", result.stdout, re.MULTILINE)
 
 
 def test_the_api_answers_every_visitor_and_the_stack_is_healthy(demo: dict) -> None:

@@ -13,6 +13,7 @@ LOCK = "SELECT pg_advisory_xact_lock(hashtext('sessions'))"
 TRY_APPLIER_LOCK = "SELECT pg_try_advisory_lock(hashtext('sessions applier'))"
 APPLIER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('sessions applier'))"
 ANY_QUEUED = "SELECT EXISTS (SELECT 1 FROM session_changes)"
+OLDEST_PENDING = "SELECT coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float8 FROM session_changes"
 
 # A session's funnel flags (1 viewed, 2 added to cart, 4 bought) from its counts.
 # (PostgreSQL gives | and << the same precedence, left to right: hence the parentheses.)

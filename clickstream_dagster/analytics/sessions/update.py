@@ -101,6 +101,12 @@ def apply_queued(
             return steps
 
 
+def oldest_pending_seconds(conn: psycopg.Connection) -> float:
+    """How long the oldest queued span has waited (0 when none is queued)."""
+    row = conn.execute(q.OLDEST_PENDING).fetchone()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
 @dataclass(frozen=True)
 class SessionsCheck:
     """The checks' figures, in one snapshot."""
