@@ -13,7 +13,9 @@ import psycopg
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.stack.process import free_port
+from tests.analytics import sessions_reference
 from tests.dashboard.conftest import APP, FilledStack
 from tests.dashboard.filler import (
     LAGS,
@@ -134,6 +136,24 @@ def test_every_section_shows_what_the_database_holds(
     assert top["categoryid"].iloc[0] == row[0]
     assert len(figure(at, "top_items")["data"]) == 3
 
+    # shoppers: the funnel, its rates, sessions over time and retention are pandas' over the same events
+    recomputed = sessions_reference.recompute(events, filled_stack.filled.categories, session_gap_ms())
+    s = recomputed["sessions"]
+    viewed, carted, bought = s["views"] > 0, s["addtocarts"] > 0, s["transactions"] > 0
+    assert shown["Sessions"] == f"{len(s):,}"
+    assert shown["View → purchase"] == f"{(viewed & bought).sum() / viewed.sum():.1%}"
+    assert shown["Cart abandonment"] == f"{(carted & ~bought).sum() / carted.sum():.1%}"
+    assert shown["Bounce rate"] == f"{s['bounced'].mean():.1%}"
+    funnel = figure(at, "funnel")["data"][0]
+    assert values(funnel["x"]) == [viewed.sum(), (viewed & carted).sum(), (viewed & carted & bought).sum()]
+    over_time = figure(at, "sessions_over_time")["data"]
+    per_day = next(t for t in over_time if t["name"] == "sessions")
+    assert sum(values(per_day["y"])) == len(s)
+    heat = figure(at, "retention")["data"][0]
+    cohorts = recomputed["retention_counts"]
+    assert len(values(heat["y"])) == min(12, cohorts["cohort"].nunique())
+    assert figure(at, "category_conversion")["data"]
+
     # pipeline health: Dagster's webserver, the quarantine, the ledger
     assert shown["Kafka lag (messages)"] == f"{LAGS[-1]:,}"
     assert shown["raw_events materialized"].endswith("ago")
@@ -225,6 +245,7 @@ def test_empty_database_explains_what_to_run(monkeypatch: pytest.MonkeyPatch, pg
     assert "No model trained yet" in notes
     assert "No personal recommendations yet" in notes
     assert "No popular list yet" in notes
+    assert "No sessions yet" in notes
     assert "Dagster webserver not reachable" in texts(at.warning)
     assert "CLICKSTREAM_DAGSTER_URL" in texts(at.warning)
     assert texts(at.success).startswith("Nothing quarantined")

@@ -9,6 +9,17 @@ a week's Monday is day - (day + 3) % 7 (1970-01-01 was a Thursday).
 from __future__ import annotations
 
 LOCK = "SELECT pg_advisory_xact_lock(hashtext('sessions'))"
+# A step reads few rows of large tables by their keys: with the default random_page_cost (4, for spinning
+# disks) the planner prefers a scan of the whole table once a step touches a few thousand visitors, and the
+# step's cost then grows with the history (bench shoppers: 3.3x for a 10x history). 1.1 is the usual value
+# for SSDs and cached data; large backlogs still get hash joins where they are cheaper.
+PLANNER = "SET LOCAL random_page_cost = 1.1"
+
+# Reads of the large tables go through `CROSS JOIN LATERAL (... OFFSET 0)`: per touched visitor, an index
+# scan of their rows. Without OFFSET 0 PostgreSQL may flatten the subquery into a hash join that scans the
+# whole table, and on statistics it lacks (a table no autovacuum has analyzed yet) it does: the step's cost
+# then grows with the history. Rows found so are deleted by their ctid (a TID scan, no join): the step holds
+# the sessions lock, so nothing else changes these tables meanwhile.
 # The applier's turn (`apply_queued`): held across its steps, never waited for.
 TRY_APPLIER_LOCK = "SELECT pg_try_advisory_lock(hashtext('sessions applier'))"
 APPLIER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('sessions applier'))"
@@ -58,8 +69,11 @@ WITH intervals AS (
     UNION
     SELECT s.visitorid, s.start_ms, s.end_ms
     FROM s_changes c
-    JOIN sessions s ON s.visitorid = c.visitorid
-                   AND s.start_ms BETWEEN c.first_ms - %(gap)s AND c.last_ms + %(gap)s
+    CROSS JOIN LATERAL (
+        SELECT visitorid, start_ms, end_ms FROM sessions
+        WHERE visitorid = c.visitorid AND start_ms BETWEEN c.first_ms - %(gap)s AND c.last_ms + %(gap)s
+        OFFSET 0
+    ) s
     UNION
     SELECT s.visitorid, s.start_ms, s.end_ms
     FROM s_changes c
@@ -86,21 +100,23 @@ ANALYZE s_spans;
 
 # The stored sessions that start in a span go, with their items; the old rows are kept to subtract them.
 REMOVE_OLD = f"""
-CREATE TEMP TABLE s_old ON COMMIT DROP AS SELECT * FROM sessions WITH NO DATA;
-WITH gone AS (
-    DELETE FROM sessions s USING s_spans p
-    WHERE s.visitorid = p.visitorid AND s.start_ms BETWEEN p.lo AND p.hi
-    RETURNING s.*
-)
-INSERT INTO s_old SELECT * FROM gone;
+CREATE TEMP TABLE s_old_rows ON COMMIT DROP AS
+SELECT s.* FROM s_spans p
+CROSS JOIN LATERAL (
+    SELECT ctid AS row_id, * FROM sessions WHERE visitorid = p.visitorid AND start_ms BETWEEN p.lo AND p.hi OFFSET 0
+) s;
+DELETE FROM sessions WHERE ctid = ANY (ARRAY(SELECT row_id FROM s_old_rows));
+ALTER TABLE s_old_rows DROP COLUMN row_id;
+ALTER TABLE s_old_rows RENAME TO s_old;
 ANALYZE s_old;
-CREATE TEMP TABLE s_old_items ON COMMIT DROP AS SELECT * FROM session_items WITH NO DATA;
-WITH gone AS (
-    DELETE FROM session_items i USING s_old o
-    WHERE i.visitorid = o.visitorid AND i.start_ms = o.start_ms
-    RETURNING i.*
-)
-INSERT INTO s_old_items SELECT * FROM gone;
+CREATE TEMP TABLE s_old_item_rows ON COMMIT DROP AS
+SELECT i.* FROM s_old o
+CROSS JOIN LATERAL (
+    SELECT ctid AS row_id, * FROM session_items WHERE visitorid = o.visitorid AND start_ms = o.start_ms OFFSET 0
+) i;
+DELETE FROM session_items WHERE ctid = ANY (ARRAY(SELECT row_id FROM s_old_item_rows));
+ALTER TABLE s_old_item_rows DROP COLUMN row_id;
+ALTER TABLE s_old_item_rows RENAME TO s_old_items;
 ANALYZE s_old_items;
 
 -- What stays of the touched visitors' sessions (the sessions this step neither removes nor writes): their
@@ -108,10 +124,15 @@ ANALYZE s_old_items;
 CREATE TEMP TABLE s_visitors ON COMMIT DROP AS SELECT DISTINCT visitorid FROM s_spans;
 ANALYZE s_visitors;
 CREATE TEMP TABLE s_other_sessions ON COMMIT DROP AS
-SELECT s.visitorid, s.start_ms, {_FLAGS} AS flags FROM s_visitors v JOIN sessions s USING (visitorid);
+SELECT s.visitorid, s.start_ms, s.flags FROM s_visitors v
+CROSS JOIN LATERAL (
+    SELECT visitorid, start_ms, {_FLAGS} AS flags FROM sessions WHERE visitorid = v.visitorid OFFSET 0
+) s;
 CREATE TEMP TABLE s_other_items ON COMMIT DROP AS
-SELECT i.visitorid, i.itemid, coalesce(i.categoryid, -1) AS categoryid, i.flags
-FROM s_visitors v JOIN session_items i USING (visitorid);
+SELECT i.visitorid, i.itemid, coalesce(i.categoryid, -1) AS categoryid, i.flags FROM s_visitors v
+CROSS JOIN LATERAL (
+    SELECT visitorid, itemid, categoryid, flags FROM session_items WHERE visitorid = v.visitorid OFFSET 0
+) i;
 """
 
 # The stored events in the spans, each with its session's start: a session opens at an event more than a
@@ -122,10 +143,13 @@ WITH spanned AS (
     SELECT e.visitorid, e."timestamp" AS ts, e.itemid,
            CASE e.event WHEN 'view' THEN 0 WHEN 'addtocart' THEN 1 ELSE 2 END AS step
     FROM s_spans p
-    JOIN clickstream_events e
-      ON e.visitorid = p.visitorid
-     AND e.event_time BETWEEN 'epoch'::timestamptz + p.lo * interval '1 ms'
-                          AND 'epoch'::timestamptz + p.hi * interval '1 ms'
+    CROSS JOIN LATERAL (
+        SELECT visitorid, "timestamp", itemid, event FROM clickstream_events
+        WHERE visitorid = p.visitorid
+          AND event_time BETWEEN 'epoch'::timestamptz + p.lo * interval '1 ms'
+                             AND 'epoch'::timestamptz + p.hi * interval '1 ms'
+        OFFSET 0
+    ) e
 ), marked AS (
     SELECT *, coalesce(ts - lag(ts) OVER (PARTITION BY visitorid ORDER BY ts) > %(gap)s, true) AS opens
     FROM spanned
@@ -277,8 +301,10 @@ GROUP BY 1, 2;
 # after) for every week they were active, and their sessions (all but the first: returning) to the cohort.
 RETENTION_DELTAS = f"""
 CREATE TEMP TABLE s_weeks_before ON COMMIT DROP AS
-SELECT w.visitorid, w.week_start, w.sessions
-FROM s_visitors v JOIN visitor_weeks w USING (visitorid);
+SELECT w.visitorid, w.week_start, w.sessions, w.row_id FROM s_visitors v
+CROSS JOIN LATERAL (
+    SELECT visitorid, week_start, sessions, ctid AS row_id FROM visitor_weeks WHERE visitorid = v.visitorid OFFSET 0
+) w;
 
 CREATE TEMP TABLE s_weeks_after ON COMMIT DROP AS
 SELECT visitorid, week_start, sum(sessions)::int AS sessions
@@ -327,46 +353,64 @@ SELECT grain, period_start, flags, sessions, bounced, visitors FROM s_funnel
 ON CONFLICT (grain, period_start, flags) DO UPDATE
 SET sessions = f.sessions + EXCLUDED.sessions, bounced = f.bounced + EXCLUDED.bounced,
     visitors = f.visitors + EXCLUDED.visitors;
-DELETE FROM funnel_counts f USING s_funnel d
-WHERE (f.grain, f.period_start, f.flags) = (d.grain, d.period_start, d.flags)
-  AND f.sessions = 0 AND f.bounced = 0 AND f.visitors = 0;
+DELETE FROM funnel_counts WHERE ctid = ANY (ARRAY(
+    SELECT f.ctid FROM s_funnel d CROSS JOIN LATERAL (
+        SELECT ctid FROM funnel_counts
+        WHERE (grain, period_start, flags) = (d.grain, d.period_start, d.flags)
+          AND sessions = 0 AND bounced = 0 AND visitors = 0 OFFSET 0
+    ) f));
 
 INSERT INTO session_lengths AS l (hour_start, duration_ms, sessions)
 SELECT hour_start, duration_ms, sessions FROM s_lengths
 ON CONFLICT (hour_start, duration_ms) DO UPDATE SET sessions = l.sessions + EXCLUDED.sessions;
-DELETE FROM session_lengths l USING s_lengths d
-WHERE (l.hour_start, l.duration_ms) = (d.hour_start, d.duration_ms) AND l.sessions = 0;
+DELETE FROM session_lengths WHERE ctid = ANY (ARRAY(
+    SELECT l.ctid FROM s_lengths d CROSS JOIN LATERAL (
+        SELECT ctid FROM session_lengths
+        WHERE (hour_start, duration_ms) = (d.hour_start, d.duration_ms) AND sessions = 0 OFFSET 0
+    ) l));
 
 INSERT INTO item_funnel_counts AS c (itemid, flags, sessions, visitors)
 SELECT itemid, flags, sessions, visitors FROM s_items
 ON CONFLICT (itemid, flags) DO UPDATE
 SET sessions = c.sessions + EXCLUDED.sessions, visitors = c.visitors + EXCLUDED.visitors;
-DELETE FROM item_funnel_counts c USING s_items d
-WHERE (c.itemid, c.flags) = (d.itemid, d.flags) AND c.sessions = 0 AND c.visitors = 0;
+DELETE FROM item_funnel_counts WHERE ctid = ANY (ARRAY(
+    SELECT c.ctid FROM s_items d CROSS JOIN LATERAL (
+        SELECT ctid FROM item_funnel_counts
+        WHERE (itemid, flags) = (d.itemid, d.flags) AND sessions = 0 AND visitors = 0 OFFSET 0
+    ) c));
 
 INSERT INTO category_funnel_counts AS c (categoryid, flags, sessions, visitors)
 SELECT categoryid, flags, sessions, visitors FROM s_categories
 ON CONFLICT (categoryid, flags) DO UPDATE
 SET sessions = c.sessions + EXCLUDED.sessions, visitors = c.visitors + EXCLUDED.visitors;
-DELETE FROM category_funnel_counts c USING s_categories d
-WHERE (c.categoryid, c.flags) = (d.categoryid, d.flags) AND c.sessions = 0 AND c.visitors = 0;
+DELETE FROM category_funnel_counts WHERE ctid = ANY (ARRAY(
+    SELECT c.ctid FROM s_categories d CROSS JOIN LATERAL (
+        SELECT ctid FROM category_funnel_counts
+        WHERE (categoryid, flags) = (d.categoryid, d.flags) AND sessions = 0 AND visitors = 0 OFFSET 0
+    ) c));
 
-DELETE FROM visitor_weeks w USING s_visitors v WHERE w.visitorid = v.visitorid;
+DELETE FROM visitor_weeks WHERE ctid = ANY (ARRAY(SELECT row_id FROM s_weeks_before));
 INSERT INTO visitor_weeks (visitorid, week_start, sessions)
 SELECT visitorid, week_start, sessions FROM s_weeks_after;
 
 INSERT INTO retention_counts AS r (cohort_week, weeks_after, visitors)
 SELECT cohort_week, weeks_after, visitors FROM s_retention
 ON CONFLICT (cohort_week, weeks_after) DO UPDATE SET visitors = r.visitors + EXCLUDED.visitors;
-DELETE FROM retention_counts r USING s_retention d
-WHERE (r.cohort_week, r.weeks_after) = (d.cohort_week, d.weeks_after) AND r.visitors = 0;
+DELETE FROM retention_counts WHERE ctid = ANY (ARRAY(
+    SELECT r.ctid FROM s_retention d CROSS JOIN LATERAL (
+        SELECT ctid FROM retention_counts
+        WHERE (cohort_week, weeks_after) = (d.cohort_week, d.weeks_after) AND visitors = 0 OFFSET 0
+    ) r));
 
 INSERT INTO cohort_sessions AS c (cohort_week, sessions, returning_sessions)
 SELECT cohort_week, sessions, returning_sessions FROM s_cohort_sessions
 ON CONFLICT (cohort_week) DO UPDATE
 SET sessions = c.sessions + EXCLUDED.sessions, returning_sessions = c.returning_sessions + EXCLUDED.returning_sessions;
-DELETE FROM cohort_sessions c USING s_cohort_sessions d
-WHERE c.cohort_week = d.cohort_week AND c.sessions = 0 AND c.returning_sessions = 0;
+DELETE FROM cohort_sessions WHERE ctid = ANY (ARRAY(
+    SELECT c.ctid FROM s_cohort_sessions d CROSS JOIN LATERAL (
+        SELECT ctid FROM cohort_sessions
+        WHERE cohort_week = d.cohort_week AND sessions = 0 AND returning_sessions = 0 OFFSET 0
+    ) c));
 """
 
 # What this step did: spans, sessions removed and written, events re-read, visitors touched.
@@ -385,9 +429,11 @@ TOUCHED_VISITORS = "SELECT visitorid FROM s_visitors ORDER BY 1"
 CHECK_TOTALS = """
 WITH queued AS (SELECT DISTINCT visitorid FROM session_changes)
 SELECT (SELECT events FROM session_totals)
-         - (SELECT coalesce(sum(s.events), 0) FROM sessions s JOIN queued USING (visitorid)) AS in_sessions,
+         - (SELECT coalesce(sum(s.events), 0) FROM queued q
+            CROSS JOIN LATERAL (SELECT events FROM sessions WHERE visitorid = q.visitorid OFFSET 0) s) AS in_sessions,
        (SELECT coalesce(sum(event_count), 0) FROM event_totals)
-         - (SELECT count(*) FROM clickstream_events e JOIN queued USING (visitorid))        AS stored,
+         - (SELECT coalesce(sum(e.n), 0) FROM queued q
+            CROSS JOIN LATERAL (SELECT count(*) AS n FROM clickstream_events WHERE visitorid = q.visitorid) e) AS stored,
        (SELECT count(*) FROM queued)                                                         AS queued_visitors,
        (SELECT count(*) FROM queued q
         WHERE NOT EXISTS (SELECT 1 FROM visitor_weeks w WHERE w.visitorid = q.visitorid))     AS queued_new_visitors,
@@ -409,7 +455,8 @@ WITH touched AS (
 SELECT (SELECT count(*) FROM touched) AS visitors,
        (SELECT count(*) FROM (
             SELECT s.start_ms - lag(s.end_ms) OVER (PARTITION BY s.visitorid ORDER BY s.start_ms) AS gap
-            FROM touched t JOIN sessions s USING (visitorid)
+            FROM touched t
+            CROSS JOIN LATERAL (SELECT visitorid, start_ms, end_ms FROM sessions WHERE visitorid = t.visitorid OFFSET 0) s
         ) g WHERE gap <= %(gap)s) AS too_close,
        (SELECT count(*) FROM touched t
         WHERE (SELECT coalesce(sum(events), 0) FROM sessions s WHERE s.visitorid = t.visitorid)

@@ -49,6 +49,7 @@ def update_sessions(conn: psycopg.Connection, gap_ms: int | None = None) -> Sess
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
         cur.execute(q.LOCK)
+        cur.execute(q.PLANNER)
         row = cur.execute(q.STORED_GAP).fetchone()
         rebuilt = row is None or int(row[0]) != gap
         if rebuilt:
