@@ -440,8 +440,8 @@ def run(args: argparse.Namespace) -> int:
         produced = time.monotonic()
         done = _wait_caught_up(cfg, summary.sent, timeout_s=1800)
         wall = done - t0
-        sessions_wall = _wait_sessions(cfg, _stored_events(cfg), timeout_s=1800) - t0
         a_cpu = CpuMeter.report(cpu_before, cpu.snapshot(), producer_cpu, wall)
+        sessions_wall = _wait_sessions(cfg, _stored_events(cfg), timeout_s=1800) - t0
         a_steps = _step_breakdown(cfg, a_started, time.time())
         a_timeline = _run_timeline(cfg, a_started, time.time())
         copy_s, group_s = _peer(cfg, events_csv)
