@@ -13,7 +13,8 @@ of it; the widened spans are separated from every other session of the visitor b
 recomputing the sessions inside them from the stored events, and replacing the sessions that started there,
 is exact whatever the arrival order, however the events were cut into runs, and whether a late event
 extends a session or merges two. Every aggregate (funnel, lengths, items, categories, retention) then adds
-the difference between the sessions written and those removed. The work grows with the visitors touched and
+the difference between the sessions written and those removed. Funnel flags are bits, 1 viewed, 2 added to
+cart, 4 bought: a session's (an item's in a session, a visitor's in a period) are the bit_or of its events'. The work grows with the visitors touched and
 their sessions near the new events, not with the history.
 """
 
@@ -30,11 +31,6 @@ from clickstream_dagster.sql.copy import copy_arrays
 
 DEFAULT_GAP_MINUTES = 30.0
 GAP_ENV = "CLICKSTREAM_SESSION_GAP_MINUTES"
-
-# Funnel flags: the bit of each event type; a session's (an item's in a session, a visitor's in a period)
-# flags are the bit_or of its events'.
-VIEWED, CARTED, BOUGHT = 1, 2, 4
-FLAG_OF_EVENT = {"view": VIEWED, "addtocart": CARTED, "transaction": BOUGHT}
 
 COPY_CHANGES = "COPY session_changes (visitorid, first_ms, last_ms) FROM STDIN (FORMAT BINARY)"
 
