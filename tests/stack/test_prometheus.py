@@ -68,7 +68,7 @@ def test_a_replay_moves_lag_and_ingest_rate_in_prometheus(stack: Stack, tmp_path
     cfg = stack.cfg
     assert stack.monitoring.prometheus.running(), "prometheus is not installed: run scripts/install-system.sh"
     rules = httpx.get(f"{stack.monitoring.prometheus_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert sum(len(g["rules"]) for g in rules) == 8  # prometheus/alerts.yml, loaded
+    assert sum(len(g["rules"]) for g in rules) == 9  # prometheus/alerts.yml, loaded
     assert _eventually(lambda: len(_query(stack, "up == 1")) >= 2)  # the exporter and the API answer
 
     generate(tmp_path, 12_000, seed=9)
