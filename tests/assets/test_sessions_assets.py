@@ -120,7 +120,9 @@ def test_the_step_defers_while_ingestion_catches_up_then_applies(
     deferred = run(max_defer_seconds=3600)
     assert deferred.asset_materializations_for_node("shopper_analytics") == []
     with psycopg.connect(postgres.conninfo) as conn:
-        waiting = conn.execute("SELECT count(*), (SELECT count(*) FROM sessions) FROM session_changes").fetchone()
+        waiting = conn.execute(
+            "SELECT count(*), (SELECT count(*) FROM sessions) FROM session_changes"
+        ).fetchone()
     assert waiting is not None and waiting[0] > 0 and waiting[1] == 0
     applied = run(max_defer_seconds=0)  # the oldest span has waited longer than that: applied now
     assert len(applied.asset_materializations_for_node("shopper_analytics")) == 4
