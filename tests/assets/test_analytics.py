@@ -115,4 +115,5 @@ def test_ingest_job_refreshes_windowed_stats_right_after_the_blocking_checks(
         if e.dagster_event and e.dagster_event.event_type_value == "STEP_START"
     ]
     assert started[:3] == ["raw_events", "validate_raw_events", "windowed_stats"]
-    assert set(started[3:]) == {"event_statistics", "live_clickstream_events"}
+    assert set(started[3:]) == {"event_statistics", "live_clickstream_events", "shopper_analytics"}
+    assert started[-1] == "shopper_analytics"  # sessions, funnels and retention last (op priority -1)
