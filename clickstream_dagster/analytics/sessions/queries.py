@@ -238,63 +238,49 @@ FROM (SELECT start_ms, duration_ms, -1 AS sign FROM s_old UNION ALL SELECT start
 GROUP BY 1, 2;
 """
 
+
 # Per item and per category (-1: unknown): sessions by the flags of what they did with it, and visitors by
 # the flags of all their sessions with it.
-ITEM_DELTAS = """
+def _deltas_by(table: str, key: str) -> str:
+    """The differences per `key` (itemid or categoryid) into `table`: sessions by the flags of what they did
+    with it (a category counted once per session), visitors by the flags of all their sessions with it."""
+    return f"""
+CREATE TEMP TABLE {table} ON COMMIT DROP AS
+WITH session_flags AS (
+    SELECT visitorid, start_ms, {key}, sign, bit_or(flags) AS flags FROM s_item_rows GROUP BY 1, 2, 3, 4
+), by_session AS (
+    SELECT {key}, flags, sum(sign) AS sessions, 0 AS visitors FROM session_flags GROUP BY 1, 2
+), keys AS (
+    SELECT visitorid, {key},
+           bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
+    FROM s_item_rows GROUP BY 1, 2
+), other AS (
+    SELECT visitorid, {key}, bit_or(flags) AS other_flags FROM s_other_items GROUP BY 1, 2
+), visitor_flags AS (
+    SELECT k.{key}, k.old_flags, k.new_flags, o.other_flags
+    FROM keys k LEFT JOIN other o USING (visitorid, {key})
+), by_visitor AS (
+    SELECT {key}, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
+    UNION ALL
+    SELECT {key}, coalesce(other_flags, 0) | coalesce(new_flags, 0), 0, 1
+    FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
+)
+SELECT {key}, flags::smallint AS flags, sum(sessions)::bigint AS sessions, sum(visitors)::bigint AS visitors
+FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
+GROUP BY 1, 2;
+"""
+
+
+ITEM_DELTAS = f"""
 CREATE TEMP TABLE s_item_rows ON COMMIT DROP AS
 SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1) AS categoryid, flags, -1 AS sign FROM s_old_items
 UNION ALL
 SELECT visitorid, start_ms, itemid, coalesce(categoryid, -1), flags, 1 FROM s_new_items;
 ANALYZE s_item_rows;
 
-CREATE TEMP TABLE s_items ON COMMIT DROP AS
-WITH by_session AS (
-    SELECT itemid, flags, sum(sign) AS sessions, 0 AS visitors FROM s_item_rows GROUP BY 1, 2
-), keys AS (
-    SELECT visitorid, itemid,
-           bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
-    FROM s_item_rows GROUP BY 1, 2
-), other AS (
-    SELECT visitorid, itemid, bit_or(flags) AS other_flags FROM s_other_items GROUP BY 1, 2
-), visitor_flags AS (
-    SELECT k.itemid, k.old_flags, k.new_flags, o.other_flags
-    FROM keys k LEFT JOIN other o USING (visitorid, itemid)
-), by_visitor AS (
-    SELECT itemid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
-    FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
-    UNION ALL
-    SELECT itemid, coalesce(other_flags, 0) | coalesce(new_flags, 0), 0, 1
-    FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
-)
-SELECT itemid, flags::smallint AS flags, sum(sessions)::bigint AS sessions, sum(visitors)::bigint AS visitors
-FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
-GROUP BY 1, 2;
-
-CREATE TEMP TABLE s_categories ON COMMIT DROP AS
-WITH session_flags AS (
-    SELECT visitorid, start_ms, categoryid, sign, bit_or(flags) AS flags
-    FROM s_item_rows GROUP BY 1, 2, 3, 4
-), by_session AS (
-    SELECT categoryid, flags, sum(sign) AS sessions, 0 AS visitors FROM session_flags GROUP BY 1, 2
-), keys AS (
-    SELECT visitorid, categoryid,
-           bit_or(flags) FILTER (WHERE sign < 0) AS old_flags, bit_or(flags) FILTER (WHERE sign > 0) AS new_flags
-    FROM s_item_rows GROUP BY 1, 2
-), other AS (
-    SELECT visitorid, categoryid, bit_or(flags) AS other_flags FROM s_other_items GROUP BY 1, 2
-), visitor_flags AS (
-    SELECT k.categoryid, k.old_flags, k.new_flags, o.other_flags
-    FROM keys k LEFT JOIN other o USING (visitorid, categoryid)
-), by_visitor AS (
-    SELECT categoryid, coalesce(other_flags, 0) | coalesce(old_flags, 0) AS flags, 0 AS sessions, -1 AS visitors
-    FROM visitor_flags WHERE other_flags IS NOT NULL OR old_flags IS NOT NULL
-    UNION ALL
-    SELECT categoryid, coalesce(other_flags, 0) | coalesce(new_flags, 0), 0, 1
-    FROM visitor_flags WHERE other_flags IS NOT NULL OR new_flags IS NOT NULL
-)
-SELECT categoryid, flags::smallint AS flags, sum(sessions)::bigint AS sessions, sum(visitors)::bigint AS visitors
-FROM (SELECT * FROM by_session UNION ALL SELECT * FROM by_visitor) d
-GROUP BY 1, 2;
+{_deltas_by("s_items", "itemid")}
+{_deltas_by("s_categories", "categoryid")}
 """
 
 # Retention: each touched visitor's sessions per week before and after; a visitor adds 1 to (cohort, weeks
