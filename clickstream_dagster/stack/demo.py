@@ -124,19 +124,20 @@ def wait_until_ingested(
         assert up is not None
         done = up.done
         now = time.monotonic()
+        progress = (
+            f"ingested {up.covered:,}/{up.offsets:,} offsets: {up.stored:,} events stored,"
+            f" {up.quarantined:,} quarantined, windows pending {up.windows_pending:,}, sessions pending"
+            f" {up.sessions_pending:,}, statistics {up.statistics_total:,}/{up.all_events:,} events"
+        )
         if done or now - last_report >= 5:
             last_report = now
-            log(
-                f"    ingested {up.covered:,}/{up.offsets:,} offsets: {up.stored:,} events stored,"
-                f" {up.quarantined:,} quarantined, windows pending {up.windows_pending:,}, sessions pending"
-                f" {up.sessions_pending:,} [{now - started:.0f} s]"
-            )
+            log(f"    {progress} [{now - started:.0f} s]")
         if done:
             return
         if now - started > timeout_s:
             raise StackError(
-                f"the pipeline did not catch up within {timeout_s:.0f} s: see the runs at {cfg.dagster_url}/runs "
-                "and `clickstream status`"
+                f"the pipeline did not catch up within {timeout_s:.0f} s ({progress}): see the runs at "
+                f"{cfg.dagster_url}/runs and `clickstream status`"
             )
         time.sleep(1)
 
