@@ -5,6 +5,7 @@ import dagster as dg
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
 from clickstream_dagster.assets.ingestion import (
     RAW_EVENTS,
+    REPLAY_JOB_NAME,
     QuarantineReplayConfig,
     RawEventsConfig,
     live_clickstream_events,
@@ -27,9 +28,11 @@ from clickstream_dagster.assets.sessions import shopper_analytics
 from clickstream_dagster.resources import KafkaResource, PostgresResource, SlackResource, SparkResource
 from clickstream_dagster.sensors.alerts import slack_on_run_failure
 from clickstream_dagster.sensors.kafka import INGEST_JOB_NAME, build_kafka_sensor
+from clickstream_dagster.sensors.sessions import build_sessions_sensor
 
 # Kafka -> raw_events -> {live_clickstream_events, windowed_stats, event_statistics, sessions, session_funnel,
-# item_funnel, retention}, one run per offset batch; the last four are one step (shopper_analytics).
+# item_funnel, retention}, one run per offset batch; the last four are one step (shopper_analytics), run alone
+# when loaded events wait with no run left to apply them (stranded_sessions).
 # In-process: a run is a few small steps, and a fresh step process would cost more than the step itself.
 reference_data = dg.define_asset_job(
     "reference_data",
@@ -48,7 +51,7 @@ ingest_events = dg.define_asset_job(
 # Repaired quarantine rows -> clickstream_events (exactly once, original coordinates) -> the same downstream
 # assets. Launched by `clickstream quarantine replay` with filters; from the UI it replays every repaired row.
 replay_quarantine = dg.define_asset_job(
-    "replay_quarantine",
+    REPLAY_JOB_NAME,
     selection=[raw_events, live_clickstream_events, windowed_stats, event_statistics, shopper_analytics],
     executor_def=dg.in_process_executor,
     config=dg.RunConfig(
@@ -120,7 +123,7 @@ defs = dg.Definitions(
     ],
     asset_checks=[*raw_events_checks, promotion_gate],
     jobs=[ingest_events, replay_quarantine, reference_data, train_recommender],
-    sensors=[build_kafka_sensor(), slack_on_run_failure],
+    sensors=[build_kafka_sensor(), build_sessions_sensor(), slack_on_run_failure],
     schedules=[daily_retraining],
     resources=resources,
 )

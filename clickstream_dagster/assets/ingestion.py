@@ -27,6 +27,7 @@ LIVE_EVENTS = dg.AssetKey("live_clickstream_events")
 GROUP = "ingestion"
 
 INGEST_JOB_NAME = "ingest_events"
+REPLAY_JOB_NAME = "replay_quarantine"
 # An ingest run's tags: its topic, and its ranges in their tag form (`ingestion.ranges.to_tag`).
 RANGES_TAG = "clickstream/ranges"
 TOPIC_TAG = "clickstream/topic"

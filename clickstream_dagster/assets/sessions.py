@@ -25,7 +25,7 @@ from clickstream_dagster.analytics.sessions.update import (
     SessionsCheck,
     apply_queued,
     check_sessions,
-    oldest_pending_seconds,
+    queue_head,
 )
 from clickstream_dagster.assets.ingestion import RAW_EVENTS
 from clickstream_dagster.resources import PostgresResource
@@ -84,6 +84,8 @@ SPECS = [
         ),
     ),
 ]
+
+ASSET_KEYS = [spec.key for spec in SPECS]
 
 CHECKS = [
     dg.AssetCheckSpec(
@@ -151,7 +153,7 @@ def shopper_analytics(
     lag = _catching_up(context)
     if lag is not None and lag > config.defer_while_lag_above:
         with postgres.connection() as conn:
-            waited = oldest_pending_seconds(conn)
+            waited = queue_head(conn).waited_s
         if waited < config.max_defer_seconds:
             context.log.info(
                 f"deferred: ingestion is catching up ({lag:,} messages left to read); the queue's oldest span "

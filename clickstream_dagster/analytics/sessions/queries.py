@@ -24,7 +24,13 @@ PLANNER = "SET LOCAL random_page_cost = 1.1"
 TRY_APPLIER_LOCK = "SELECT pg_try_advisory_lock(hashtext('sessions applier'))"
 APPLIER_UNLOCK = "SELECT pg_advisory_unlock(hashtext('sessions applier'))"
 ANY_QUEUED = "SELECT EXISTS (SELECT 1 FROM session_changes)"
-OLDEST_PENDING = "SELECT coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float8 FROM session_changes"
+# The queue's head (update.QueueHead): what waits, since when (as epoch microseconds), and for how long.
+QUEUE_HEAD = """
+SELECT count(*) AS spans,
+       (extract(epoch FROM min(queued_at)) * 1000000)::bigint AS oldest_us,
+       coalesce(extract(epoch FROM now() - min(queued_at)), 0)::float8 AS waited_s
+FROM session_changes
+"""
 
 # A session's funnel flags (1 viewed, 2 added to cart, 4 bought) from its counts.
 # (PostgreSQL gives | and << the same precedence, left to right: hence the parentheses.)

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.rows import class_row
 from pyroaring import BitMap64
 
 from clickstream_dagster.analytics.sessions import queries as q
@@ -102,10 +103,20 @@ def apply_queued(
             return steps
 
 
-def oldest_pending_seconds(conn: psycopg.Connection) -> float:
-    """How long the oldest queued span has waited (0 when none is queued)."""
-    row = conn.execute(q.OLDEST_PENDING).fetchone()
-    return float(row[0]) if row and row[0] is not None else 0.0
+@dataclass(frozen=True)
+class QueueHead:
+    """queries.QUEUE_HEAD: the spans queued for the step, and the oldest one's time and wait."""
+
+    spans: int
+    oldest_us: int | None  # when the oldest was queued, epoch microseconds (None: nothing queued)
+    waited_s: float
+
+
+def queue_head(conn: psycopg.Connection) -> QueueHead:
+    with conn.cursor(row_factory=class_row(QueueHead)) as cur:
+        row = cur.execute(q.QUEUE_HEAD).fetchone()
+    assert row is not None
+    return row
 
 
 @dataclass(frozen=True)
