@@ -58,7 +58,8 @@ class JdbcConnection:
 
 
 def jdbc_from_libpq(url: str) -> JdbcConnection:
-    """`postgresql://user:pw@host:port/db?sslmode=...` -> `jdbc:postgresql://host:port/db?sslmode=...` + user/pw.
+    """`postgresql://user[:password]@host:port/db?sslmode=...` -> `jdbc:postgresql://host:port/db?sslmode=...` +
+    user and password.
 
     The host part is kept as written (pgjdbc accepts `[::1]:5432` and `h1:5432,h2:5432` too); libpq's
     defaults fill what is missing: host localhost, port 5432, database = user name.

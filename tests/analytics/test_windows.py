@@ -134,7 +134,7 @@ def test_ms_to_datetime_is_exact() -> None:
             None,
         ),
         (
-            "postgresql://u:p%40ss%3Aw@db.example:6432/events?sslmode=require",
+            "postgresql://u:p%40ss%3Aw@db.example:6432/events?sslmode=require",  # pragma: allowlist secret
             "jdbc:postgresql://db.example:6432/events?sslmode=require",
             "u",
             "p@ss:w",
