@@ -11,11 +11,19 @@ partition, and where it started. Against the plan, the ledger is proven from Kaf
 
 Pure apart from the one query it runs (`LEDGER_SPANS`), so the asset checks, the sensor and the exporter share
 it; in flight is the Dagster wiring's to know (`assets.ingestion.in_flight_ranges`).
+
+**Checkpoints** (`compact_ledger`, every sensor tick): from a partition's first row, the ranges that follow
+each other with no gap or overlap, each reconciled and recorded more than 15 minutes ago (`settle_seconds`: no run
+is still retrying them), are merged into one row holding their sums. That row is the partition's checkpoint: up to its
+end the ledger is contiguous and reconciled, from Kafka's side, and every query of the ledger (this proof, the
+checks, the exporter, the dashboard) reads it and the ranges recorded since, never the whole history. A gap,
+an overlap or an unreconciled range stops the merge where it is, so it stays in view until it is repaired.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -92,3 +100,76 @@ def record_range(
             "run_id": run_id,
         },
     )
+
+
+SETTLE_ENV = "CLICKSTREAM_LEDGER_SETTLE_SECONDS"
+DEFAULT_SETTLE_S = 900.0
+
+
+def settle_seconds(env: Mapping[str, str] | None = None) -> float:
+    """How long after it was recorded a range may be merged into its checkpoint (CLICKSTREAM_LEDGER_SETTLE_SECONDS,
+    default 900): well past the run retries (within a minute) that may record it again."""
+    env = os.environ if env is None else env
+    raw = env.get(SETTLE_ENV) or ""
+    try:
+        seconds = float(raw) if raw else DEFAULT_SETTLE_S
+    except ValueError:
+        raise ValueError(f"{SETTLE_ENV}={raw!r} is not a number of seconds") from None
+    if seconds < 60:
+        raise ValueError(f"{SETTLE_ENV}={raw!r}: at least 60 s, past the run retries that re-record a range")
+    return seconds
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """A row of queries.LEDGER_HEAD."""
+
+    start: int
+    end: int
+    read: int
+    inserted: int
+    quarantined: int
+    skipped: int
+    lost: int
+    settled: bool  # recorded more than min_age_s ago
+
+    @property
+    def reconciled(self) -> bool:
+        return self.read == self.inserted + self.quarantined and self.read + self.skipped + self.lost == (
+            self.end - self.start
+        )
+
+
+def proven_stretch(rows: Sequence[LedgerRow]) -> list[LedgerRow]:
+    """From the first row: the rows that follow each other exactly, each settled and reconciled."""
+    stretch: list[LedgerRow] = []
+    for row in rows:
+        if not (row.settled and row.reconciled) or (stretch and row.start != stretch[-1].end):
+            break
+        stretch.append(row)
+    return stretch
+
+
+def compact_ledger(
+    conn: psycopg.Connection, topic: str, min_age_s: float | None = None, max_rows: int = 10_000
+) -> dict[int, int]:
+    """Merge each partition's proven stretch into its checkpoint row (one transaction); returns the rows
+    merged away per partition. Reads at most `max_rows` rows per partition: a long ledger (a deployment
+    upgraded from before checkpoints) is merged over a few calls."""
+    settle = settle_seconds() if min_age_s is None else min_age_s
+    merged: dict[int, int] = {}
+    with conn.transaction():
+        conn.execute(q.COMPACTION_LOCK)
+        partitions = [p for (p,) in conn.execute(q.PLANNED_PARTITIONS, (topic,))]
+        for partition in partitions:
+            params = {"topic": topic, "partition": partition, "min_age": settle, "limit": max_rows}
+            with conn.cursor(row_factory=class_row(LedgerRow)) as cur:
+                stretch = proven_stretch(cur.execute(q.LEDGER_HEAD, params).fetchall())
+            if len(stretch) < 2:
+                continue
+            conn.execute(
+                q.MERGE_RANGES,
+                {**params, "starts": [r.start for r in stretch], "ends": [r.end for r in stretch]},
+            )
+            merged[partition] = len(stretch) - 1
+    return merged

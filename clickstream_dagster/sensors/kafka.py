@@ -17,6 +17,7 @@ from clickstream_dagster.assets.ingestion import (
     ledger_against_runs,
 )
 from clickstream_dagster.clients.kafka import KafkaUnavailable
+from clickstream_dagster.ingestion.ledger import compact_ledger
 from clickstream_dagster.ingestion.planner import dump_cursor, parse_cursor, plan_runs
 from clickstream_dagster.ingestion.ranges import OffsetRange, from_tag, run_key, to_tag
 from clickstream_dagster.resources.kafka import KafkaResource
@@ -93,6 +94,10 @@ def build_kafka_sensor(
         # Runs this sensor already requested from the cursor on (the daemon died after launching them, before
         # it stored the cursor) are not planned again: their ranges would overlap what the next plan covers.
         cursor = _past_requested(context.instance, client.topic, cursor)
+        with postgres.connection() as conn:
+            # The ledger's settled stretch into its checkpoint first (its own short transaction): the proof
+            # below, like every query of the ledger, then reads only what was recorded since.
+            compact_ledger(conn, client.topic)
         with postgres.connection() as conn:
             _record_plan(conn, client.topic, cursor)
             repairs = _repairs(context, conn, client.topic)

@@ -86,7 +86,7 @@ ORDER BY 3 DESC, 1, 2
 # offsets without a message (transaction markers, aborted records, compacted) + offsets lost = end - start.
 RECONCILIATION_BY_PARTITION = """
 SELECT kafka_topic, kafka_partition,
-       count(*)                                                                        AS ranges,
+       sum(ranges_merged)::bigint                                                      AS ranges,
        sum(messages_read)::bigint                                                      AS messages_read,
        sum(rows_inserted)::bigint                                                      AS rows_inserted,
        sum(rows_quarantined)::bigint                                                   AS rows_quarantined,

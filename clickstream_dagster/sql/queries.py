@@ -95,12 +95,19 @@ WITH ins AS (
 SELECT kafka_partition, count(*) FROM ins GROUP BY kafka_partition
 """
 
+# A range inside a merged stretch of the ledger (compact_ledger) was proven long ago: a late re-read of it (an
+# old run re-executed) stores nothing new and is not recorded again, which would claim its offsets twice.
 RECORD_INGESTED_RANGE = """
 INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset,
                              messages_read, rows_inserted, rows_quarantined,
                              skipped_control, skipped_aborted, skipped_compacted, lost_retention, dagster_run_id)
-VALUES (%(topic)s, %(partition)s, %(start)s, %(end)s, %(read)s, %(inserted)s, %(quarantined)s,
-        %(control)s, %(aborted)s, %(compacted)s, %(lost)s, %(run_id)s)
+SELECT %(topic)s, %(partition)s, %(start)s, %(end)s, %(read)s, %(inserted)s, %(quarantined)s,
+       %(control)s, %(aborted)s, %(compacted)s, %(lost)s, %(run_id)s
+WHERE NOT EXISTS (
+    SELECT 1 FROM (SELECT end_offset, ranges_merged FROM ingested_ranges
+                   WHERE kafka_topic = %(topic)s AND kafka_partition = %(partition)s AND start_offset <= %(start)s
+                   ORDER BY start_offset DESC LIMIT 1) c
+    WHERE c.ranges_merged > 1 AND c.end_offset >= %(end)s)
 ON CONFLICT (kafka_topic, kafka_partition, start_offset, end_offset) DO UPDATE
 -- A re-read keeps the accounting of the more complete read: one after retention moved the log start finds
 -- offsets gone whose rows the first read stored.
@@ -250,6 +257,39 @@ ORDER BY 1, 2, 4
 """
 
 PLANNED_TOPICS = "SELECT DISTINCT kafka_topic FROM ingestion_plan"
+
+# ---- the ledger's checkpoints (ingestion.ledger.compact_ledger) ----------------------------------------------
+COMPACTION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ledger compaction'))"
+PLANNED_PARTITIONS = "SELECT kafka_partition FROM ingestion_plan WHERE kafka_topic = %s ORDER BY 1"
+# A partition's ledger from its start: the checkpoint (its first row) and the ranges recorded after it, locked
+# until the merge commits. Read into ingestion.ledger.LedgerRow.
+LEDGER_HEAD = """
+SELECT start_offset AS start, end_offset AS "end", messages_read AS read, rows_inserted AS inserted,
+       rows_quarantined AS quarantined, skipped_control + skipped_aborted + skipped_compacted AS skipped,
+       lost_retention AS lost, ingested_at < now() - make_interval(secs => %(min_age)s) AS settled
+FROM ingested_ranges
+WHERE kafka_topic = %(topic)s AND kafka_partition = %(partition)s
+ORDER BY start_offset, end_offset
+LIMIT %(limit)s
+FOR UPDATE
+"""
+# One stretch of contiguous rows replaced by a row with their sums.
+MERGE_RANGES = """
+WITH gone AS (
+    DELETE FROM ingested_ranges
+    WHERE kafka_topic = %(topic)s AND kafka_partition = %(partition)s
+      AND (start_offset, end_offset) IN (SELECT * FROM unnest(%(starts)s::bigint[], %(ends)s::bigint[]))
+    RETURNING *
+)
+INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read,
+                             rows_inserted, rows_quarantined, skipped_control, skipped_aborted,
+                             skipped_compacted, lost_retention, ranges_merged, dagster_run_id, ingested_at)
+SELECT %(topic)s, %(partition)s, min(start_offset), max(end_offset), sum(messages_read), sum(rows_inserted),
+       sum(rows_quarantined), sum(skipped_control), sum(skipped_aborted), sum(skipped_compacted),
+       sum(lost_retention), sum(ranges_merged), NULL, max(ingested_at)
+FROM gone
+RETURNING ranges_merged
+"""
 
 REPAIR_ATTEMPTS = """
 SELECT kafka_partition, start_offset, end_offset, attempts, extract(epoch FROM now() - last_attempt_at)

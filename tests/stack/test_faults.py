@@ -13,15 +13,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
+from clickstream_dagster.analytics.sessions import queries as sq
+from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
+from clickstream_dagster.sensors.sessions import SWEEP_TAG
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.demo import wait_until_ingested
 from clickstream_dagster.stack.manager import Stack
@@ -37,14 +45,53 @@ from tests.helpers import committed_in_topic
 
 pytestmark = pytest.mark.slow
 
-EXTERNAL = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "SPARK_REMOTE", "DAGSTER_DATABASE_URL")
+EXTERNAL = (
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "DATABASE_URL",
+    "SPARK_REMOTE",
+    "DAGSTER_DATABASE_URL",
+    "SLACK_WEBHOOK_URL",
+)
+
+
+# The stack's one secret here: a webhook whose path is the token, served by a local server that records
+# what it receives (failed runs post there). Nothing the stack logs may hold it (the last test).
+WEBHOOK_TOKEN = f"T{uuid.uuid4().hex[:8]}/B{uuid.uuid4().hex[:8]}/{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def webhook() -> Iterator[str]:
+    """The webhook's URL; what it receives is kept in `posts` (not asserted: failed runs post there)."""
+    posts: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/services/{WEBHOOK_TOKEN}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, webhook: str) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL}
-    with running_stack(make_test_config(tmp_path_factory.mktemp("faults") / "data", env)) as stack:
-        yield stack
+    env["SLACK_WEBHOOK_URL"] = webhook
+    with pytest.MonkeyPatch.context() as mp:
+        # Ranges merge into the ledger's checkpoints a minute after they are recorded (15 by default), so
+        # the merges happen under the faults below and every recount goes through them.
+        mp.setenv("CLICKSTREAM_LEDGER_SETTLE_SECONDS", "60")
+        with running_stack(make_test_config(tmp_path_factory.mktemp("faults") / "data", env)) as stack:
+            yield stack
 
 
 class Seeds:
@@ -109,6 +156,15 @@ def _recount(stack: Stack) -> int:
             "AND r.start_offset <= g.start_offset AND r.end_offset >= g.end_offset)"
         ).fetchone()
         assert gaps == (0,), "no gap left open"
+        # Sessions against plain SQL over the stored rows: a session starts at each visitor's first event and
+        # after each gap longer than the session gap.
+        sessions = conn.execute("SELECT count(*), coalesce(sum(events), 0) FROM sessions").fetchone()
+        starts = conn.execute(
+            'SELECT count(*) FROM (SELECT "timestamp" - lag("timestamp") OVER (PARTITION BY visitorid '
+            'ORDER BY "timestamp") AS since FROM clickstream_events) e WHERE since IS NULL OR since > %s',
+            (session_gap_ms(),),
+        ).fetchone()
+        assert sessions == (starts[0] if starts else None, len(stored)), "every event in one session"
     return len(stored)
 
 
@@ -208,3 +264,71 @@ def test_quarantine_replay_through_the_cli(stack: Stack) -> None:
         ).fetchone()
     assert stored == (1, 3) and replayed == (True,)
     _recount(stack)
+
+
+def _runs(cfg: StackConfig, where: str) -> list[dict[str, Any]]:
+    """The newest 50 runs matching a GraphQL RunsFilter: their status and tag keys."""
+    query = f"{{ runsOrError(filter: {{{where}}}, limit: 50) {{ ... on Runs {{ results {{ status tags {{ key }} }} }} }} }}"
+    body = httpx.post(f"{cfg.dagster_url}/graphql", json={"query": query}, timeout=30).json()
+    return [
+        {"status": r["status"], "tags": {t["key"] for t in r["tags"]}}
+        for r in body["data"]["runsOrError"]["results"]
+    ]
+
+
+def test_sessions_left_without_an_applier_are_swept(stack: Stack) -> None:
+    """Events whose runs left them to an applier that then went away (here: a connection holding the applier's
+    turn, closed without applying anything) are applied by a run the stranded_sessions sensor requests."""
+    cfg = stack.cfg
+    before = _stored_now(cfg)
+    with psycopg.connect(cfg.database_url, autocommit=True) as holder:
+        assert holder.execute(sq.TRY_APPLIER_LOCK).fetchone() == (True,)
+        _produce(cfg, 20_000)
+        deadline = time.monotonic() + 300
+        while _stored_now(cfg) < before + 20_000:
+            assert time.monotonic() < deadline, "the runs store the events meanwhile"
+            time.sleep(0.5)
+        while _runs(cfg, "statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]"):
+            assert time.monotonic() < deadline, "the runs end"
+            time.sleep(0.5)
+        queued = holder.execute("SELECT count(*) FROM session_changes").fetchone()
+        assert queued and queued[0] > 0, "the runs left their events to the holder"
+    _caught_up(stack, timeout_s=240)  # no new message: only the sweeper's run can apply them
+    sweeps = [r["status"] for r in _runs(cfg, 'pipelineName: "ingest_events"') if SWEEP_TAG in r["tags"]]
+    # (a sweep requested while the turn was held found it held and left the queue: then a second one)
+    assert sweeps and set(sweeps) == {"SUCCESS"}
+    assert _recount(stack) == before + 20_000
+    # By now the sensor has merged the settled ranges of every fault above into checkpoints (the recounts
+    # went through them): one row per partition holds most of the ledger.
+    with psycopg.connect(cfg.database_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*), max(ranges_merged), sum(ranges_merged) FROM ingested_ranges WHERE kafka_topic = %s",
+            (cfg.topic,),
+        ).fetchone()
+    assert rows and rows[1] > 10 and rows[0] < rows[2] / 2, rows
+
+
+def test_no_log_holds_the_secret_it_was_given(stack: Stack) -> None:
+    """After every fault above: the webhook's token is in no log or config the stack wrote (every file of its
+    data folder but the databases' and brokers' own data), only in the owner-only file Alertmanager reads it
+    from, and not in Dagster's event log."""
+    cfg = stack.cfg
+    token = WEBHOOK_TOKEN.encode()
+    data = {"postgres", "kafka", "spark", "data"}  # the servers' data (PostgreSQL's is queried below)
+    files = [
+        p
+        for p in cfg.data_dir.rglob("*")
+        if p.is_file() and not data & set(p.relative_to(cfg.data_dir).parts[:-1])
+    ]
+    secret_file = cfg.data_dir / "alertmanager" / "slack_webhook_url"
+    assert secret_file in files and secret_file.stat().st_mode & 0o077 == 0
+    logs = [p for p in files if p != secret_file]
+    assert any(p.name == "dagster-daemon.log" for p in logs) and sum(p.stat().st_size for p in logs) > 100_000
+    assert [str(p) for p in logs if token in p.read_bytes()] == [], "the webhook's token leaked"
+    with psycopg.connect(cfg.dagster_database_url) as conn:
+        events = conn.execute(
+            "SELECT count(*) FROM event_logs WHERE event LIKE %s",
+            (f"%{WEBHOOK_TOKEN.rsplit('/', maxsplit=1)[-1]}%",),
+        ).fetchone()
+        runs = conn.execute("SELECT count(*) FROM runs").fetchone()
+    assert events == (0,) and runs and runs[0] > 0
