@@ -3,6 +3,7 @@
 import dagster as dg
 
 from clickstream_dagster.assets.analytics import event_statistics, windowed_stats
+from clickstream_dagster.assets.housekeeping import housekeeping
 from clickstream_dagster.assets.ingestion import (
     RAW_EVENTS,
     REPLAY_JOB_NAME,
@@ -91,6 +92,17 @@ daily_retraining = dg.ScheduleDefinition(
     description="Retrain the recommender every day at 03:00 UTC on everything ingested",
 )
 
+# Old ingestion runs, replayed quarantine rows and unserved model artefacts deleted daily, each within its own
+# retention setting (docs/operations.md, "Running it for months"); ticks by the instance's retention settings.
+daily_housekeeping = dg.ScheduleDefinition(
+    name="daily_housekeeping",
+    job=housekeeping,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Housekeeping every day at 04:30 UTC, after the 03:00 retraining",
+)
+
 resources = {
     "kafka": KafkaResource(
         bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
@@ -122,8 +134,8 @@ defs = dg.Definitions(
         *ml_assets,
     ],
     asset_checks=[*raw_events_checks, promotion_gate],
-    jobs=[ingest_events, replay_quarantine, reference_data, train_recommender],
+    jobs=[ingest_events, replay_quarantine, reference_data, train_recommender, housekeeping],
     sensors=[build_kafka_sensor(), build_sessions_sensor(), slack_on_run_failure],
-    schedules=[daily_retraining],
+    schedules=[daily_retraining, daily_housekeeping],
     resources=resources,
 )

@@ -18,7 +18,8 @@ COPY (
 ) TO STDOUT WITH (FORMAT csv, HEADER)
 """
 
-MAX_EVENT_TIMESTAMP = 'SELECT max("timestamp") FROM clickstream_events'
+# The loading transaction keeps each event type's newest event time in event_totals: no scan of the events.
+MAX_EVENT_TIMESTAMP = "SELECT max(last_timestamp) FROM event_totals"
 
 SELECT_ITEMS = "SELECT itemid, categoryid, available, category_path FROM items"
 
@@ -112,6 +113,20 @@ RETURNING version
 """
 
 REGISTRY_SUMMARY = "SELECT status, count(*) FROM model_registry GROUP BY status ORDER BY status"
+
+# Housekeeping: the artefacts of versions not served, trained more than N days ago, are dropped (their row,
+# with its evidence, stays: a few kB per version); returns the exported files to delete.
+PRUNE_MODEL_ARTEFACTS = """
+WITH old AS (
+    SELECT version, artefact_path FROM model_registry
+    WHERE status <> 'promoted' AND octet_length(artefact) > 0
+      AND trained_at < now() - %(days)s * interval '1 day'
+    FOR UPDATE
+)
+UPDATE model_registry m SET artefact = ''::bytea, artefact_path = NULL
+FROM old WHERE m.version = old.version
+RETURNING m.version, old.artefact_path
+"""
 
 # --- serving tables ----------------------------------------------------------------------------------------
 

@@ -368,6 +368,12 @@ COPY_ITEM_PROPERTIES = (
 )
 ITEM_PROPERTIES_TYPES = ("int8", "int8", "text", "text")
 
+# Housekeeping: quarantine rows replayed more than N days ago (their events are stored under the same source
+# coordinates; the ledger keeps the counts).
+PRUNE_REPLAYED_QUARANTINE = """
+DELETE FROM quarantine WHERE replayed_at < now() - %(days)s * interval '1 day'
+"""
+
 FORGET_CSV_QUARANTINE = "DELETE FROM quarantine WHERE source = 'csv' AND source_file = %s"
 QUARANTINE_CSV_ROW = """
 INSERT INTO quarantine (source, source_file, source_line, raw_payload, reason)

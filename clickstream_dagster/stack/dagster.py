@@ -58,6 +58,17 @@ schedules:
 run_retries:
   enabled: true
   max_retries: 2
+# Ticks: a sensor ticks every 5 s. Skipped ticks go after a day, the others after a week (failed: a month);
+# old runs go by the housekeeping job.
+retention:
+  sensor:
+    purge_after_days:
+      skipped: 1
+      success: 7
+      started: 7
+      failure: 30
+  schedule:
+    purge_after_days: 90
 python_logs:
   # The ML library logs each training step (cleaning, grid, epochs, evaluation) to the run's log.
   managed_python_loggers:
