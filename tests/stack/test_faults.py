@@ -9,6 +9,7 @@ the tests run in order, each adding events to the same topic.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
 from clickstream_dagster.sensors.sessions import SWEEP_TAG
 from clickstream_dagster.stack.config import StackConfig
-from clickstream_dagster.stack.demo import wait_until_ingested
+from clickstream_dagster.stack.demo import dagster_cli, wait_until_ingested
 from clickstream_dagster.stack.manager import Stack
 from tests.assets.conftest import random_events
 from tests.assets.test_analytics import (
@@ -266,12 +267,15 @@ def test_quarantine_replay_through_the_cli(stack: Stack) -> None:
     _recount(stack)
 
 
-def _runs(cfg: StackConfig, where: str) -> list[dict[str, Any]]:
-    """The newest 50 runs matching a GraphQL RunsFilter: their status and tag keys."""
-    query = f"{{ runsOrError(filter: {{{where}}}, limit: 50) {{ ... on Runs {{ results {{ status tags {{ key }} }} }} }} }}"
+def _runs(cfg: StackConfig, where: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest runs matching a GraphQL RunsFilter: their id, status and tag keys."""
+    query = (
+        f"{{ runsOrError(filter: {{{where}}}, limit: {limit}) {{ ... on Runs {{ results {{ runId status "
+        "tags { key } } } } }"
+    )
     body = httpx.post(f"{cfg.dagster_url}/graphql", json={"query": query}, timeout=30).json()
     return [
-        {"status": r["status"], "tags": {t["key"] for t in r["tags"]}}
+        {"id": r["runId"], "status": r["status"], "tags": {t["key"] for t in r["tags"]}}
         for r in body["data"]["runsOrError"]["results"]
     ]
 
@@ -306,6 +310,28 @@ def test_sessions_left_without_an_applier_are_swept(stack: Stack) -> None:
             (cfg.topic,),
         ).fetchone()
     assert rows and rows[1] > 10 and rows[0] < rows[2] / 2, rows
+
+
+def test_housekeeping_while_events_flow(stack: Stack, tmp_path: Path) -> None:
+    """The housekeeping job, run on the stack's instance while 300,000 events are produced and ingested, with
+    every finished ingestion run old enough to go: those runs are deleted, the runs in flight go on, and the
+    recount finds every message once."""
+    cfg = stack.cfg
+    before = _stored_now(cfg)
+    finished = {r["id"] for r in _runs(cfg, 'pipelineName: "ingest_events", statuses: [SUCCESS]', 10_000)}
+    assert len(finished) > 20
+    producer = threading.Thread(target=_produce, args=(cfg, 300_000))
+    producer.start()
+    _wait_for_loading(cfg, before)
+    config = tmp_path / "housekeeping.json"
+    config.write_text(json.dumps({"ops": {"prune_run_history": {"config": {"runs_days": 0}}}}))
+    dagster_cli(cfg, ["job", "execute", "-j", "housekeeping", "--config", str(config)])
+    producer.join()
+    _caught_up(stack)
+    assert _recount(stack) == before + 300_000
+    left = {r["id"] for r in _runs(cfg, 'pipelineName: "ingest_events"', 10_000)}
+    assert not finished & left, "every finished run of before was deleted"
+    assert _runs(cfg, 'pipelineName: "housekeeping"')[0]["status"] == "SUCCESS"
 
 
 def test_no_log_holds_the_secret_it_was_given(stack: Stack) -> None:
