@@ -31,6 +31,7 @@ from clickstream_dagster.analytics.sessions import session_gap_ms
 from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.messages import encode_key, encode_value
 from clickstream_dagster.sensors.sessions import SWEEP_TAG
+from clickstream_dagster.settings import libpq_url
 from clickstream_dagster.stack.config import StackConfig
 from clickstream_dagster.stack.demo import dagster_cli, wait_until_ingested
 from clickstream_dagster.stack.manager import Stack
@@ -351,7 +352,7 @@ def test_no_log_holds_the_secret_it_was_given(stack: Stack) -> None:
     logs = [p for p in files if p != secret_file]
     assert any(p.name == "dagster-daemon.log" for p in logs) and sum(p.stat().st_size for p in logs) > 100_000
     assert [str(p) for p in logs if token in p.read_bytes()] == [], "the webhook's token leaked"
-    with psycopg.connect(cfg.dagster_database_url) as conn:
+    with psycopg.connect(libpq_url(cfg.dagster_database_url)) as conn:
         events = conn.execute(
             "SELECT count(*) FROM event_logs WHERE event LIKE %s",
             (f"%{WEBHOOK_TOKEN.rsplit('/', maxsplit=1)[-1]}%",),
