@@ -180,10 +180,11 @@ def live_traffic() -> None:
         else:
             plot(charts.hourly_pattern(hourly), "hourly_pattern")
             st.caption(
-                "Each event type's share of its own events per hour of day (UTC), from `windowed_stats`."
+                "Each event type's share of its own events per hour of day (UTC), from `windowed_stats` over the "
+                f"last {traffic.HOURLY_PATTERN_DAYS} days."
             )
 
-    st.subheader("Top 10 items")
+    st.subheader(f"Top 10 items of the last {traffic.TOP_ITEMS_HOURS} hours")
     top = load(traffic.top_items, 10, slow=True)
     if top.empty:
         st.info(NOTHING_INGESTED, icon=":material/info:")

@@ -47,22 +47,23 @@ def in_flight_ranges(
     grace_s: float = DEFAULT_GRACE_S,
     exclude_run_id: str | None = None,
 ) -> list[OffsetRange]:
-    """The ranges of ingestion runs that are active, or failed less than `grace_s` ago (a retry is coming)."""
-    runs = list(
-        instance.get_runs(
-            filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, statuses=ACTIVE_STATUSES, tags={TOPIC_TAG: topic})
-        )
-    )
+    """The ranges of ingestion runs that are active, or failed less than `grace_s` ago (a retry is coming).
+
+    Runs are filtered by status (and time) in Dagster's storage and by topic here: a tag filter joins
+    Dagster's run_tags table, whose every row of this tag matches, and its cost grows with the run history."""
+    runs = list(instance.get_runs(filters=dg.RunsFilter(job_name=INGEST_JOB_NAME, statuses=ACTIVE_STATUSES)))
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=grace_s)
     runs += instance.get_runs(
         filters=dg.RunsFilter(
-            job_name=INGEST_JOB_NAME,
-            statuses=[dg.DagsterRunStatus.FAILURE],
-            tags={TOPIC_TAG: topic},
-            updated_after=since,
+            job_name=INGEST_JOB_NAME, statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since
         )
     )
-    return [r for run in runs if run.run_id != exclude_run_id for r in from_tag(run.tags.get(RANGES_TAG, ""))]
+    return [
+        r
+        for run in runs
+        if run.run_id != exclude_run_id and run.tags.get(TOPIC_TAG) == topic
+        for r in from_tag(run.tags.get(RANGES_TAG, ""))
+    ]
 
 
 def ledger_against_runs(

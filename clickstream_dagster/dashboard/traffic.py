@@ -13,10 +13,11 @@ from clickstream_dagster.events import EVENT_TYPES
 from clickstream_dagster.sql import dashboard as sql
 
 WINDOW = pd.Timedelta(milliseconds=WINDOW_MS)
-# Label -> (lookback from the newest window or None for everything, bucket the windows are summed into).
+# Label -> (lookback from the newest window or None for everything, bucket the windows are summed into). The
+# first is the page's default: a recent range, whose cost does not grow with the history ("Everything" does).
 WINDOW_RANGES: dict[str, tuple[str | None, str]] = {
-    "Everything, per day": (None, "1 day"),
     "Last 7 days, per hour": ("7 days", "1 hour"),
+    "Everything, per day": (None, "1 day"),
     f"Last 24 hours, {WINDOW_SECONDS // 60}-minute windows": ("24 hours", WINDOW_INTERVAL),
     f"Last 6 hours, {WINDOW_SECONDS // 60}-minute windows": ("6 hours", WINDOW_INTERVAL),
 }
@@ -43,9 +44,14 @@ def event_statistics(db: Database) -> pd.DataFrame:
     return df
 
 
+HOURLY_PATTERN_DAYS = 28  # the time-of-day pattern covers the last four weeks of windows
+TOP_ITEMS_HOURS = 24  # the top items are those of the last day of event time
+
+
 def hourly_pattern(db: Database) -> pd.DataFrame:
-    """Events per hour of day (UTC) and event type, with each type's share of its own events per hour."""
-    df = db.frame(sql.HOURLY_PATTERN)
+    """Events per hour of day (UTC) and event type over the last `HOURLY_PATTERN_DAYS` days of windows, with
+    each type's share of its own events per hour."""
+    df = db.frame(sql.HOURLY_PATTERN, {"days": HOURLY_PATTERN_DAYS})
     if df.empty:
         return pd.DataFrame(columns=["hour", "event", "events", "share"])
     events = sorted(set(df["event"]), key=lambda e: (EVENT_TYPES.index(e) if e in EVENT_TYPES else 99, e))
@@ -85,6 +91,7 @@ def windowed_summary(db: Database) -> WindowSummary:
 
 
 def top_items(db: Database, limit: int = 10) -> pd.DataFrame:
-    df = db.frame(sql.TOP_ITEMS, {"limit": limit})
+    """The items with the most events in the last `TOP_ITEMS_HOURS` hours of event time."""
+    df = db.frame(sql.TOP_ITEMS, {"limit": limit, "hours": TOP_ITEMS_HOURS})
     df["category"] = [category_text(p) for p in df["category_path"]]
     return df.drop(columns=["category_path"])

@@ -25,10 +25,12 @@ FROM event_statistics
 ORDER BY event_count DESC, event
 """
 
-# Time of day (UTC) from the 5-minute windows: cheap at any scale, and exact (counts add up).
+# Time of day (UTC) from the 5-minute windows of the last `days` (up to the newest window): exact (counts add
+# up), and a range of windowed_stats' key, so its cost follows those days, not the history.
 HOURLY_PATTERN = """
 SELECT extract(hour FROM window_start AT TIME ZONE 'UTC')::int AS hour, event, sum(event_count)::bigint AS events
 FROM windowed_stats
+WHERE window_start > (SELECT max(window_start) FROM windowed_stats) - make_interval(days => %(days)s)
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
@@ -55,6 +57,8 @@ SELECT count(DISTINCT window_start) AS windows, coalesce(sum(event_count), 0)::b
 FROM windowed_stats
 """
 
+# The items with the most events in the last `hours` of event time (up to the newest event): both ends from
+# the event-time index, so its cost follows those hours, not the history.
 TOP_ITEMS = """
 WITH top AS (
     SELECT itemid,
@@ -63,6 +67,7 @@ WITH top AS (
            count(*) FILTER (WHERE event = 'addtocart')     AS addtocarts,
            count(*) FILTER (WHERE event = 'transaction')   AS transactions
     FROM clickstream_events
+    WHERE event_time > (SELECT max(event_time) FROM clickstream_events) - make_interval(hours => %(hours)s)
     GROUP BY itemid
     ORDER BY count(*) DESC, itemid
     LIMIT %(limit)s

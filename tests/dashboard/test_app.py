@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from clickstream_dagster.analytics.sessions import session_gap_ms
+from clickstream_dagster.dashboard import traffic
 from clickstream_dagster.stack.process import free_port
 from tests.analytics import sessions_reference
 from tests.dashboard.conftest import APP, FilledStack
@@ -93,11 +94,14 @@ def test_every_section_shows_what_the_database_holds(
     newest = pd.Timestamp(events["timestamp"].max(), unit="ms", tz="UTC")
     assert shown["Newest event (UTC)"] == newest.strftime("%Y-%m-%d")
 
+    # by default the last 7 days of windows, per hour
+    window = (events["timestamp"] // 300_000) * 300_000
+    week = events[window > window.max() - 7 * 86_400_000]["event"].value_counts()
     windowed = figure(at, "windowed_stats")
     assert {t["name"]: sum(values(t["y"])) for t in windowed["data"]} == {
-        "views": filled_stack.filled.counts["view"],
-        "add-to-carts": filled_stack.filled.counts["addtocart"],
-        "transactions": filled_stack.filled.counts["transaction"],
+        "views": week["view"],
+        "add-to-carts": week["addtocart"],
+        "transactions": week["transaction"],
     }
 
     stats = table(at, "event", "event_count", "unique_users")
@@ -110,8 +114,12 @@ def test_every_section_shows_what_the_database_holds(
         filled_stack.filled.counts[e] for e in ("view", "addtocart", "transaction")
     ]
 
+    # The hourly pattern covers the last 28 days of windows, the top items the last 24 hours of event time.
+    recent = events[window > window.max() - traffic.HOURLY_PATTERN_DAYS * 86_400_000]
+    last_day = events[events["timestamp"] > events["timestamp"].max() - traffic.TOP_ITEMS_HOURS * 3_600_000]
+    assert 0 < len(last_day) < len(recent) < len(events)
     hourly = figure(at, "hourly_pattern")["data"]
-    by_hour = events.groupby(pd.to_datetime(events["timestamp"], unit="ms", utc=True).dt.hour).size()
+    by_hour = recent.groupby(pd.to_datetime(recent["timestamp"], unit="ms", utc=True).dt.hour).size()
     views = next(t for t in hourly if t["name"] == "views")
     assert len(values(views["x"])) == 24
     all_hours = np.sum([values(t["customdata"]) for t in hourly], axis=0).ravel().tolist()
@@ -120,7 +128,7 @@ def test_every_section_shows_what_the_database_holds(
     # top items, with their categories from `items`
     top = table(at, "itemid", "views", "category")
     counts = (
-        events.groupby("itemid")
+        last_day.groupby("itemid")
         .size()
         .reset_index(name="n")
         .sort_values(["n", "itemid"], ascending=[False, True])
@@ -146,9 +154,12 @@ def test_every_section_shows_what_the_database_holds(
     assert shown["Bounce rate"] == f"{s['bounced'].mean():.1%}"
     funnel = figure(at, "funnel")["data"][0]
     assert values(funnel["x"]) == [viewed.sum(), (viewed & carted).sum(), (viewed & carted & bought).sum()]
+    # by default the last 14 days of session starts, per hour
     over_time = figure(at, "sessions_over_time")["data"]
-    per_day = next(t for t in over_time if t["name"] == "sessions")
-    assert sum(values(per_day["y"])) == len(s)
+    per_hour = next(t for t in over_time if t["name"] == "sessions")
+    hours = (s["start_ms"] // 3_600_000) * 3_600_000
+    in_range = int((hours > hours.max() - 14 * 86_400_000).sum())
+    assert 0 < in_range < len(s) and sum(values(per_hour["y"])) == in_range
     heat = figure(at, "retention")["data"][0]
     cohorts = recomputed["retention_counts"]
     assert len(values(heat["y"])) == min(12, cohorts["cohort"].nunique())
