@@ -244,27 +244,45 @@ def measure(h: History, repeats: int, requests: int, check_runs: int) -> Figures
 
     sources = connect(libpq_url(cfg.database_url), cfg.dagster_url)
 
+    db = sources.events
+
+    def dagster_health() -> None:
+        assert pipeline_health.dagster_health(sources.dagster).available
+
+    loaders: dict[str, Callable[[], Any]] = {
+        "traffic.totals": lambda: traffic.totals(db),
+        "traffic.event_statistics": lambda: traffic.event_statistics(db),
+        "traffic.hourly_pattern": lambda: traffic.hourly_pattern(db),
+        # each page's default range
+        "traffic.windowed_stats": lambda: traffic.windowed_stats(db, next(iter(traffic.WINDOW_RANGES))),
+        "traffic.windowed_summary": lambda: traffic.windowed_summary(db),
+        "traffic.top_items": lambda: traffic.top_items(db),
+        "shoppers.funnel": lambda: shoppers.funnel(db),
+        "shoppers.sessions_over_time": lambda: shoppers.sessions_over_time(
+            db, next(iter(shoppers.SESSION_RANGES))
+        ),
+        "shoppers.retention": lambda: shoppers.retention(db),
+        "shoppers.top_items": lambda: shoppers.top_items(db),
+        "shoppers.categories": lambda: shoppers.categories(db),
+        "pipeline_health.quarantine_by_reason": lambda: pipeline_health.quarantine_by_reason(db),
+        "pipeline_health.reconciliation": lambda: pipeline_health.reconciliation(db),
+        "pipeline_health.dagster_health": dagster_health,
+    }
+    per_loader: dict[str, list[float]] = {name: [] for name in loaders}
+
     def dashboard() -> None:
-        db = sources.events
-        traffic.totals(db)
-        traffic.event_statistics(db)
-        traffic.hourly_pattern(db)
-        traffic.windowed_stats(db, next(iter(traffic.WINDOW_RANGES)))  # the page's default
-        traffic.windowed_summary(db)
-        traffic.top_items(db)
-        shoppers.funnel(db)
-        shoppers.sessions_over_time(db, next(iter(shoppers.SESSION_RANGES)))
-        shoppers.retention(db)
-        shoppers.top_items(db)
-        shoppers.categories(db)
-        pipeline_health.quarantine_by_reason(db)
-        pipeline_health.reconciliation(db)
-        health = pipeline_health.dagster_health(sources.dagster)
-        assert health.available
+        for name, load in loaders.items():
+            per_loader[name].append(_timed(load))
 
     dashboard()
+    per_loader = {name: [] for name in loaders}
     dashboard_ms = [_timed(dashboard) for _ in range(repeats)]
     sources.close()
+    print(
+        "    dashboard loaders (median ms): "
+        + ", ".join(f"{name} {statistics.median(ms):.1f}" for name, ms in per_loader.items()),
+        flush=True,
+    )
 
     visitors = h.events.iloc[: h.loaded]["visitorid"].sample(requests, random_state=len(h.events)).tolist()
     with TestClient(create_app(cfg.database_url)) as client:
