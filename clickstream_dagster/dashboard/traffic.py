@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 
@@ -92,6 +92,22 @@ def windowed_summary(db: Database) -> WindowSummary:
 
 def top_items(db: Database, limit: int = 10) -> pd.DataFrame:
     """The items with the most events in the last `TOP_ITEMS_HOURS` hours of event time."""
-    df = db.frame(sql.TOP_ITEMS, {"limit": limit, "hours": TOP_ITEMS_HOURS})
+    _, rows = db.fetch(sql.NEWEST_EVENT_TIME)
+    newest = rows[0][0] if rows else None
+    if newest is None:
+        return pd.DataFrame(
+            columns=[
+                "itemid",
+                "events",
+                "views",
+                "addtocarts",
+                "transactions",
+                "categoryid",
+                "available",
+                "category",
+            ]
+        )
+    since = newest - timedelta(hours=TOP_ITEMS_HOURS)
+    df = db.frame(sql.TOP_ITEMS, {"limit": limit, "since": since})
     df["category"] = [category_text(p) for p in df["category_path"]]
     return df.drop(columns=["category_path"])

@@ -57,8 +57,10 @@ SELECT count(DISTINCT window_start) AS windows, coalesce(sum(event_count), 0)::b
 FROM windowed_stats
 """
 
-# The items with the most events in the last `hours` of event time (up to the newest event): both ends from
-# the event-time index, so its cost follows those hours, not the history.
+# The items with the most events since `since` (the newest event time, NEWEST_EVENT_TIME, less a day): a
+# range of the event-time index, so its cost follows that day, not the history. The bound is a parameter,
+# not a sub-select: the planner must see it to choose the index over a scan of the whole table.
+NEWEST_EVENT_TIME = "SELECT max(event_time) FROM clickstream_events"
 TOP_ITEMS = """
 WITH top AS (
     SELECT itemid,
@@ -67,7 +69,7 @@ WITH top AS (
            count(*) FILTER (WHERE event = 'addtocart')     AS addtocarts,
            count(*) FILTER (WHERE event = 'transaction')   AS transactions
     FROM clickstream_events
-    WHERE event_time > (SELECT max(event_time) FROM clickstream_events) - make_interval(hours => %(hours)s)
+    WHERE event_time > %(since)s
     GROUP BY itemid
     ORDER BY count(*) DESC, itemid
     LIMIT %(limit)s
