@@ -150,6 +150,17 @@ class Settings:
         return f"http://{self.host}:{self.ports.dashboard}"
 
 
+def env_number(name: str, default: float, unit: str, env: Mapping[str, str] | None = None) -> float:
+    """A number setting from the environment (`default` when unset or empty); ValueError naming the variable
+    and its unit when it is not a number. Each setting checks its own range."""
+    env = os.environ if env is None else env
+    raw = env.get(name) or ""
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of {unit}") from None
+
+
 def settings_fields(env: Mapping[str, str]) -> dict[str, Any]:
     """The keyword arguments of `Settings` read from `env`, for subclasses that add their own."""
     settings = Settings.from_env(env)

@@ -22,7 +22,6 @@ an overlap or an unreconciled range stops the merge where it is, so it stays in 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ import psycopg
 from psycopg.rows import class_row
 
 from clickstream_dagster.ingestion.ranges import OffsetRange, subtract
+from clickstream_dagster.settings import env_number
 from clickstream_dagster.sql import queries as q
 
 if TYPE_CHECKING:
@@ -109,14 +109,11 @@ DEFAULT_SETTLE_S = 900.0
 def settle_seconds(env: Mapping[str, str] | None = None) -> float:
     """How long after it was recorded a range may be merged into its checkpoint (CLICKSTREAM_LEDGER_SETTLE_SECONDS,
     default 900): well past the run retries (within a minute) that may record it again."""
-    env = os.environ if env is None else env
-    raw = env.get(SETTLE_ENV) or ""
-    try:
-        seconds = float(raw) if raw else DEFAULT_SETTLE_S
-    except ValueError:
-        raise ValueError(f"{SETTLE_ENV}={raw!r} is not a number of seconds") from None
+    seconds = env_number(SETTLE_ENV, DEFAULT_SETTLE_S, "seconds", env)
     if seconds < 60:
-        raise ValueError(f"{SETTLE_ENV}={raw!r}: at least 60 s, past the run retries that re-record a range")
+        raise ValueError(
+            f"{SETTLE_ENV}={seconds:g}: at least 60 s, past the run retries that re-record a range"
+        )
     return seconds
 
 

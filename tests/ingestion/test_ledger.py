@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import psycopg
+import pytest
 
 from clickstream_dagster.ingestion.ledger import (
     compact_ledger,
@@ -15,6 +16,7 @@ from clickstream_dagster.ingestion.ledger import (
     ledger_spans,
     ledger_state,
     record_range,
+    settle_seconds,
 )
 from clickstream_dagster.ingestion.loader import LoadResult
 from clickstream_dagster.ingestion.ranges import OffsetRange
@@ -167,3 +169,12 @@ def test_checkpoints_merge_the_proven_stretch_and_keep_every_proof(pg_url: str) 
         _record(conn, _of(recorded, 0)[3])
         assert ledger_spans(conn, TOPIC) == spans_before
         assert [row[-1] for row in conn.execute(SUMS, (TOPIC,)).fetchall()] == list(rows.values())
+
+
+def test_the_settle_time_comes_from_the_environment() -> None:
+    assert settle_seconds({}) == 900
+    assert settle_seconds({"CLICKSTREAM_LEDGER_SETTLE_SECONDS": "120"}) == 120
+    with pytest.raises(ValueError, match="not a number of seconds"):
+        settle_seconds({"CLICKSTREAM_LEDGER_SETTLE_SECONDS": "soon"})
+    with pytest.raises(ValueError, match="at least 60 s"):
+        settle_seconds({"CLICKSTREAM_LEDGER_SETTLE_SECONDS": "30"})

@@ -20,13 +20,13 @@ their sessions near the new events, not with the history.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import numpy as np
 import psycopg
 
 from clickstream_dagster.events import EventColumns
+from clickstream_dagster.settings import env_number
 from clickstream_dagster.sql.copy import copy_arrays
 
 DEFAULT_GAP_MINUTES = 30.0
@@ -37,14 +37,9 @@ COPY_CHANGES = "COPY session_changes (visitorid, first_ms, last_ms) FROM STDIN (
 
 def session_gap_ms(env: Mapping[str, str] | None = None) -> int:
     """The longest gap within a session, in ms (CLICKSTREAM_SESSION_GAP_MINUTES, default 30)."""
-    env = os.environ if env is None else env
-    raw = env.get(GAP_ENV) or ""
-    try:
-        minutes = float(raw) if raw else DEFAULT_GAP_MINUTES
-    except ValueError:
-        raise ValueError(f"{GAP_ENV}={raw!r} is not a number of minutes") from None
+    minutes = env_number(GAP_ENV, DEFAULT_GAP_MINUTES, "minutes", env)
     if not 0 < minutes <= 7 * 24 * 60:
-        raise ValueError(f"{GAP_ENV}={raw!r}: the session gap must be more than 0 and at most a week")
+        raise ValueError(f"{GAP_ENV}={minutes:g}: the session gap must be more than 0 and at most a week")
     return round(minutes * 60_000)
 
 
