@@ -18,8 +18,8 @@ COPY (
 ) TO STDOUT WITH (FORMAT csv, HEADER)
 """
 
-# The loading transaction keeps each event type's newest event time in event_totals: no scan of the events.
-MAX_EVENT_TIMESTAMP = "SELECT max(last_timestamp) FROM event_totals"
+# The newest event's time in ms, from the end of the event-time index (max("timestamp") has no index to use).
+MAX_EVENT_TIMESTAMP = 'SELECT "timestamp" FROM clickstream_events ORDER BY event_time DESC LIMIT 1'
 
 SELECT_ITEMS = "SELECT itemid, categoryid, available, category_path FROM items"
 
