@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from clickstream_dagster.logs import log_format
+from clickstream_dagster.settings import env_number
 from clickstream_dagster.stack.config import DAGSTER_DATABASE, StackConfig, libpq_url
 from clickstream_dagster.stack.postgres import ensure_database
 from clickstream_dagster.stack.process import (
@@ -58,6 +59,13 @@ schedules:
 run_retries:
   enabled: true
   max_retries: 2
+# A run that never leaves STARTING (its worker died before it started, e.g. while PostgreSQL restarted) is
+# failed after this long, so the retries and the sensor's gap repairs take its ranges again; without it the
+# run counted as in flight for good and its offsets were never ingested (CI, fault tests).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: {start_timeout}
+  poll_interval_seconds: 10
 # Ticks: a sensor ticks every 5 s. Skipped ticks go after a day, the others after a week (failed: a month);
 # old runs go by the housekeeping job.
 retention:
@@ -77,6 +85,9 @@ python_logs:
 {handlers}telemetry:
   enabled: false
 """
+
+START_TIMEOUT_ENV = "CLICKSTREAM_RUN_START_TIMEOUT_SECONDS"
+DEFAULT_START_TIMEOUT_S = 120.0
 
 # With CLICKSTREAM_LOG_FORMAT=json, every record of a run (Dagster's and the managed loggers') is also written
 # to the run process's stderr as one JSON object per line (clickstream_dagster.logs).
@@ -147,7 +158,12 @@ class DagsterServices:
                     "create it yourself or set DAGSTER_DATABASE_URL"
                 ) from exc
         handlers = JSON_RUN_LOGS if log_format() == "json" else ""
-        (home / "dagster.yaml").write_text(INSTANCE_YAML.format(url=json.dumps(url), handlers=handlers))
+        start_timeout = round(env_number(START_TIMEOUT_ENV, DEFAULT_START_TIMEOUT_S, "seconds"))
+        if start_timeout < 10:
+            raise StackError(f"{START_TIMEOUT_ENV}={start_timeout}: at least 10 seconds")
+        (home / "dagster.yaml").write_text(
+            INSTANCE_YAML.format(url=json.dumps(url), handlers=handlers, start_timeout=start_timeout)
+        )
         self.workspace.write_text(
             WORKSPACE_YAML.format(
                 host=self.cfg.host, port=self.cfg.ports.dagster_code_server, location=LOCATION_NAME

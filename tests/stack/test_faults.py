@@ -22,9 +22,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import psycopg
 import pytest
+from dagster._core.test_utils import create_run_for_test
 
 from clickstream_dagster.analytics.sessions import queries as sq
 from clickstream_dagster.analytics.sessions import session_gap_ms
@@ -92,6 +94,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, webhook: str) -> Iterator[St
         # Ranges merge into the ledger's checkpoints a minute after they are recorded (15 by default), so
         # the merges happen under the faults below and every recount goes through them.
         mp.setenv("CLICKSTREAM_LEDGER_SETTLE_SECONDS", "60")
+        # A run stuck in STARTING is failed after 20 s (120 by default), so its ranges are taken again.
+        mp.setenv("CLICKSTREAM_RUN_START_TIMEOUT_SECONDS", "20")
         with running_stack(make_test_config(tmp_path_factory.mktemp("faults") / "data", env)) as stack:
             yield stack
 
@@ -168,6 +172,23 @@ def _recount(stack: Stack) -> int:
         ).fetchone()
         assert sessions == (starts[0] if starts else None, len(stored)), "every event in one session"
     return len(stored)
+
+
+def test_a_run_that_never_starts_is_failed(stack: Stack) -> None:
+    """A run whose worker died before it started (seen in CI when PostgreSQL restarted during a launch) stays
+    STARTING: counted in flight, its ranges were never a gap and never ingested. Run monitoring fails it."""
+    with dg.DagsterInstance.from_config(str(stack.cfg.dagster_home)) as instance:
+        run = create_run_for_test(
+            instance,
+            job_name="ingest_events",
+            status=dg.DagsterRunStatus.STARTING,
+            tags={"dagster/max_retries": "0"},
+        )
+        deadline = time.monotonic() + 120
+        while (status := instance.get_run_by_id(run.run_id).status) == dg.DagsterRunStatus.STARTING:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "run monitoring fails a run stuck in STARTING"
+            time.sleep(1)
+    assert status == dg.DagsterRunStatus.FAILURE
 
 
 def test_postgres_restarted_in_the_middle_of_a_load(stack: Stack) -> None:
