@@ -181,9 +181,14 @@ def test_a_run_that_never_starts_is_failed(stack: Stack) -> None:
         run = create_run_for_test(
             instance,
             job_name="ingest_events",
-            status=dg.DagsterRunStatus.STARTING,
+            status=dg.DagsterRunStatus.NOT_STARTED,
             tags={"dagster/max_retries": "0"},
         )
+        # What a launch records before the worker takes over (its launch time): then nothing more.
+        instance.report_dagster_event(
+            dg.DagsterEvent(event_type_value="PIPELINE_STARTING", job_name="ingest_events"), run.run_id
+        )
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTING  # type: ignore[union-attr]
         deadline = time.monotonic() + 120
         while (status := instance.get_run_by_id(run.run_id).status) == dg.DagsterRunStatus.STARTING:  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "run monitoring fails a run stuck in STARTING"
