@@ -346,7 +346,7 @@ def test_housekeeping_while_events_flow(stack: Stack, tmp_path: Path) -> None:
     cfg = stack.cfg
     before = _stored_now(cfg)
     finished = {r["id"] for r in _runs(cfg, 'pipelineName: "ingest_events", statuses: [SUCCESS]', 10_000)}
-    assert len(finished) > 20
+    assert finished, "earlier tests left finished runs to delete"
     producer = threading.Thread(target=_produce, args=(cfg, 300_000))
     producer.start()
     _wait_for_loading(cfg, before)
