@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
@@ -46,6 +46,7 @@ def event_statistics(db: Database) -> pd.DataFrame:
 
 HOURLY_PATTERN_DAYS = 28  # the time-of-day pattern covers the last four weeks of windows
 TOP_ITEMS_HOURS = 24  # the top items are those of the last day of event time
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def hourly_pattern(db: Database) -> pd.DataFrame:
@@ -108,6 +109,6 @@ def top_items(db: Database, limit: int = 10) -> pd.DataFrame:
             ]
         )
     since = newest - timedelta(hours=TOP_ITEMS_HOURS)
-    df = db.frame(sql.TOP_ITEMS, {"limit": limit, "since": since})
+    df = db.frame(sql.TOP_ITEMS, {"limit": limit, "since_ms": (since - EPOCH) // timedelta(milliseconds=1)})
     df["category"] = [category_text(p) for p in df["category_path"]]
     return df.drop(columns=["category_path"])

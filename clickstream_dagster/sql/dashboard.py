@@ -57,10 +57,11 @@ SELECT count(DISTINCT window_start) AS windows, coalesce(sum(event_count), 0)::b
 FROM windowed_stats
 """
 
-# The items with the most events since `since` (the newest event time, NEWEST_EVENT_TIME, less a day): a
-# range of the event-time index, so its cost follows that day, not the history. The bound is a parameter,
-# not a sub-select: the planner must see it to choose the index over a scan of the whole table.
-NEWEST_EVENT_TIME = "SELECT max(event_time) FROM clickstream_events"
+# The items with the most events since `since_ms` (the newest event time, NEWEST_EVENT_TIME, less a day; epoch
+# ms): the newest event time is one row per event type of event_statistics, and the day a range of the
+# block-range index on "timestamp" (rows arrive roughly in event-time order), so the cost follows that day,
+# not the history. The bound is a parameter, not a sub-select: the planner must see it to use the index.
+NEWEST_EVENT_TIME = "SELECT max(last_event_time) FROM event_statistics"
 TOP_ITEMS = """
 WITH top AS (
     SELECT itemid,
@@ -69,7 +70,7 @@ WITH top AS (
            count(*) FILTER (WHERE event = 'addtocart')     AS addtocarts,
            count(*) FILTER (WHERE event = 'transaction')   AS transactions
     FROM clickstream_events
-    WHERE event_time > %(since)s
+    WHERE "timestamp" > %(since_ms)s
     GROUP BY itemid
     ORDER BY count(*) DESC, itemid
     LIMIT %(limit)s
@@ -225,19 +226,22 @@ ORDER BY cohort_week, weeks_after
 """
 
 # The items (categories) most often bought in a session that viewed them, beside the most viewed; at least
-# `min_views` viewing sessions, so one lucky view does not top the list.
+# `min_views` viewing sessions (1 or more), so one lucky view does not top the list. The items' rankings walk
+# the indexes of item_funnel_totals (0016) and stop at the limit, however many items were ever seen: the
+# conversion ranking's ORDER BY is the expression of its partial index, which holds min_views >= 5.
 TOP_CONVERTING_ITEMS = """
 SELECT f.itemid, f.sessions_viewed, f.sessions_carted, f.sessions_bought, f.sessions_viewed_bought,
-       f.view_to_purchase_rate, i.categoryid, i.category_path
-FROM item_funnel f LEFT JOIN items i USING (itemid)
+       f.sessions_viewed_bought::float8 / f.sessions_viewed AS view_to_purchase_rate, i.categoryid, i.category_path
+FROM item_funnel_totals f LEFT JOIN items i USING (itemid)
 WHERE f.sessions_viewed >= %(min_views)s
-ORDER BY f.view_to_purchase_rate DESC NULLS LAST, f.sessions_viewed_bought DESC, f.itemid
+ORDER BY f.sessions_viewed_bought::float8 / f.sessions_viewed DESC, f.sessions_viewed_bought DESC, f.itemid
 LIMIT %(limit)s
 """
 TOP_VIEWED_ITEMS = """
 SELECT f.itemid, f.sessions_viewed, f.sessions_carted, f.sessions_bought, f.sessions_viewed_bought,
-       f.view_to_purchase_rate, i.categoryid, i.category_path
-FROM item_funnel f LEFT JOIN items i USING (itemid)
+       f.sessions_viewed_bought::float8 / nullif(f.sessions_viewed, 0) AS view_to_purchase_rate, i.categoryid,
+       i.category_path
+FROM item_funnel_totals f LEFT JOIN items i USING (itemid)
 ORDER BY f.sessions_viewed DESC, f.itemid
 LIMIT %(limit)s
 """

@@ -107,10 +107,33 @@ def recompute(events: pd.DataFrame, categories: dict[int, int], gap_ms: int) -> 
         "funnel_counts": funnel_counts,
         "session_lengths": lengths,
         "item_funnel_counts": per_item[0],
+        "item_funnel_totals": _item_totals(per_item[0]),
         "category_funnel_counts": per_item[1],
         "retention_counts": retention,
         "cohort_sessions": cohort_sessions,
     }
+
+
+# Per item: the sessions (visitors) whose flags hold each of these bits (view 1, cart 2, buy 4).
+ITEM_TOTALS = {
+    "sessions_viewed": ("sessions", 1),
+    "sessions_carted": ("sessions", 2),
+    "sessions_bought": ("sessions", 4),
+    "sessions_viewed_carted": ("sessions", 3),
+    "sessions_carted_bought": ("sessions", 6),
+    "sessions_viewed_bought": ("sessions", 5),
+    "visitors_viewed": ("visitors", 1),
+    "visitors_carted": ("visitors", 2),
+    "visitors_bought": ("visitors", 4),
+}
+
+
+def _item_totals(counts: pd.DataFrame) -> pd.DataFrame:
+    """One row per item, summed in pandas from the per item counts by flags."""
+    out = pd.DataFrame({"itemid": counts["itemid"]})
+    for name, (column, bits) in ITEM_TOTALS.items():
+        out[name] = counts[column].where((counts["flags"] & bits) == bits, 0)
+    return out.groupby("itemid", as_index=False).sum()
 
 
 # The stored tables in the reference's shape: periods and weeks as epoch ms.
@@ -121,6 +144,7 @@ STORED = {
     "session_lengths": "SELECT (extract(epoch FROM hour_start) * 1000)::bigint AS hour, duration_ms, sessions"
     " FROM session_lengths",
     "item_funnel_counts": "SELECT itemid, flags, sessions, visitors FROM item_funnel_counts",
+    "item_funnel_totals": f"SELECT itemid, {', '.join(ITEM_TOTALS)} FROM item_funnel_totals",
     "category_funnel_counts": "SELECT categoryid, flags, sessions, visitors FROM category_funnel_counts",
     "retention_counts": "SELECT (cohort_week - date '1970-01-01')::bigint * 86400000 AS cohort, weeks_after,"
     " visitors FROM retention_counts",

@@ -11,6 +11,7 @@ import psycopg.rows
 from psycopg import sql
 
 from clickstream_dagster.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from clickstream_dagster.sql import dashboard
 from clickstream_dagster.sql import queries as q
 from clickstream_dagster.sql.row_rules import CHECK_RUN_RANGES, ROW_RULES
 
@@ -90,3 +91,46 @@ def test_checks_and_live_refresh_read_the_run_by_primary_key_ranges(pg_url: str)
         ]
         added = conn.execute(q.REFRESH_LIVE_EVENTS_FROM_RUN, live).rowcount
         assert added == sum(end - start for *_, start, end in RANGES)
+
+
+def test_dashboard_rankings_read_indexes_not_the_history(pg_url: str) -> None:
+    """The dashboard's item rankings walk an index of item_funnel_totals and stop at their limit; its last-day
+    top items read the day through the block-range index on "timestamp", not every stored event."""
+    with psycopg.connect(pg_url) as conn:
+        _populate(conn)
+        conn.execute(
+            "INSERT INTO item_funnel_totals SELECT i, i % 97 + 1, i % 13, i % 7, i % 11, i % 5, i % 7, i % 97 + 1,"
+            " i % 13, i % 7 FROM generate_series(1, 100000) AS i"
+        )
+        conn.execute("ANALYZE item_funnel_totals")
+        rankings = (
+            (dashboard.TOP_VIEWED_ITEMS, "item_funnel_totals_viewed_idx"),
+            (dashboard.TOP_CONVERTING_ITEMS, "item_funnel_totals_rate_idx"),
+        )
+        for query, index in rankings:
+            nodes = _plan_nodes(conn, query, {"limit": 10, "min_views": 5})
+            scans = [n for n in nodes if n.get("Relation Name") == "item_funnel_totals"]
+            assert [(n["Node Type"], n.get("Index Name")) for n in scans] == [("Index Scan", index)], query
+            assert "Sort" not in {n["Node Type"] for n in nodes}, query
+        newest = conn.execute('SELECT max("timestamp") FROM clickstream_events').fetchone()
+        assert newest is not None
+        nodes = _plan_nodes(conn, dashboard.TOP_ITEMS, {"limit": 10, "since_ms": newest[0] - 3_600_000})
+        events = [n for n in nodes if n.get("Relation Name") == "clickstream_events"]
+        assert [n["Node Type"] for n in events] == ["Bitmap Heap Scan"], events
+        assert "clickstream_events_timestamp_brin" in {n.get("Index Name") for n in nodes}
+        # ... and the rankings answer as the view over every item does.
+        viewed = conn.execute(dashboard.TOP_VIEWED_ITEMS, {"limit": 10, "min_views": 5}).fetchall()
+        assert [r[0] for r in viewed] == [
+            r[0]
+            for r in conn.execute(
+                "SELECT itemid FROM item_funnel ORDER BY sessions_viewed DESC, itemid LIMIT 10"
+            )
+        ]
+        converting = conn.execute(dashboard.TOP_CONVERTING_ITEMS, {"limit": 10, "min_views": 5}).fetchall()
+        assert [r[0] for r in converting] == [
+            r[0]
+            for r in conn.execute(
+                "SELECT itemid FROM item_funnel WHERE sessions_viewed >= 5 "
+                "ORDER BY view_to_purchase_rate DESC NULLS LAST, sessions_viewed_bought DESC, itemid LIMIT 10"
+            )
+        ]

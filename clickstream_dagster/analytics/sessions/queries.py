@@ -46,7 +46,7 @@ STORED_GAP = "SELECT gap_ms FROM session_settings"
 RESET_FOR_GAP = """
 UPDATE session_totals SET sessions = 0, events = 0;
 TRUNCATE sessions, session_items, session_changes, funnel_counts, session_lengths, item_funnel_counts,
-         category_funnel_counts, visitor_weeks, retention_counts, cohort_sessions;
+         item_funnel_totals, category_funnel_counts, visitor_weeks, retention_counts, cohort_sessions;
 INSERT INTO session_changes (visitorid, first_ms, last_ms)
 SELECT visitorid, min("timestamp"), max("timestamp") FROM clickstream_events GROUP BY visitorid;
 """
@@ -370,6 +370,35 @@ DELETE FROM item_funnel_counts WHERE ctid = ANY (ARRAY(
         SELECT ctid FROM item_funnel_counts
         WHERE (itemid, flags) = (d.itemid, d.flags) AND sessions = 0 AND visitors = 0 OFFSET 0
     ) c));
+
+-- The per item totals (item_funnel_totals) of the items touched, summed again from their counts above.
+CREATE TEMP TABLE s_touched_items ON COMMIT DROP AS SELECT DISTINCT itemid FROM s_items;
+INSERT INTO item_funnel_totals AS t
+SELECT d.itemid, a.sessions_viewed, a.sessions_carted, a.sessions_bought, a.sessions_viewed_carted,
+       a.sessions_carted_bought, a.sessions_viewed_bought, a.visitors_viewed, a.visitors_carted, a.visitors_bought
+FROM s_touched_items d
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(sessions) FILTER (WHERE flags & 1 = 1), 0) AS sessions_viewed,
+           coalesce(sum(sessions) FILTER (WHERE flags & 2 = 2), 0) AS sessions_carted,
+           coalesce(sum(sessions) FILTER (WHERE flags & 4 = 4), 0) AS sessions_bought,
+           coalesce(sum(sessions) FILTER (WHERE flags & 3 = 3), 0) AS sessions_viewed_carted,
+           coalesce(sum(sessions) FILTER (WHERE flags & 6 = 6), 0) AS sessions_carted_bought,
+           coalesce(sum(sessions) FILTER (WHERE flags & 5 = 5), 0) AS sessions_viewed_bought,
+           coalesce(sum(visitors) FILTER (WHERE flags & 1 = 1), 0) AS visitors_viewed,
+           coalesce(sum(visitors) FILTER (WHERE flags & 2 = 2), 0) AS visitors_carted,
+           coalesce(sum(visitors) FILTER (WHERE flags & 4 = 4), 0) AS visitors_bought,
+           count(*) AS kept
+    FROM item_funnel_counts WHERE itemid = d.itemid
+) a
+WHERE a.kept > 0
+ON CONFLICT (itemid) DO UPDATE
+SET sessions_viewed = EXCLUDED.sessions_viewed, sessions_carted = EXCLUDED.sessions_carted,
+    sessions_bought = EXCLUDED.sessions_bought, sessions_viewed_carted = EXCLUDED.sessions_viewed_carted,
+    sessions_carted_bought = EXCLUDED.sessions_carted_bought,
+    sessions_viewed_bought = EXCLUDED.sessions_viewed_bought, visitors_viewed = EXCLUDED.visitors_viewed,
+    visitors_carted = EXCLUDED.visitors_carted, visitors_bought = EXCLUDED.visitors_bought;
+DELETE FROM item_funnel_totals t USING s_touched_items d
+WHERE t.itemid = d.itemid AND NOT EXISTS (SELECT 1 FROM item_funnel_counts c WHERE c.itemid = d.itemid);
 
 INSERT INTO category_funnel_counts AS c (categoryid, flags, sessions, visitors)
 SELECT categoryid, flags, sessions, visitors FROM s_categories
