@@ -60,6 +60,7 @@ from psycopg.types.json import Jsonb
 from clickstream_dagster.api.answers import load_answers
 from clickstream_dagster.api.session import SessionRules, blend, visitor_rows
 from clickstream_dagster.data.generator import Scale, parse_scale
+from clickstream_dagster.ingestion import months
 from clickstream_dagster.ml.publish import write_serving_rows
 from clickstream_dagster.sql import api as q
 from clickstream_dagster.sql.copy import copy_frame
@@ -180,6 +181,7 @@ def load_events(url: str, events: pd.DataFrame) -> None:
         kafka_offset=np.arange(len(events), dtype=np.int64),
     )
     with psycopg.connect(url) as conn, conn.cursor() as cur:
+        months.ensure(cur, months.months_of(frame["timestamp"]))
         copy_frame(cur, COPY_EVENTS, EVENT_TYPES, frame, EVENT_COLUMNS)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE clickstream_events")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import confluent_kafka
+import psycopg
 from kafka import KafkaConsumer, TopicPartition
+
+from clickstream_dagster.ingestion import months
 
 
 def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
@@ -75,3 +79,10 @@ def committed_in_topic(bootstrap: str, topic: str, partitions: int) -> dict[tupl
     consumer.close()
     assert len(at_end) == partitions, "the recount read every partition to its end"
     return out
+
+
+def event_months(conn: psycopg.Connection[Any], timestamps: Iterable[int]) -> None:
+    """The months of clickstream_events these event times (epoch ms) need, for a test that writes rows itself
+    (the loader creates its own)."""
+    with conn.cursor() as cur:
+        months.ensure(cur, months.months_of(list(timestamps)))

@@ -1,5 +1,5 @@
 """Housekeeping: what a deployment accumulates and nobody reads again, deleted on a schedule so that a year of
-running costs what a week does. One job, three ops, each with its own retention setting (days) in its config:
+running costs what a week does. One job, four ops, each with its own retention setting (days) in its config:
 
 - `prune_run_history`: finished ingest and quarantine-replay runs (one every few seconds while events flow)
   older than `runs_days`, with their event logs, through Dagster's public `DagsterInstance.delete_run`. The
@@ -9,7 +9,10 @@ running costs what a week does. One job, three ops, each with its own retention 
 - `prune_quarantine`: quarantine rows replayed more than `quarantine_days` ago (their events are stored, under
   the same source coordinates; the ledger keeps the counts);
 - `prune_model_artefacts`: the artefacts (registry bytes and exported files) of model versions not served,
-  trained more than `models_days` ago; each version's row, with its evidence, stays.
+  trained more than `models_days` ago; each version's row, with its evidence, stays;
+- `drop_expired_events`: the months of clickstream_events that ended more than `events_days` before the newest
+  event (CLICKSTREAM_EVENT_RETENTION_DAYS; unset, the default: every month is kept), whole partitions at a
+  time (ingestion/retention.py says when a month must stay longer).
 
 What is kept forever, and every setting: docs/operations.md, "Running it for months".
 """
@@ -22,6 +25,7 @@ import dagster as dg
 from pydantic import Field
 
 from clickstream_dagster.assets.ingestion import INGEST_JOB_NAME, REPLAY_JOB_NAME
+from clickstream_dagster.ingestion.retention import drop_expired_months, retention_days
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.sql import ml as ml_queries
 from clickstream_dagster.sql import queries as q
@@ -102,12 +106,48 @@ def prune_model_artefacts(
     return len(pruned)
 
 
+class EventRetentionConfig(dg.Config):
+    events_days: float | None = Field(
+        default=None,
+        description="Drop the months of raw events that ended longer before the newest event (default:"
+        " CLICKSTREAM_EVENT_RETENTION_DAYS; unset: keep every month)",
+    )
+
+
+@dg.op(description="Drop the months of raw events older than the retention (none by default)")
+def drop_expired_events(
+    context: dg.OpExecutionContext, config: EventRetentionConfig, postgres: PostgresResource
+) -> int:
+    days = config.events_days if config.events_days is not None else retention_days()
+    if days is None:
+        context.log.info("event retention is not set (CLICKSTREAM_EVENT_RETENTION_DAYS): every month is kept")
+        context.add_output_metadata({"months_dropped": 0, "rows_dropped": 0})
+        return 0
+    with postgres.connection() as conn:
+        result = drop_expired_months(conn, days, log=context.log.info)
+    context.log.info(
+        f"dropped {len(result.dropped):,} months ({result.rows:,} rows) that ended more than {days:g} days"
+        " before the newest event"
+    )
+    context.add_output_metadata(
+        {
+            "months_dropped": len(result.dropped),
+            "rows_dropped": result.rows,
+            "dropped": dg.MetadataValue.json([m.name for m in result.dropped]),
+            "kept": dg.MetadataValue.json(result.kept),
+        }
+    )
+    return result.rows
+
+
 @dg.job(
     name=HOUSEKEEPING_JOB_NAME,
-    description="Delete old ingestion runs, replayed quarantine rows and unserved model artefacts",
+    description="Delete old ingestion runs, replayed quarantine rows, unserved model artefacts and expired months"
+    " of raw events",
     tags={"dagster/max_retries": "1"},
 )
 def housekeeping() -> None:
     prune_run_history()
     prune_quarantine()
     prune_model_artefacts()
+    drop_expired_events()

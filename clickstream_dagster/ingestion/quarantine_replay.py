@@ -109,8 +109,13 @@ def _replay_batch(
         if batch.events:
             loaded = load_batch(conn, batch)
             result.replayed += loaded.inserted
-            result.already_stored += len(batch.events) - loaded.inserted
-            replayed.extend(ids[(e.partition, e.offset)] for e in batch.events)
+            result.already_stored += len(batch.events) - loaded.inserted - len(loaded.held_back)
+            for e in batch.events:
+                held = loaded.held_back.get((e.partition, e.offset))
+                if held is not None:  # its month was dropped, or it is later than the lateness horizon: stays
+                    invalid[ids[(e.partition, e.offset)]] = held
+                else:
+                    replayed.append(ids[(e.partition, e.offset)])
     if replayed:
         conn.execute(q.MARK_REPLAYED, {"ids": replayed, "run_id": run_id})
     if invalid:

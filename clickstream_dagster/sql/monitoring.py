@@ -25,11 +25,11 @@ FULL JOIN ingestion_plan p ON p.kafka_topic = r.kafka_topic AND p.kafka_partitio
 ORDER BY 1, 2
 """
 
-# windowed_stats' freshness: the newest event's time (the end of the event-time index), the newest window's
-# end, and when a window was last written; plus the windows waiting to be recomputed. Read into
-# monitoring.exporter.WindowsRow.
+# windowed_stats' freshness: the newest event's time (event_totals.last_timestamp, kept by the loading
+# transaction: one row per event type, however many events are stored), the newest window's end, and when a
+# window was last written; plus the windows waiting to be recomputed. Read into monitoring.exporter.WindowsRow.
 WINDOWS = """
-SELECT (SELECT max(event_time) FROM clickstream_events) AS newest_event,
+SELECT (SELECT to_timestamp(max(last_timestamp) / 1000.0) FROM event_totals) AS newest_event,
        (SELECT max(window_end) FROM windowed_stats) AS newest_window_end,
        (SELECT max(updated_at) FROM windowed_stats) AS last_write,
        (SELECT count(*) FROM dirty_windows) AS pending

@@ -10,12 +10,15 @@ from __future__ import annotations
 INGEST_LOCK = "SELECT pg_advisory_xact_lock(hashtext('clickstream_ingest'))"
 
 # A batch normally holds only new offsets: one index range probe per partition (its lowest and highest offset
-# in the batch, bound as arrays) says so. Only a re-run of stored offsets lists them (STORED_OFFSETS).
+# in the batch, bound as arrays) says so. Only a re-run of stored offsets lists them (STORED_OFFSETS). A stored
+# copy of a message has the message's event time: bounded by the batch's, the probe reads only the batch's
+# months, however many months are stored.
 _BATCH_BOUNDS = """
     FROM unnest(%(partitions)s::int[], %(lows)s::bigint[], %(highs)s::bigint[]) AS s(part, lo, hi)
     CROSS JOIN LATERAL (
         SELECT e.kafka_partition, e.kafka_offset FROM clickstream_events e
         WHERE e.kafka_topic = %(topic)s AND e.kafka_partition = s.part AND e.kafka_offset BETWEEN s.lo AND s.hi
+          AND e."timestamp" BETWEEN %(ts_lo)s AND %(ts_hi)s
         {limit}
     ) stored
 """
@@ -32,6 +35,86 @@ STORED_OFFSETS = "SELECT stored.kafka_partition, stored.kafka_offset" + _BATCH_B
 COPY_EVENTS = """
 COPY clickstream_events ("timestamp", event_time, visitorid, itemid, kafka_partition, kafka_offset, produced_at,
                          transactionid, event, kafka_topic) FROM STDIN (FORMAT BINARY)
+"""
+
+# ---- clickstream_events' months (migration 0017; ingestion/months.py) --------------------------------------
+
+# Of a batch's months (partition names), those missing; where the months retention kept start (epoch ms;
+# NULL while retention dropped none); and the newest event time stored (epoch ms; the lateness horizon's
+# reference), read under the lock of LOADING_LOCK.
+MONTHS_MISSING = """
+SELECT ARRAY(SELECT n FROM unnest(%(names)s::text[]) AS n WHERE to_regclass(n) IS NULL),
+       (SELECT max(to_ts) FROM dropped_event_months),
+       (SELECT max(last_timestamp) FROM event_totals)
+"""
+
+# The lock every loading transaction's COPY takes anyway, taken first: retention (which drops a month under an
+# exclusive lock) then never runs between a loading transaction's reading of the horizons and its insert.
+LOADING_LOCK = "LOCK TABLE clickstream_events IN ROW EXCLUSIVE MODE"
+
+# Creators of months one at a time. SHARE UPDATE EXCLUSIVE lets every read and insert of clickstream_events go
+# on; taking a table lock also brings this transaction's view of the catalog up to date (a month another
+# creator just committed is seen).
+MONTHS_LOCK = "LOCK TABLE clickstream_events IN SHARE UPDATE EXCLUSIVE MODE"
+
+# A month is created on its own and then attached: attaching needs only the lock above, where CREATE TABLE ...
+# PARTITION OF would take an exclusive lock on clickstream_events, queueing every reader behind the loading
+# transactions in flight.
+CREATE_MONTH = "CREATE TABLE {month} (LIKE clickstream_events INCLUDING DEFAULTS)"
+ATTACH_MONTH = "ALTER TABLE clickstream_events ATTACH PARTITION {month} FOR VALUES FROM ({lo}) TO ({hi})"
+
+# Of the given source coordinates, those within a range of the ledger (loaded once already).
+IN_LEDGER = """
+SELECT s.part, s.off
+FROM unnest(%(partitions)s::int[], %(offsets)s::bigint[]) AS s(part, off)
+WHERE EXISTS (SELECT 1 FROM ingested_ranges r
+              WHERE r.kafka_topic = %(topic)s AND r.kafka_partition = s.part
+                AND r.start_offset <= s.off AND r.end_offset > s.off)
+"""
+
+# ---- retention (ingestion/retention.py) --------------------------------------------------------------------
+
+NEWEST_EVENT_MS = "SELECT max(last_timestamp) FROM event_totals"
+MONTHS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'clickstream_events'::regclass ORDER BY 1
+"""
+# Loading transactions (LOADING_LOCK) wait while a month is counted and dropped; readers do not (the DROP
+# itself takes the exclusive lock at the end, for a moment).
+RETENTION_LOCK = "LOCK TABLE clickstream_events IN SHARE MODE"
+RETENTION_STATE = """
+SELECT (SELECT max(last_timestamp) FROM event_totals), (SELECT gap_ms FROM session_settings),
+       (SELECT min(first_ms) FROM session_changes)
+"""
+SESSIONS_STILL_OPEN = "SELECT count(*) FROM sessions WHERE start_ms < %(before)s AND end_ms >= %(reach)s"
+# A month's rows per ledger range (each row in the range that starts at or before its offset, if it ends after).
+MONTH_ROWS_BY_RANGE = """
+SELECT r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset, count(*)
+FROM {month} e
+CROSS JOIN LATERAL (
+    SELECT kafka_topic, kafka_partition, start_offset, end_offset FROM ingested_ranges r
+    WHERE r.kafka_topic = e.kafka_topic AND r.kafka_partition = e.kafka_partition
+      AND r.start_offset <= e.kafka_offset
+    ORDER BY r.start_offset DESC, r.end_offset DESC LIMIT 1
+) r
+WHERE r.end_offset > e.kafka_offset
+GROUP BY 1, 2, 3, 4
+"""
+MONTH_ROWS = "SELECT count(*) FROM {month}"
+ADD_ROWS_DROPPED = """
+UPDATE ingested_ranges r SET rows_dropped = r.rows_dropped + s.n
+FROM unnest(%(topics)s::text[], %(partitions)s::int[], %(starts)s::bigint[], %(ends)s::bigint[],
+            %(counts)s::bigint[]) AS s(topic, part, lo, hi, n)
+WHERE (r.kafka_topic, r.kafka_partition, r.start_offset, r.end_offset) = (s.topic, s.part, s.lo, s.hi)
+"""
+ADD_DROPPED_VISITOR_EVENTS = """
+INSERT INTO dropped_visitor_events AS d (visitorid, events)
+SELECT visitorid, count(*) FROM {month} GROUP BY visitorid
+ON CONFLICT (visitorid) DO UPDATE SET events = d.events + EXCLUDED.events
+"""
+RECORD_DROPPED_MONTH = """
+INSERT INTO dropped_event_months (partition_name, from_ts, to_ts, rows_dropped)
+VALUES (%(name)s, %(from_ts)s, %(to_ts)s, %(rows)s)
 """
 
 # ---- raw_events: the per event type sets (analytics/distinct.py; the windows' own: analytics/windows) -------
@@ -283,10 +366,11 @@ WITH gone AS (
 )
 INSERT INTO ingested_ranges (kafka_topic, kafka_partition, start_offset, end_offset, messages_read,
                              rows_inserted, rows_quarantined, skipped_control, skipped_aborted,
-                             skipped_compacted, lost_retention, ranges_merged, dagster_run_id, ingested_at)
+                             skipped_compacted, lost_retention, ranges_merged, rows_dropped, dagster_run_id,
+                             ingested_at)
 SELECT %(topic)s, %(partition)s, min(start_offset), max(end_offset), sum(messages_read), sum(rows_inserted),
        sum(rows_quarantined), sum(skipped_control), sum(skipped_aborted), sum(skipped_compacted),
-       sum(lost_retention), sum(ranges_merged), NULL, max(ingested_at)
+       sum(lost_retention), sum(ranges_merged), sum(rows_dropped), NULL, max(ingested_at)
 FROM gone
 RETURNING ranges_merged
 """

@@ -85,7 +85,8 @@ _QUARANTINE_COUNTS = sql.SQL("""(SELECT count(*) FROM quarantine q
 CHECK_RUN_RANGES = sql.SQL("""
 SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
        r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
-       r.skipped_compacted AS compacted, r.lost_retention AS lost, c.stored, c.violations,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost, r.rows_dropped AS dropped, c.stored,
+       c.violations,
        {quarantine}
 FROM ingested_ranges r
 CROSS JOIN LATERAL (
@@ -112,7 +113,7 @@ FROM (SELECT e.*, lag(e.kafka_offset) OVER (PARTITION BY e.kafka_topic, e.kafka_
 CHECK_ALL_RANGES = sql.SQL("""
 SELECT r.kafka_topic AS topic, r.kafka_partition AS partition, r.start_offset AS start, r.end_offset AS "end",
        r.messages_read AS read, r.skipped_control AS control, r.skipped_aborted AS aborted,
-       r.skipped_compacted AS compacted, r.lost_retention AS lost,
+       r.skipped_compacted AS compacted, r.lost_retention AS lost, r.rows_dropped AS dropped,
        (SELECT count(*) FROM clickstream_events e
          WHERE e.kafka_topic = r.kafka_topic AND e.kafka_partition = r.kafka_partition
            AND e.kafka_offset >= r.start_offset AND e.kafka_offset < r.end_offset) AS stored,

@@ -39,6 +39,7 @@ from clickstream_dagster.ml.config import LightFMParams
 from clickstream_dagster.ml.prep import clean_events, read_csv_dir
 from clickstream_dagster.ml.publish import write_serving_rows
 from clickstream_dagster.stack.process import free_port
+from tests.helpers import event_months
 
 EVENTS = 30_000
 TOP_N = 20  # rows per visitor / item in the serving tables
@@ -172,6 +173,7 @@ def _transactionid(event: Event) -> int | None:
 def ingest(url: str, events: list[Event], ingested_ago_s: float = 0.0) -> None:
     """Insert events into clickstream_events as raw_events stores them, ingested `ingested_ago_s` ago."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
+        event_months(conn, [e.timestamp for e in events])
         cur.executemany(
             INSERT_EVENT,
             [

@@ -16,6 +16,7 @@ import psycopg
 from clickstream_dagster.api.session import SessionRules
 from clickstream_dagster.sql import api as q
 from tests.api.conftest import Served, TrainedModel
+from tests.helpers import event_months
 
 ROWS = 200_000  # round robin over the model's visitors
 HEAVY = 6_000  # more events of one visitor (a crawler's history)
@@ -32,6 +33,7 @@ def _populate(conn: psycopg.Connection, visitors: list[int], items: list[int], h
     purchase), and HEAVY views and add-to-carts of `heavy`, all ingested now."""
     rows = [(visitors[i % len(visitors)], _event(i)) for i in range(ROWS)]
     rows += [(heavy, "addtocart" if i % 5 == 0 else "view") for i in range(HEAVY)]
+    event_months(conn, range(1_433_221_332_117, 1_433_221_332_117 + len(rows) * 10, 86_400_000 // 2))
     with conn.cursor() as cur:
         with cur.copy(
             'COPY clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, '
@@ -85,11 +87,24 @@ def _kind(node: dict[str, Any]) -> str:
     return next(e for e in ("view", "addtocart", "transaction") if f"'{e}'" in condition)
 
 
+def _is_month_copy(name: str | None, of: str) -> bool:
+    """A month's copy of clickstream_events (`clickstream_events_2015_06`) or of one of its indexes (the copy
+    of clickstream_events_visitor_event_time_idx is `clickstream_events_2015_06_visitorid_event_timestamp_idx`)."""
+    if name is None:
+        return False
+    if of == "clickstream_events":
+        return re.fullmatch(r"clickstream_events_\d{4}_\d{2}", name) is not None
+    return (
+        of == INDEX
+        and re.fullmatch(r"clickstream_events_\d{4}_\d{2}_visitorid_event_timestamp_idx", name) is not None
+    )
+
+
 def _event_scans(nodes: list[dict[str, Any]], generic: bool) -> dict[str, dict[str, Any]]:
     assert "Seq Scan" not in {n["Node Type"] for n in nodes}, [n["Node Type"] for n in nodes]
     used = {n["Index Name"] for n in nodes if str(n.get("Index Name", "")).startswith("clickstream_events")}
-    assert used == {INDEX}, used
-    scans = {_kind(n): n for n in nodes if n.get("Relation Name") == "clickstream_events"}
+    assert used and all(_is_month_copy(name, INDEX) for name in used), used
+    scans = {_kind(n): n for n in nodes if _is_month_copy(n.get("Relation Name"), "clickstream_events")}
     assert set(scans) == {"view", "addtocart", "transaction"}, scans
     for event in ("view", "addtocart"):
         node = scans[event]
@@ -100,7 +115,10 @@ def _event_scans(nodes: list[dict[str, Any]], generic: bool) -> dict[str, dict[s
             assert shape in {("Index Scan", "Backward"), ("Bitmap Heap Scan", None)}, (event, node)
             if shape[0] == "Bitmap Heap Scan":
                 assert node["Plan Rows"] <= RULES.events, (event, node)
-    assert {n.get("Relation Name") for n in nodes} <= {None, "clickstream_events"}  # nothing but the events
+    relations = {n.get("Relation Name") for n in nodes} - {None}
+    assert all(_is_month_copy(r, "clickstream_events") for r in relations), (
+        relations
+    )  # nothing but the events
     return scans
 
 

@@ -21,6 +21,7 @@ from clickstream_dagster.clients.kafka import KafkaClient
 from clickstream_dagster.resources import PostgresResource
 from tests.assets.conftest import BAD_MESSAGES, produce, random_events
 from tests.assets.test_analytics import _assert_matches_independent_sql
+from tests.helpers import event_months
 
 
 def _materialize_raw(
@@ -221,6 +222,7 @@ def test_checks_catch_rows_written_around_validation(
         insert = """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid,
                         kafka_topic, kafka_partition, kafka_offset) VALUES (%s, to_timestamp(%s / 1000.0), %s, %s, %s, %s,
                         'manual', 0, %s)"""
+        event_months(conn, [1433000000000, 12])
         conn.execute(insert, (1433000000000, 1433000000000, -1, "view", 5, None, 1))
         conn.execute(insert, (1433000000000, 1433000000000, 1, "click", 5, None, 2))
         conn.execute(insert, (12, 12, 1, "view", 5, None, 3))
@@ -284,6 +286,7 @@ def test_blocking_check_failure_stops_downstream(
     produce(kafka, random_events(100, seed=11))
     ranges = full_ranges()
     with postgres.connection() as conn:  # a pre-existing broken row inside the range this run ingests
+        event_months(conn, [1433000000000])
         conn.execute(
             """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
                    kafka_topic, kafka_partition, kafka_offset)

@@ -40,6 +40,7 @@ from clickstream_dagster.ml.models import top_k_per_row
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.stack.config import StackConfig
 from tests.conftest import create_database, drop_database
+from tests.helpers import event_months
 
 EVENTS = 120_000
 K = 10
@@ -100,6 +101,7 @@ def _load_events(url: str, path: Path) -> None:
     """Generated events.csv straight into clickstream_events (the ingestion path has its own tests)."""
     frame = pd.read_csv(path)
     with psycopg.connect(url) as conn, conn.cursor() as cur:
+        event_months(conn, frame["timestamp"])
         copy_sql = (
             'COPY clickstream_events ("timestamp", event_time, visitorid, event, itemid, transactionid, '
             "kafka_topic, kafka_partition, kafka_offset) FROM STDIN"

@@ -25,6 +25,7 @@ from clickstream_dagster.assets.reference import RawFilesConfig, category_tree, 
 from clickstream_dagster.data.generator import generate
 from clickstream_dagster.data.readers import EVENTS_FILE, RowError, iter_events
 from clickstream_dagster.resources import PostgresResource
+from tests.helpers import event_months
 
 TOPIC = "clickstream"
 PARTITIONS = 3
@@ -152,6 +153,7 @@ def _ingest(conn: psycopg.Connection, events: pd.DataFrame) -> tuple[int, Counte
         p = j % PARTITIONS
         bad.append(("kafka", TOPIC, p, next_offset[p], raw, reason))
         next_offset[p] += 1
+    event_months(conn, events["timestamp"])
     with conn.cursor() as cur:
         _copy(cur, COPY_EVENTS, EVENT_TYPES_SQL, rows)
         _copy(cur, COPY_QUARANTINE, QUARANTINE_TYPES_SQL, bad)

@@ -142,9 +142,10 @@ def test_windows_freshness_and_the_promoted_model(pg_url: str, kafka: KafkaClien
     assert empty["clickstream_model_promoted_version"] == {(): 0.0}
     assert "clickstream_windowed_stats_freshness_seconds" not in empty  # no events yet
     with psycopg.connect(pg_url) as conn:
+        # The newest event as the loading transaction records it (the exporter reads no event row).
         conn.execute(
-            'INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid, kafka_topic, '
-            "kafka_partition, kafka_offset) VALUES (0, '2015-06-01 12:07:00+00', 1, 'view', 2, 't', 0, 0)"
+            "INSERT INTO event_totals (event, event_count, unique_users, unique_items, last_timestamp) "
+            "VALUES ('view', 1, 1, 1, extract(epoch FROM timestamptz '2015-06-01 12:07:00+00') * 1000)"
         )
         conn.execute(
             "INSERT INTO windowed_stats (window_start, window_end, event, event_count, unique_users, unique_items) "

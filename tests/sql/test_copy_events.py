@@ -12,6 +12,7 @@ import pytest
 from clickstream_dagster.events import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, EventColumns, ParsedEvent
 from clickstream_dagster.ingestion.columns import copy_data
 from clickstream_dagster.sql import queries as q
+from tests.helpers import event_months
 
 TOPIC = "clicks-ü"  # not ASCII: the text length is in bytes
 
@@ -61,6 +62,7 @@ def _load(url: str, events: Sequence[ParsedEvent]) -> list[int]:
         with cur.copy("COPY source FROM STDIN") as copy:
             for row in events:
                 copy.write_row(row)
+        event_months(conn, [e.timestamp for e in events])
         with cur.copy(q.COPY_EVENTS) as copy:
             copy.write(copy_data(EventColumns.of(events), TOPIC))
         mismatches = cur.execute(MISMATCHES_SQL, {"topic": TOPIC}).fetchone()

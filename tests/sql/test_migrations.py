@@ -7,6 +7,7 @@ import pytest
 
 from clickstream_dagster.sql import migrate
 from clickstream_dagster.sql.migrate import apply_migrations, load_migrations
+from tests.helpers import event_months
 
 EXPECTED_TABLES = {
     "clickstream_events",
@@ -51,9 +52,59 @@ def test_source_coordinates_are_unique(pg_url: str) -> None:
                     kafka_topic, kafka_partition, kafka_offset)
                 VALUES (1433221332117, to_timestamp(1433221332.117), 1, 'view', 2, 't', 0, 7)"""
     with psycopg.connect(pg_url) as conn:
+        event_months(conn, [1433221332117])
         conn.execute(insert)
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(insert)
+
+
+def test_0017_moves_the_rows_into_months(
+    database_factory: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database loaded before 0017: every row (its id too) is in its month of event time afterwards, the
+    months are the partitions of clickstream_events, and new rows take ids after the old ones."""
+    url = database_factory(migrate=False)
+    every = load_migrations()
+    monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 17])
+    apply_migrations(url)
+    columns = 'id, "timestamp", event_time, visitorid, event, itemid, kafka_topic, kafka_partition, kafka_offset'
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
+                   kafka_topic, kafka_partition, kafka_offset)
+               SELECT ts, to_timestamp(ts / 1000.0), n % 7, 'view', n % 5, 't', n % 2, n
+               FROM (SELECT n, 1430000000000 + n * 86400000::bigint AS ts FROM generate_series(1, 100) n) s"""
+        )
+        before = conn.execute(f"SELECT {columns} FROM clickstream_events ORDER BY id").fetchall()
+    monkeypatch.setattr(migrate, "load_migrations", lambda: every)
+    assert [m.version for m in apply_migrations(url)] == [m.version for m in every if m.version >= 17]
+    with psycopg.connect(url) as conn:
+        after = conn.execute(f"SELECT {columns} FROM clickstream_events ORDER BY id").fetchall()
+        months_held = conn.execute(
+            """SELECT c.relname, count(e.*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+               LEFT JOIN clickstream_events e ON e.tableoid = c.oid
+               WHERE i.inhparent = 'clickstream_events'::regclass GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        expected = conn.execute(
+            """SELECT 'clickstream_events_' || to_char(event_time AT TIME ZONE 'UTC', 'YYYY_MM'), count(*)
+               FROM clickstream_events GROUP BY 1 ORDER BY 1"""
+        ).fetchall()
+        event_months(conn, [1430000000000])
+        new_id = conn.execute(
+            """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
+                   kafka_topic, kafka_partition, kafka_offset)
+               VALUES (1430000000000, to_timestamp(1430000000), 1, 'view', 1, 't', 0, 1000) RETURNING id"""
+        ).fetchone()
+        with pytest.raises(psycopg.errors.UniqueViolation):  # the key holds in a month other rows moved into
+            conn.execute(
+                """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,
+                       kafka_topic, kafka_partition, kafka_offset)
+                   SELECT "timestamp", event_time, visitorid, event, itemid, kafka_topic, kafka_partition,
+                          kafka_offset FROM clickstream_events WHERE kafka_offset = 50"""
+            )
+    assert after == before and len(after) == 100
+    assert months_held == expected and len(expected) == 5  # April to August 2015
+    assert new_id == (max(r[0] for r in before) + 1,)
 
 
 def test_0005_carries_pending_window_changes_over_exactly(

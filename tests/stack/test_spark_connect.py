@@ -16,6 +16,7 @@ from clickstream_dagster.clients.spark import SparkClient, jdbc_from_libpq, read
 from clickstream_dagster.stack.process import StackError, group_alive, pid_alive, port_open
 from clickstream_dagster.stack.spark import EmbeddedSparkConnect, fetch_jdbc_jars
 from tests.conftest import make_test_config
+from tests.helpers import event_months
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,7 @@ def test_start_again_reuses_the_running_server(server: EmbeddedSparkConnect) -> 
 
 def test_client_reads_postgres_through_the_server(server: EmbeddedSparkConnect, pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
+        event_months(conn, [1433000000000, 1433000000500])
         conn.execute(
             "INSERT INTO clickstream_events"
             ' ("timestamp", event_time, visitorid, event, itemid, kafka_topic, kafka_partition, kafka_offset)'

@@ -41,6 +41,8 @@ _WEEK = "(date '1970-01-01' + (start_ms / 86400000 - (start_ms / 86400000 + 3) %
 
 
 STORED_GAP = "SELECT gap_ms FROM session_settings"
+# Months of events retention dropped: sessions can no longer be computed again from every event.
+EVENTS_DROPPED = "SELECT EXISTS (SELECT 1 FROM dropped_event_months)"
 
 # A new gap: every stored session and aggregate goes, and every visitor's whole span is queued.
 RESET_FOR_GAP = """
@@ -454,7 +456,8 @@ SELECT (SELECT events FROM session_totals)
             CROSS JOIN LATERAL (SELECT events FROM sessions WHERE visitorid = q.visitorid OFFSET 0) s) AS in_sessions,
        (SELECT coalesce(sum(event_count), 0) FROM event_totals)
          - (SELECT coalesce(sum(e.n), 0) FROM queued q
-            CROSS JOIN LATERAL (SELECT count(*) AS n FROM clickstream_events WHERE visitorid = q.visitorid) e) AS stored,
+            CROSS JOIN LATERAL (SELECT count(*) AS n FROM clickstream_events WHERE visitorid = q.visitorid) e)
+         - (SELECT coalesce(sum(d.events), 0) FROM queued q JOIN dropped_visitor_events d USING (visitorid)) AS stored,
        (SELECT count(*) FROM queued)                                                         AS queued_visitors,
        (SELECT count(*) FROM queued q
         WHERE NOT EXISTS (SELECT 1 FROM visitor_weeks w WHERE w.visitorid = q.visitorid))     AS queued_new_visitors,
@@ -467,7 +470,8 @@ SELECT (SELECT events FROM session_totals)
 EVENT_VISITOR_SETS = "SELECT visitors FROM event_totals WHERE visitors IS NOT NULL"
 
 # Of the visitors a step touched: sessions of one visitor within a gap of each other (two that should be one),
-# and visitors whose sessions do not hold exactly their stored events (none still queued).
+# and visitors whose sessions do not hold exactly their stored events (none still queued; with those retention
+# dropped, ingestion/retention.py).
 CHECK_TOUCHED = """
 WITH touched AS (
     SELECT DISTINCT v.visitorid FROM unnest(%(visitors)s::bigint[]) AS v(visitorid)
@@ -481,7 +485,9 @@ SELECT (SELECT count(*) FROM touched) AS visitors,
         ) g WHERE gap <= %(gap)s) AS too_close,
        (SELECT count(*) FROM touched t
         WHERE (SELECT coalesce(sum(events), 0) FROM sessions s WHERE s.visitorid = t.visitorid)
-           <> (SELECT count(*) FROM clickstream_events e WHERE e.visitorid = t.visitorid)) AS miscounted
+           <> (SELECT count(*) FROM clickstream_events e WHERE e.visitorid = t.visitorid)
+              + coalesce((SELECT events FROM dropped_visitor_events d WHERE d.visitorid = t.visitorid), 0))
+       AS miscounted
 """
 
 # Per hour and per day: a funnel step never counts more than the step before it, nor more visitors than have

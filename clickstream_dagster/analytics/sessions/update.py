@@ -53,6 +53,17 @@ def update_sessions(conn: psycopg.Connection, gap_ms: int | None = None) -> Sess
         cur.execute(q.PLANNER)
         row = cur.execute(q.STORED_GAP).fetchone()
         rebuilt = row is None or int(row[0]) != gap
+        if (
+            rebuilt
+            and row is not None
+            and (dropped := cur.execute(q.EVENTS_DROPPED).fetchone())
+            and dropped[0]
+        ):
+            raise ValueError(
+                f"the session gap changed from {int(row[0]):,} ms to {gap:,} ms, but retention dropped months of"
+                " events: every session cannot be computed again. Set CLICKSTREAM_SESSION_GAP_MINUTES back to"
+                f" {int(row[0]) / 60_000:g}."
+            )
         if rebuilt:
             _run(cur, q.RESET_FOR_GAP, params)
             cur.execute(q.SET_GAP, params)
