@@ -67,7 +67,9 @@ def test_0017_moves_the_rows_into_months(
     every = load_migrations()
     monkeypatch.setattr(migrate, "load_migrations", lambda: [m for m in every if m.version < 17])
     apply_migrations(url)
-    columns = 'id, "timestamp", event_time, visitorid, event, itemid, kafka_topic, kafka_partition, kafka_offset'
+    columns = (
+        'id, "timestamp", event_time, visitorid, event, itemid, kafka_topic, kafka_partition, kafka_offset'
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(
             """INSERT INTO clickstream_events ("timestamp", event_time, visitorid, event, itemid,

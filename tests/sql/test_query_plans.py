@@ -84,7 +84,9 @@ def test_checks_and_live_refresh_read_the_run_by_primary_key_ranges(pg_url: str)
             ]
             assert scans, query
             assert all(node in ("Index Scan", "Index Only Scan") for node, _ in scans), (query, scans)
-            assert {index for _, index in scans} <= _month_indexes(conn, "clickstream_events_source_uq"), scans
+            assert {index for _, index in scans} <= _month_indexes(conn, "clickstream_events_source_uq"), (
+                scans
+            )
         # The checks' one pass reads each range in offset order from the key: no sort of the run's rows.
         assert "Sort" not in {n["Node Type"] for n in _plan_nodes(conn, CHECK_RUN_RANGES, checks)}
 
@@ -128,7 +130,9 @@ def test_dashboard_rankings_read_indexes_not_the_history(pg_url: str) -> None:
         nodes = _plan_nodes(conn, dashboard.TOP_ITEMS, {"limit": 10, "since_ms": newest[0] - 3_600_000})
         events = [n for n in nodes if n.get("Relation Name") in _month_indexes(conn, "clickstream_events")]
         assert [n["Node Type"] for n in events] == ["Bitmap Heap Scan"], events
-        assert {n.get("Index Name") for n in nodes} & _month_indexes(conn, "clickstream_events_timestamp_brin")
+        assert {n.get("Index Name") for n in nodes} & _month_indexes(
+            conn, "clickstream_events_timestamp_brin"
+        )
         # ... and the rankings answer as the view over every item does.
         viewed = conn.execute(dashboard.TOP_VIEWED_ITEMS, {"limit": 10, "min_views": 5}).fetchall()
         assert [r[0] for r in viewed] == [
