@@ -75,7 +75,7 @@ def test_months_dropped_keep_every_aggregate_and_the_proof(
         assert _months(conn) == [f"clickstream_events_2015_{m:02d}" for m in (5, 6, 7, 8)]
         totals = conn.execute("SELECT * FROM event_totals ORDER BY event").fetchall()
         sessions_before = stored(conn)
-        per_month = dict(
+        per_month: dict[str, int] = dict(
             conn.execute(
                 "SELECT to_char(event_time AT TIME ZONE 'UTC', 'MM'), count(*) FROM clickstream_events GROUP BY 1"
             ).fetchall()
