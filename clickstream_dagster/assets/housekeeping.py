@@ -1,5 +1,5 @@
 """Housekeeping: what a deployment accumulates and nobody reads again, deleted on a schedule so that a year of
-running costs what a week does. One job, four ops, each with its own retention setting (days) in its config:
+running costs what a week does. One job, five ops, each with its own retention setting (days):
 
 - `prune_run_history`: finished ingest and quarantine-replay runs (one every few seconds while events flow)
   older than `runs_days`, with their event logs, through Dagster's public `DagsterInstance.delete_run`. The
@@ -12,7 +12,10 @@ running costs what a week does. One job, four ops, each with its own retention s
   trained more than `models_days` ago; each version's row, with its evidence, stays;
 - `drop_expired_events`: the months of clickstream_events that ended more than `events_days` before the newest
   event (CLICKSTREAM_EVENT_RETENTION_DAYS; unset, the default: every month is kept), whole partitions at a
-  time (ingestion/retention.py says when a month must stay longer).
+  time (ingestion/retention.py says when a month must stay longer);
+- `close_old_windows`: the distinct-id sets of the 5-minute windows that ended more than the lateness horizon
+  (CLICKSTREAM_LATENESS_HORIZON_DAYS, 180) before the newest event: no event can change them any more (the
+  loader quarantines it), so their counts stay in windowed_stats and their sets go.
 
 What is kept forever, and every setting: docs/operations.md, "Running it for months".
 """
@@ -24,8 +27,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from clickstream_dagster.analytics.windows.sets import close_windows
 from clickstream_dagster.assets.ingestion import INGEST_JOB_NAME, REPLAY_JOB_NAME
-from clickstream_dagster.ingestion.retention import drop_expired_months, retention_days
+from clickstream_dagster.ingestion.retention import drop_expired_months, lateness_ms, retention_days
 from clickstream_dagster.resources import PostgresResource
 from clickstream_dagster.sql import ml as ml_queries
 from clickstream_dagster.sql import queries as q
@@ -140,10 +144,24 @@ def drop_expired_events(
     return result.rows
 
 
+@dg.op(
+    description="Delete the distinct-id sets of the windows the lateness horizon closed (their counts stay)"
+)
+def close_old_windows(context: dg.OpExecutionContext, postgres: PostgresResource) -> int:
+    horizon = lateness_ms()
+    with postgres.connection() as conn:
+        closed = close_windows(conn, horizon)
+    context.log.info(
+        f"deleted the sets of {closed:,} closed windows (lateness horizon {horizon / 86_400_000:g} days)"
+    )
+    context.add_output_metadata({"window_sets_deleted": closed})
+    return closed
+
+
 @dg.job(
     name=HOUSEKEEPING_JOB_NAME,
-    description="Delete old ingestion runs, replayed quarantine rows, unserved model artefacts and expired months"
-    " of raw events",
+    description="Delete old ingestion runs, replayed quarantine rows, unserved model artefacts, expired months of"
+    " raw events and the sets of closed windows",
     tags={"dagster/max_retries": "1"},
 )
 def housekeeping() -> None:
@@ -151,3 +169,4 @@ def housekeeping() -> None:
     prune_quarantine()
     prune_model_artefacts()
     drop_expired_events()
+    close_old_windows()

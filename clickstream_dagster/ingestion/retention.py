@@ -113,7 +113,7 @@ def _drop_month(
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
         try:
             # No loading transaction is between reading the horizons and inserting (LOADING_LOCK) from here.
-            conn.execute(q.RETENTION_LOCK)
+            conn.execute(q.HOLD_LOADING)
         except psycopg.errors.LockNotAvailable:
             return f"loading transactions held clickstream_events for more than {LOCK_TIMEOUT}; next time"
         conn.execute(q.COMPACTION_LOCK)  # the ledger's rows stay as they are until this month's are counted

@@ -79,9 +79,9 @@ MONTHS = """
 SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'clickstream_events'::regclass ORDER BY 1
 """
-# Loading transactions (LOADING_LOCK) wait while a month is counted and dropped; readers do not (the DROP
-# itself takes the exclusive lock at the end, for a moment).
-RETENTION_LOCK = "LOCK TABLE clickstream_events IN SHARE MODE"
+# Loading transactions (LOADING_LOCK) wait while a month is counted and dropped, or closed windows' sets are
+# deleted; readers do not (a DROP itself takes the exclusive lock at the end, for a moment).
+HOLD_LOADING = "LOCK TABLE clickstream_events IN SHARE MODE"
 RETENTION_STATE = """
 SELECT (SELECT max(last_timestamp) FROM event_totals), (SELECT gap_ms FROM session_settings),
        (SELECT min(first_ms) FROM session_changes)

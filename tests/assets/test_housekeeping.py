@@ -100,6 +100,9 @@ def test_housekeeping_deletes_what_its_settings_say_and_keeps_the_rest(
         assert instance.get_run_by_id(result.run_id) is not None
 
         assert result.output_for_node("prune_quarantine") == 2
+        # Event retention unset (the default): every month stays; no events, no window to close.
+        assert result.output_for_node("drop_expired_events") == 0
+        assert result.output_for_node("close_old_windows") == 0
         assert result.output_for_node("prune_model_artefacts") == 1
         with psycopg.connect(postgres.conninfo) as conn:
             kept = conn.execute(

@@ -11,6 +11,7 @@ import psycopg.rows
 import pytest
 
 from clickstream_dagster.analytics.sessions import update
+from clickstream_dagster.analytics.windows.sets import close_windows
 from clickstream_dagster.assets.ingestion import RangeCheck
 from clickstream_dagster.ingestion import months, retention
 from clickstream_dagster.ingestion.loader import LATENESS_REASON, RETENTION_REASON, load_and_commit
@@ -95,6 +96,24 @@ def test_months_dropped_keep_every_aggregate_and_the_proof(
         assert [m.name for m in second.dropped] == ["clickstream_events_2015_06"] and not second.kept
         assert _months(conn) == ["clickstream_events_2015_07", "clickstream_events_2015_08"]
         assert retention.drop_expired_months(conn, keep_days=40, lateness=20 * DAY_MS).dropped == []
+
+        # The windows that ended more than the horizon before the newest event are closed: their sets go.
+        horizon_start = f"to_timestamp(({newest} - {20 * DAY_MS}) / 1000.0) - interval '5 minutes'"
+        open_sets = conn.execute(
+            f"SELECT window_start, event, visitors, items FROM window_sets WHERE window_start >= {horizon_start}"
+            " ORDER BY 1, 2"
+        ).fetchall()
+        closed = conn.execute(
+            f"SELECT count(*) FROM window_sets WHERE window_start < {horizon_start}"
+        ).fetchone()
+        assert open_sets and closed and closed[0] > 0
+        assert close_windows(conn, 20 * DAY_MS) == closed[0]
+        assert (
+            conn.execute(
+                "SELECT window_start, event, visitors, items FROM window_sets ORDER BY 1, 2"
+            ).fetchall()
+            == open_sets
+        )
 
         # Every aggregate kept, and the ledger still proves every message: stored + dropped + quarantined.
         assert conn.execute("SELECT * FROM event_totals ORDER BY event").fetchall() == totals

@@ -31,6 +31,13 @@ SELECT v.window_start, v.event, v.ids, i.ids FROM visitors v JOIN items i USING 
 
 TRUNCATE_WINDOW_SETS = "TRUNCATE window_sets"
 
+# Closed windows: those that end more than the lateness horizon before the newest event (no event can reach
+# them any more: the loader quarantines it). Their sets go; their counts in windowed_stats stay.
+CLOSE_WINDOWS = f"""
+DELETE FROM window_sets
+WHERE window_start < to_timestamp((%(newest)s - %(horizon)s) / 1000.0) - interval '{WINDOW_SECONDS} seconds'
+"""
+
 # The stored sets of the (window, event)s a batch touches.
 WINDOW_SETS_OF = f"""
 SELECT k.window_number, k.event, w.visitors, w.items

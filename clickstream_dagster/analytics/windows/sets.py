@@ -18,6 +18,7 @@ import psycopg
 from clickstream_dagster.analytics.windows import WINDOW_MS
 from clickstream_dagster.analytics.windows import queries as q
 from clickstream_dagster.events import EventColumns
+from clickstream_dagster.sql import queries as sq
 from clickstream_dagster.sql.copy import copy_rows
 
 Ids = npt.NDArray[np.int64]
@@ -35,6 +36,18 @@ class Merged:
 
     added: Ids
     sets: list[bytes]
+
+
+def close_windows(conn: psycopg.Connection, horizon_ms: int) -> int:
+    """Delete the sets of the windows that ended more than `horizon_ms` (the lateness horizon) before the newest
+    event stored; returns how many (window, event type) sets went. Loading transactions wait meanwhile (none is
+    between reading the newest event and inserting: ingestion/months.py), so no event lands in a closed window."""
+    with conn.transaction():
+        conn.execute(sq.HOLD_LOADING)
+        row = conn.execute(sq.NEWEST_EVENT_MS).fetchone()
+        if row is None or row[0] is None:
+            return 0
+        return conn.execute(q.CLOSE_WINDOWS, {"newest": int(row[0]), "horizon": horizon_ms}).rowcount
 
 
 def rebuild_window_sets(cur: psycopg.Cursor) -> None:
