@@ -153,9 +153,7 @@ WITH spanned AS (
     FROM s_spans p
     CROSS JOIN LATERAL (
         SELECT visitorid, "timestamp", itemid, event FROM clickstream_events
-        WHERE visitorid = p.visitorid
-          AND event_time BETWEEN 'epoch'::timestamptz + p.lo * interval '1 ms'
-                             AND 'epoch'::timestamptz + p.hi * interval '1 ms'
+        WHERE visitorid = p.visitorid AND "timestamp" BETWEEN p.lo AND p.hi  -- (only the span's months)
         OFFSET 0
     ) e
 ), marked AS (
