@@ -11,11 +11,12 @@ from clickstream_dagster.dashboard.sources import Database, category_text
 from clickstream_dagster.sql import dashboard as sql
 
 # Label -> (grain, lookback from the newest period or None for everything).
-# The first is the page's default: a recent range, whose cost does not grow with the history.
+# The first is the page's default: a recent range, whose cost does not grow with the history (each hour's
+# median session length reads that hour's histogram: the default stays short, longer ranges on demand).
 SESSION_RANGES: dict[str, tuple[str, str | None]] = {
+    "Last 48 hours, per hour": ("hour", "48 hours"),
     "Last 14 days, per hour": ("hour", "14 days"),
     "Everything, per day": ("day", None),
-    "Last 48 hours, per hour": ("hour", "48 hours"),
 }
 MIN_VIEWING_SESSIONS = 5  # an item or category needs this many viewing sessions to rank by conversion
 

@@ -154,11 +154,11 @@ def test_every_section_shows_what_the_database_holds(
     assert shown["Bounce rate"] == f"{s['bounced'].mean():.1%}"
     funnel = figure(at, "funnel")["data"][0]
     assert values(funnel["x"]) == [viewed.sum(), (viewed & carted).sum(), (viewed & carted & bought).sum()]
-    # by default the last 14 days of session starts, per hour
+    # by default the last 48 hours of session starts, per hour
     over_time = figure(at, "sessions_over_time")["data"]
     per_hour = next(t for t in over_time if t["name"] == "sessions")
     hours = (s["start_ms"] // 3_600_000) * 3_600_000
-    in_range = int((hours > hours.max() - 14 * 86_400_000).sum())
+    in_range = int((hours > hours.max() - 2 * 86_400_000).sum())
     assert 0 < in_range < len(s) and sum(values(per_hour["y"])) == in_range
     heat = figure(at, "retention")["data"][0]
     cohorts = recomputed["retention_counts"]
