@@ -228,8 +228,10 @@ def measure(h: History, repeats: int, requests: int, check_runs: int) -> Figures
             params = {"run_id": run_id, "min_ts": MIN_TIMESTAMP_MS, "max_ts": MAX_TIMESTAMP_MS}
 
             def run_ranges(params: dict[str, Any] = params) -> None:
-                ranges = conn.execute(rules.CHECK_RUN_RANGES, params).fetchall()
-                assert len(ranges) == 1 and ranges[0][9] == CHECK_RUN_EVENTS, ranges
+                cur = conn.execute(rules.CHECK_RUN_RANGES, params)
+                ranges = cur.fetchall()
+                stored = [d.name for d in cur.description or []].index("stored")
+                assert len(ranges) == 1 and ranges[0][stored] == CHECK_RUN_EVENTS, ranges
 
             def ledger(run_id: str = run_id) -> None:
                 found = ledger_against_runs(conn, h.instance, h.topic, exclude_run_id=run_id)
