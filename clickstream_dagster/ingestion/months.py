@@ -78,7 +78,10 @@ def ensure(cur: psycopg.Cursor, months: list[Month]) -> list[str]:
     dropped = [m.name for m in months if kept_from is not None and m.start_ms < kept_from]
     if dropped:
         raise ValueError(f"months {dropped} are before the months retention kept: never created again")
-    return _create(cur, months) if missing else []
+    if not missing:
+        return []
+    with cur.connection.transaction():  # (a savepoint inside the caller's transaction, if it has one)
+        return _create(cur, months)
 
 
 def _create(cur: psycopg.Cursor, months: list[Month]) -> list[str]:
