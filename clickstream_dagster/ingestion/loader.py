@@ -44,9 +44,8 @@ class LoadResult:
     messages: int = 0
     inserted: int = 0
     quarantined: int = 0
-    refused: int = (
-        0  # loaded once already, in a month retention dropped since: left out, proven by the ledger
-    )
+    # Loaded once already, in a month retention dropped since: left out, proven by the ledger.
+    refused: int = 0
     # The events of the batch held back (refused or quarantined: retention dropped their month, or they came
     # later than the lateness horizon), with the reason.
     held_back: dict[tuple[int, int], str] = field(default_factory=dict)
@@ -76,23 +75,8 @@ def load_batch(conn: psycopg.Connection, batch: Batch) -> LoadResult:
         copied: EventColumns | None = None
         rejects = list(batch.rejects)
         if batch.events:
-            events = EventColumns.of(batch.events)
-            horizons = months.prepare(cur, events)
-            if horizons.kept_from is not None and (too_old := events.timestamp < horizons.kept_from).any():
-                old = events.take(too_old)
-                for p, o in zip(old.partition.tolist(), old.offset.tolist(), strict=True):
-                    result.held_back[(p, o)] = RETENTION_REASON
-                events, result.refused, gone = _before_retention(
-                    cur, batch.topic, events, too_old, horizons.kept_from
-                )
-                rejects.extend(gone)
-            horizon_ms = lateness_ms()
-            if horizons.newest is not None and horizon_ms is not None and len(events):
-                late = events.timestamp < horizons.newest - horizon_ms
-                if late.any():
-                    events, too_late = _later_than_horizon(cur, batch.topic, events, late, horizons.newest)
-                    rejects.extend(too_late)
-                    result.held_back.update({(r.partition, r.offset): LATENESS_REASON for r in too_late})
+            events, held = _hold_back(cur, batch.topic, EventColumns.of(batch.events), result)
+            rejects.extend(held)
             copied = _copy_new(conn, cur, batch.topic, events)
             result.inserted_by_partition = copied.per_partition()
             result.inserted = len(copied)
@@ -139,6 +123,29 @@ def _copy_new(
     raise RuntimeError(
         f"other loading transactions kept storing these offsets; gave up after {MAX_INSERT_ATTEMPTS}"
     )
+
+
+def _hold_back(
+    cur: psycopg.Cursor, topic: str, events: EventColumns, result: LoadResult
+) -> tuple[EventColumns, list[QuarantineRow]]:
+    """The batch's events held to the two horizons (ingestion/months.py reads them, creating the batch's
+    months): those of a month retention dropped, then those later than the lateness horizon, are left out
+    (recorded in `result`); returns the events to load and the quarantine rows of those held back."""
+    horizons = months.prepare(cur, events)
+    rejects: list[QuarantineRow] = []
+    if horizons.kept_from is not None and (too_old := events.timestamp < horizons.kept_from).any():
+        old = events.take(too_old)
+        coordinates = zip(old.partition.tolist(), old.offset.tolist(), strict=True)
+        result.held_back.update(dict.fromkeys(coordinates, RETENTION_REASON))
+        events, result.refused, gone = _before_retention(cur, topic, events, too_old, horizons.kept_from)
+        rejects.extend(gone)
+    if horizons.newest is not None and len(events):
+        late = events.timestamp < horizons.newest - lateness_ms()
+        if late.any():
+            events, too_late = _later_than_horizon(cur, topic, events, late, horizons.newest)
+            rejects.extend(too_late)
+            result.held_back.update({(r.partition, r.offset): LATENESS_REASON for r in too_late})
+    return events, rejects
 
 
 def _before_retention(
