@@ -55,15 +55,6 @@ class Month:
         return Month(self.year + self.month // 12, self.month % 12 + 1)
 
 
-def months_between(lo_ms: int, hi_ms: int) -> list[Month]:
-    """Every month from the one of `lo_ms` to the one of `hi_ms`, both included."""
-    month, last = Month.of_ms(lo_ms), Month.of_ms(hi_ms)
-    out = [month]
-    while out[-1] != last:
-        out.append(out[-1].next())
-    return out
-
-
 def months_of(timestamps: npt.ArrayLike) -> list[Month]:
     """The distinct months of these event times (epoch ms), oldest first."""
     days = np.unique(np.asarray(timestamps, np.int64) // 86_400_000)  # days first: a few hundred at most
